@@ -1,0 +1,456 @@
+//! The engine: one namespace's state and the rules of every write.
+//!
+//! The engine decides; it does no I/O. A write goes through three steps so
+//! that a durable shell can persist between deciding and publishing:
+//!
+//! 1. [`Engine::begin`] opens a [`WriteTxn`]; [`Engine::set`],
+//!    [`Engine::set_fn`], [`Engine::set_many`] and [`Engine::delete`] stage
+//!    operations in it. Each staged operation is validated, compared and given
+//!    its versions and revisions, or rejected whole, leaving the transaction
+//!    as it was: a shell batching many clients' operations into one
+//!    transaction (group commit) rejects only the offending one.
+//! 2. The shell makes [`WriteTxn::events`] durable (the change records carry
+//!    everything: kind, key, type, value, version, revision).
+//! 3. [`Engine::commit`] applies the transaction, appends it to the retained
+//!    history and publishes it to watchers.
+//!
+//! Staging reads the engine through `&self`, so readers may go on while a
+//! shell persists; a shell must serialize writers (one open transaction at a
+//! time), which [`Engine::commit`] checks.
+//!
+//! ```
+//! use store_core::{Engine, SetOptions, StoreOptions, SetResult};
+//! use serde_json::json;
+//!
+//! let mut engine = Engine::new(StoreOptions::new());
+//! let mut txn = engine.begin();
+//! let w = engine.set(&mut txn, "task", "t1", json!({"title": "write docs"}), SetOptions::default())?;
+//! assert_eq!((w.result, w.version, w.rev), (SetResult::Created, 1, 1));
+//! // A shell persists txn.events() here, then:
+//! engine.commit(txn)?;
+//! assert_eq!(engine.rev(), 1);
+//! # Ok::<(), store_core::Error>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::hub::{self, Hub, Watch, WatchOptions};
+use crate::schema::Schema;
+use crate::{
+    BoxError, Deleted, Entry, Error, Event, EventType, Filter, Result, SetOptions, SetResult,
+    StoreOptions, StoreValue, Written,
+};
+
+type Kinds<T> = HashMap<String, HashMap<String, Entry<T>>>;
+
+/// One namespace's entries, revision, retained history and watchers.
+pub struct Engine<T> {
+    options: StoreOptions<T>,
+    kinds: Kinds<T>,
+    rev: u64,
+    history: VecDeque<Arc<Event<T>>>,
+    hub: Hub<T>,
+    closed: bool,
+}
+
+/// Operations staged against an engine, not yet applied.
+#[derive(Debug)]
+pub struct WriteTxn<T> {
+    base_rev: u64,
+    staged: HashMap<(String, String), Option<Entry<T>>>,
+    events: Vec<Event<T>>,
+}
+
+impl<T> WriteTxn<T> {
+    /// The change records staged so far, in commit order with consecutive
+    /// revisions: what a shell must make durable before committing.
+    #[must_use]
+    pub fn events(&self) -> &[Event<T>] {
+        &self.events
+    }
+
+    /// Whether nothing would change on commit.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The revision the transaction was begun at.
+    #[must_use]
+    pub fn base_rev(&self) -> u64 {
+        self.base_rev
+    }
+
+    fn next_rev(&self) -> u64 {
+        self.base_rev + self.events.len() as u64 + 1
+    }
+}
+
+fn check_kind(kind: &str) -> Result<()> {
+    if kind.is_empty() {
+        Err(Error::KindRequired)
+    } else {
+        Ok(())
+    }
+}
+
+impl<T: StoreValue> Engine<T> {
+    /// An empty engine at revision 0.
+    #[must_use]
+    pub fn new(options: StoreOptions<T>) -> Self {
+        Engine {
+            options,
+            kinds: HashMap::new(),
+            rev: 0,
+            history: VecDeque::new(),
+            hub: Hub::default(),
+            closed: false,
+        }
+    }
+
+    /// An engine restored from persisted state: its entries as of revision
+    /// `rev`, and the tail of its change log (the events after some revision,
+    /// up to and including `rev`, consecutive) to serve resuming watches.
+    /// Only the last `retention` events are kept.
+    pub fn restore(
+        options: StoreOptions<T>,
+        rev: u64,
+        entries: impl IntoIterator<Item = (String, String, Entry<T>)>,
+        history: impl IntoIterator<Item = Event<T>>,
+    ) -> Result<Self> {
+        let mut engine = Engine::new(options);
+        engine.rev = rev;
+        for (kind, key, entry) in entries {
+            check_kind(&kind)?;
+            if entry.rev > rev || entry.version == 0 {
+                return Err(Error::Storage(
+                    format!("entry {kind}/{key} has rev {} version {} beyond head {rev}", entry.rev, entry.version).into(),
+                ));
+            }
+            engine.kinds.entry(kind).or_default().insert(key, entry);
+        }
+        for event in history {
+            engine.history.push_back(Arc::new(event));
+            if engine.history.len() > engine.options.retention {
+                engine.history.pop_front();
+            }
+        }
+        let contiguous = engine
+            .history
+            .iter()
+            .zip(engine.oldest_resumable() + 1..)
+            .all(|(e, want)| e.rev == want);
+        if !contiguous || engine.history.back().is_some_and(|e| e.rev != rev) {
+            return Err(Error::Storage(
+                format!("history does not end at revision {rev} without gaps").into(),
+            ));
+        }
+        Ok(engine)
+    }
+
+    /// The revision of the last committed change (0 for a new store).
+    #[must_use]
+    pub fn rev(&self) -> u64 {
+        self.rev
+    }
+
+    /// The oldest revision a watch can resume from.
+    #[must_use]
+    pub fn oldest_resumable(&self) -> u64 {
+        self.rev - self.history.len() as u64
+    }
+
+    /// The options the engine was made with.
+    #[must_use]
+    pub fn options(&self) -> &StoreOptions<T> {
+        &self.options
+    }
+
+    /// The JSON Schemas by kind.
+    #[must_use]
+    pub fn schemas(&self) -> &BTreeMap<String, Schema> {
+        &self.options.schemas
+    }
+
+    /// Whether [`Engine::close`] was called.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Closes the engine: every later call fails with [`Error::Closed`] and
+    /// every watch ends after its queued events. Idempotent.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.hub.close();
+    }
+
+    /// The number of live watchers.
+    #[must_use]
+    pub fn watcher_count(&self) -> usize {
+        self.hub.len()
+    }
+
+    fn open(&self, kind: &str) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        check_kind(kind)
+    }
+
+    fn kind_map(&self, kind: &str) -> Result<Option<&HashMap<String, Entry<T>>>> {
+        self.open(kind)?;
+        Ok(self.kinds.get(kind))
+    }
+
+    // ---- reads ----
+
+    /// The entry at `kind`/`key`.
+    pub fn get(&self, kind: &str, key: &str) -> Result<Option<&Entry<T>>> {
+        Ok(self.kind_map(kind)?.and_then(|m| m.get(key)))
+    }
+
+    /// The number of keys of `kind`.
+    pub fn count(&self, kind: &str) -> Result<usize> {
+        Ok(self.kind_map(kind)?.map_or(0, HashMap::len))
+    }
+
+    /// The entries of `kind` that pass every filter, sorted by key.
+    pub fn list(&self, kind: &str, filters: &[Filter<T>]) -> Result<Vec<(&str, &Entry<T>)>> {
+        let mut out: Vec<(&str, &Entry<T>)> = self
+            .kind_map(kind)?
+            .into_iter()
+            .flatten()
+            .filter(|(k, e)| Filter::all(filters, k, &e.value))
+            .map(|(k, e)| (k.as_str(), e))
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Ok(out)
+    }
+
+    /// The kinds that hold at least one key, sorted.
+    pub fn kinds(&self) -> Result<Vec<&str>> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let mut kinds: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
+        kinds.sort_unstable();
+        Ok(kinds)
+    }
+
+    // ---- writes ----
+
+    /// Opens a write transaction at the current revision.
+    #[must_use]
+    pub fn begin(&self) -> WriteTxn<T> {
+        WriteTxn {
+            base_rev: self.rev,
+            staged: HashMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn current<'a>(&'a self, txn: &'a WriteTxn<T>, kind: &str, key: &str) -> Option<&'a Entry<T>> {
+        if !txn.staged.is_empty() {
+            if let Some(staged) = txn.staged.get(&(kind.to_owned(), key.to_owned())) {
+                return staged.as_ref();
+            }
+        }
+        self.kinds.get(kind).and_then(|m| m.get(key))
+    }
+
+    fn check_version(current: Option<&Entry<T>>, opts: SetOptions) -> Result<()> {
+        let actual = current.map_or(0, |e| e.version);
+        match opts.if_version {
+            Some(expected) if expected != actual => Err(Error::Conflict { expected, actual }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stages `value` at `kind`/`key`. A value equal (per the compare
+    /// function) to the stored one stages nothing and reports `Unchanged`.
+    pub fn set(&self, txn: &mut WriteTxn<T>, kind: &str, key: &str, value: T, opts: SetOptions) -> Result<Written> {
+        self.open(kind)?;
+        self.options.validate(kind, key, &value)?;
+        let current = self.current(txn, kind, key);
+        Self::check_version(current, opts)?;
+        Ok(self.stage_put(txn, kind, key, value))
+    }
+
+    /// Atomic read-modify-write: stages `f(current value)`. Fails with
+    /// [`Error::KeyNotFound`] for a missing key and [`Error::Function`] when
+    /// `f` fails; either way nothing is staged.
+    pub fn set_fn<F, E>(&self, txn: &mut WriteTxn<T>, kind: &str, key: &str, f: F, opts: SetOptions) -> Result<Written>
+    where
+        F: FnOnce(&T) -> std::result::Result<T, E>,
+        E: Into<BoxError>,
+    {
+        self.open(kind)?;
+        let current = self.current(txn, kind, key).ok_or(Error::KeyNotFound)?;
+        Self::check_version(Some(current), opts)?;
+        let value = f(&current.value).map_err(|e| Error::Function(e.into()))?;
+        self.options.validate(kind, key, &value)?;
+        Ok(self.stage_put(txn, kind, key, value))
+    }
+
+    /// Stages many keys of one kind: merged into the kind (other keys stay),
+    /// unchanged values skipped, changes in key order. All or nothing: if any
+    /// value is invalid, nothing is staged. A key given twice keeps its last value.
+    pub fn set_many(
+        &self,
+        txn: &mut WriteTxn<T>,
+        kind: &str,
+        items: impl IntoIterator<Item = (String, T)>,
+    ) -> Result<Vec<(String, Written)>> {
+        self.open(kind)?;
+        let items: BTreeMap<String, T> = items.into_iter().collect();
+        for (key, value) in &items {
+            self.options.validate(kind, key, value)?;
+        }
+        Ok(items
+            .into_iter()
+            .map(|(key, value)| {
+                let w = self.stage_put(txn, kind, &key, value);
+                (key, w)
+            })
+            .collect())
+    }
+
+    /// Stages the removal of `kind`/`key`; `None` if it does not exist
+    /// (nothing staged).
+    pub fn delete(&self, txn: &mut WriteTxn<T>, kind: &str, key: &str, opts: SetOptions) -> Result<Option<Deleted<T>>> {
+        self.open(kind)?;
+        let current = self.current(txn, kind, key);
+        Self::check_version(current, opts)?;
+        let Some(prev) = current.cloned() else {
+            return Ok(None);
+        };
+        let rev = txn.next_rev();
+        txn.events.push(Event {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            event_type: EventType::Delete,
+            value: prev.value.clone(),
+            version: prev.version,
+            rev,
+        });
+        txn.staged.insert((kind.to_owned(), key.to_owned()), None);
+        Ok(Some(Deleted { prev, rev }))
+    }
+
+    fn stage_put(&self, txn: &mut WriteTxn<T>, kind: &str, key: &str, value: T) -> Written {
+        let (event_type, version) = match self.current(txn, kind, key) {
+            Some(cur) if self.options.equal(&cur.value, &value) => {
+                return Written {
+                    result: SetResult::Unchanged,
+                    version: cur.version,
+                    rev: cur.rev,
+                };
+            }
+            Some(cur) => (EventType::Update, cur.version + 1),
+            None => (EventType::Create, 1),
+        };
+        let rev = txn.next_rev();
+        txn.events.push(Event {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            event_type,
+            value: value.clone(),
+            version,
+            rev,
+        });
+        txn.staged
+            .insert((kind.to_owned(), key.to_owned()), Some(Entry { value, version, rev }));
+        let result = match event_type {
+            EventType::Create => SetResult::Created,
+            _ => SetResult::Updated,
+        };
+        Written { result, version, rev }
+    }
+
+    /// Applies a transaction begun on this engine, appends its events to the
+    /// retained history and publishes them to watchers. Call it only once the
+    /// events are durable. Fails with [`Error::StaleTransaction`] if another
+    /// transaction was committed since this one began.
+    pub fn commit(&mut self, txn: WriteTxn<T>) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        if txn.base_rev != self.rev {
+            return Err(Error::StaleTransaction {
+                base: txn.base_rev,
+                head: self.rev,
+            });
+        }
+        let Some(last) = txn.events.last() else {
+            return Ok(());
+        };
+        self.rev = last.rev;
+        for ((kind, key), entry) in txn.staged {
+            match entry {
+                Some(entry) => {
+                    self.kinds.entry(kind).or_default().insert(key, entry);
+                }
+                None => {
+                    if let Some(m) = self.kinds.get_mut(&kind) {
+                        m.remove(&key);
+                        if m.is_empty() {
+                            self.kinds.remove(&kind);
+                        }
+                    }
+                }
+            }
+        }
+        let events: Vec<Arc<Event<T>>> = txn.events.into_iter().map(Arc::new).collect();
+        self.hub.publish(&events);
+        let retention = self.options.retention;
+        if retention > 0 {
+            self.history.extend(events);
+            let excess = self.history.len().saturating_sub(retention);
+            self.history.drain(..excess);
+        }
+        Ok(())
+    }
+
+    // ---- watch ----
+
+    /// Subscribes to the changes of `kind`. Registration and the replay (or
+    /// resume) snapshot happen together under `&mut self`, so no change can
+    /// fall between them or be delivered twice.
+    pub fn watch(&mut self, kind: &str, opts: WatchOptions) -> Result<Watch<T>> {
+        self.open(kind)?;
+        let backlog: VecDeque<Arc<Event<T>>> = if let Some(from) = opts.resume_from() {
+            if from > self.rev {
+                return Ok(hub::revision_ahead(&opts, from, self.rev));
+            }
+            if from < self.oldest_resumable() {
+                return Ok(hub::compacted(&opts, self.oldest_resumable()));
+            }
+            let skip = (from - self.oldest_resumable()) as usize;
+            self.history
+                .iter()
+                .skip(skip)
+                .filter(|e| e.kind == kind && opts.wants(e.event_type))
+                .cloned()
+                .collect()
+        } else if opts.is_replay() && opts.wants(EventType::Create) {
+            self.list(kind, &[])?
+                .into_iter()
+                .map(|(key, e)| {
+                    Arc::new(Event {
+                        kind: kind.to_owned(),
+                        key: key.to_owned(),
+                        event_type: EventType::Create,
+                        value: e.value.clone(),
+                        version: e.version,
+                        rev: e.rev,
+                    })
+                })
+                .collect()
+        } else {
+            VecDeque::new()
+        };
+        Ok(self.hub.subscribe(kind, &opts, backlog))
+    }
+}
