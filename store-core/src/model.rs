@@ -96,7 +96,6 @@ pub struct Deleted<T> {
 
 /// Options of a single-key write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct SetOptions {
     /// Compare-and-set: the write happens only if the stored version equals
     /// this one, with 0 meaning "the key must not exist"; otherwise the write
