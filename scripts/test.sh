@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of the project. This is the README's test command, and
+# .ci/run calls it.
+#
+# Set ZESTOR_REQUIRE_ALL=1 (CI does) to turn any test that would skip for a
+# missing service or browser into a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+echo "== store-core builds for wasm32-unknown-unknown and does no I/O"
+scripts/check-core-no-io.sh
+
+echo "== cargo test (workspace, all features)"
+cargo test --workspace --all-features
