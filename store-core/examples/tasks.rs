@@ -30,7 +30,10 @@ fn main() -> Result<(), Error> {
     let printer = thread::spawn(move || {
         for event in block_on_stream(watch) {
             match event {
-                Ok(e) => println!("  watch: rev {} {:?} {} v{} {:?}", e.rev, e.event_type, e.key, e.version, e.value),
+                Ok(e) => println!(
+                    "  watch: rev {} {:?} {} v{} {:?}",
+                    e.rev, e.event_type, e.key, e.version, e.value
+                ),
                 Err(e) => println!("  watch ended with error: {e} ({})", e.code()),
             }
         }
@@ -38,24 +41,74 @@ fn main() -> Result<(), Error> {
     });
 
     let none = SetOptions::default();
-    let w = store.set("task", "t1", Task { title: "write the docs".into(), done: false }, none)?;
+    let w = store.set(
+        "task",
+        "t1",
+        Task {
+            title: "write the docs".into(),
+            done: false,
+        },
+        none,
+    )?;
     println!("set t1 -> {:?} version {} rev {}", w.result, w.version, w.rev);
-    store.set("task", "t2", Task { title: "ship it".into(), done: false }, none)?;
+    store.set(
+        "task",
+        "t2",
+        Task {
+            title: "ship it".into(),
+            done: false,
+        },
+        none,
+    )?;
 
     // An equal value is not a change: no version, no revision, no event.
-    let w = store.set("task", "t2", Task { title: "ship it".into(), done: false }, none)?;
+    let w = store.set(
+        "task",
+        "t2",
+        Task {
+            title: "ship it".into(),
+            done: false,
+        },
+        none,
+    )?;
     println!("set t2 again -> {:?} (rev stays {})", w.result, w.rev);
 
     // Compare-and-set: only if nobody changed t1 since version 1.
-    let w = store.set_fn("task", "t1", |t: &Task| Ok::<_, Error>(Task { done: true, ..t.clone() }), SetOptions::if_version(1))?;
+    let w = store.set_fn(
+        "task",
+        "t1",
+        |t: &Task| {
+            Ok::<_, Error>(Task {
+                done: true,
+                ..t.clone()
+            })
+        },
+        SetOptions::if_version(1),
+    )?;
     println!("finish t1 at version 1 -> {:?} version {}", w.result, w.version);
-    match store.set("task", "t1", Task { title: "stale".into(), done: false }, SetOptions::if_version(1)) {
+    match store.set(
+        "task",
+        "t1",
+        Task {
+            title: "stale".into(),
+            done: false,
+        },
+        SetOptions::if_version(1),
+    ) {
         Err(e) => println!("stale write refused: {e} ({})", e.code()),
         Ok(w) => println!("unexpected: {w:?}"),
     }
 
     // The schema refuses an empty title before anything is written.
-    if let Err(e) = store.set("task", "t3", Task { title: String::new(), done: false }, none) {
+    if let Err(e) = store.set(
+        "task",
+        "t3",
+        Task {
+            title: String::new(),
+            done: false,
+        },
+        none,
+    ) {
         println!("invalid write refused: {e}");
     }
     store.delete("task", "t2", none)?;

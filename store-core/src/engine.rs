@@ -38,8 +38,8 @@ use std::sync::Arc;
 use crate::hub::{self, Hub, Watch, WatchOptions};
 use crate::schema::Schema;
 use crate::{
-    BoxError, Deleted, Entry, Error, Event, EventType, Filter, Result, SetOptions, SetResult,
-    StoreOptions, StoreValue, Written,
+    BoxError, Deleted, Entry, Error, Event, EventType, Filter, Result, SetOptions, SetResult, StoreOptions,
+    StoreValue, Written,
 };
 
 type Kinds<T> = HashMap<String, HashMap<String, Entry<T>>>;
@@ -125,7 +125,11 @@ impl<T: StoreValue> Engine<T> {
             check_kind(&kind)?;
             if entry.rev > rev || entry.version == 0 {
                 return Err(Error::Storage(
-                    format!("entry {kind}/{key} has rev {} version {} beyond head {rev}", entry.rev, entry.version).into(),
+                    format!(
+                        "entry {kind}/{key} has rev {} version {} beyond head {rev}",
+                        entry.rev, entry.version
+                    )
+                    .into(),
                 ));
             }
             engine.kinds.entry(kind).or_default().insert(key, entry);
@@ -270,7 +274,14 @@ impl<T: StoreValue> Engine<T> {
 
     /// Stages `value` at `kind`/`key`. A value equal (per the compare
     /// function) to the stored one stages nothing and reports `Unchanged`.
-    pub fn set(&self, txn: &mut WriteTxn<T>, kind: &str, key: &str, value: T, opts: SetOptions) -> Result<Written> {
+    pub fn set(
+        &self,
+        txn: &mut WriteTxn<T>,
+        kind: &str,
+        key: &str,
+        value: T,
+        opts: SetOptions,
+    ) -> Result<Written> {
         self.open(kind)?;
         self.options.validate(kind, key, &value)?;
         let current = self.current(txn, kind, key);
@@ -281,7 +292,14 @@ impl<T: StoreValue> Engine<T> {
     /// Atomic read-modify-write: stages `f(current value)`. Fails with
     /// [`Error::KeyNotFound`] for a missing key and [`Error::Function`] when
     /// `f` fails; either way nothing is staged.
-    pub fn set_fn<F, E>(&self, txn: &mut WriteTxn<T>, kind: &str, key: &str, f: F, opts: SetOptions) -> Result<Written>
+    pub fn set_fn<F, E>(
+        &self,
+        txn: &mut WriteTxn<T>,
+        kind: &str,
+        key: &str,
+        f: F,
+        opts: SetOptions,
+    ) -> Result<Written>
     where
         F: FnOnce(&T) -> std::result::Result<T, E>,
         E: Into<BoxError>,
@@ -319,7 +337,13 @@ impl<T: StoreValue> Engine<T> {
 
     /// Stages the removal of `kind`/`key`; `None` if it does not exist
     /// (nothing staged).
-    pub fn delete(&self, txn: &mut WriteTxn<T>, kind: &str, key: &str, opts: SetOptions) -> Result<Option<Deleted<T>>> {
+    pub fn delete(
+        &self,
+        txn: &mut WriteTxn<T>,
+        kind: &str,
+        key: &str,
+        opts: SetOptions,
+    ) -> Result<Option<Deleted<T>>> {
         self.open(kind)?;
         let current = self.current(txn, kind, key);
         Self::check_version(current, opts)?;
@@ -360,8 +384,10 @@ impl<T: StoreValue> Engine<T> {
             version,
             rev,
         });
-        txn.staged
-            .insert((kind.to_owned(), key.to_owned()), Some(Entry { value, version, rev }));
+        txn.staged.insert(
+            (kind.to_owned(), key.to_owned()),
+            Some(Entry { value, version, rev }),
+        );
         let result = match event_type {
             EventType::Create => SetResult::Created,
             _ => SetResult::Updated,

@@ -123,4 +123,7 @@ pub use store::{MaybeSend, MaybeSync, Store};
 /// is the dynamic flavour used by the server and the browser.
 pub trait StoreValue: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static {}
 
-impl<T> StoreValue for T where T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static {}
+impl<T> StoreValue for T where
+    T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static
+{
+}

@@ -93,13 +93,21 @@ impl<T: StoreValue> MemStore<T> {
     /// The keys of `kind`, sorted.
     pub fn keys(&self, kind: &str) -> Result<Vec<String>> {
         let engine = self.engine.read();
-        Ok(engine.list(kind, &[])?.into_iter().map(|(k, _)| k.to_owned()).collect())
+        Ok(engine
+            .list(kind, &[])?
+            .into_iter()
+            .map(|(k, _)| k.to_owned())
+            .collect())
     }
 
     /// The values of `kind`, sorted by key.
     pub fn values(&self, kind: &str) -> Result<Vec<T>> {
         let engine = self.engine.read();
-        Ok(engine.list(kind, &[])?.into_iter().map(|(_, e)| e.value.clone()).collect())
+        Ok(engine
+            .list(kind, &[])?
+            .into_iter()
+            .map(|(_, e)| e.value.clone())
+            .collect())
     }
 
     /// Every entry of `kind`, by key.
@@ -145,7 +153,11 @@ impl<T: StoreValue> MemStore<T> {
     }
 
     /// Merges many keys into `kind`, all or nothing.
-    pub fn set_many(&self, kind: &str, items: impl IntoIterator<Item = (String, T)>) -> Result<Vec<(String, Written)>> {
+    pub fn set_many(
+        &self,
+        kind: &str,
+        items: impl IntoIterator<Item = (String, T)>,
+    ) -> Result<Vec<(String, Written)>> {
         self.write(|e, txn| e.set_many(txn, kind, items))
     }
 
@@ -176,7 +188,11 @@ impl<T: StoreValue> Store<T> for MemStore<T> {
         ready(MemStore::get(self, kind, key))
     }
 
-    fn list(&self, kind: &str, filters: &[Filter<T>]) -> impl Future<Output = Result<Vec<(String, Entry<T>)>>> + MaybeSend {
+    fn list(
+        &self,
+        kind: &str,
+        filters: &[Filter<T>],
+    ) -> impl Future<Output = Result<Vec<(String, Entry<T>)>>> + MaybeSend {
         ready(MemStore::list(self, kind, filters))
     }
 
@@ -196,11 +212,23 @@ impl<T: StoreValue> Store<T> for MemStore<T> {
         ready(MemStore::get_all(self, kind))
     }
 
-    fn set(&self, kind: &str, key: &str, value: T, opts: SetOptions) -> impl Future<Output = Result<Written>> + MaybeSend {
+    fn set(
+        &self,
+        kind: &str,
+        key: &str,
+        value: T,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + MaybeSend {
         ready(MemStore::set(self, kind, key, value, opts))
     }
 
-    fn set_fn<F, E>(&self, kind: &str, key: &str, f: F, opts: SetOptions) -> impl Future<Output = Result<Written>> + MaybeSend
+    fn set_fn<F, E>(
+        &self,
+        kind: &str,
+        key: &str,
+        f: F,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + MaybeSend
     where
         F: FnOnce(&T) -> std::result::Result<T, E> + MaybeSend + 'static,
         E: Into<BoxError> + 'static,
@@ -208,11 +236,20 @@ impl<T: StoreValue> Store<T> for MemStore<T> {
         ready(MemStore::set_fn(self, kind, key, f, opts))
     }
 
-    fn set_many(&self, kind: &str, items: Vec<(String, T)>) -> impl Future<Output = Result<Vec<(String, Written)>>> + MaybeSend {
+    fn set_many(
+        &self,
+        kind: &str,
+        items: Vec<(String, T)>,
+    ) -> impl Future<Output = Result<Vec<(String, Written)>>> + MaybeSend {
         ready(MemStore::set_many(self, kind, items))
     }
 
-    fn delete(&self, kind: &str, key: &str, opts: SetOptions) -> impl Future<Output = Result<Option<Deleted<T>>>> + MaybeSend {
+    fn delete(
+        &self,
+        kind: &str,
+        key: &str,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Option<Deleted<T>>>> + MaybeSend {
         ready(MemStore::delete(self, kind, key, opts))
     }
 

@@ -11,6 +11,7 @@ use crate::{Error, Result, StoreValue};
 
 type ValidateFn<T> = dyn Fn(&str, &T) -> std::result::Result<(), String> + Send + Sync;
 type CompareFn<T> = dyn Fn(&T, &T) -> bool + Send + Sync;
+type FilterFn<T> = dyn Fn(&str, &T) -> bool + Send + Sync;
 
 /// The default number of revisions of history kept for `watch from rev`.
 pub const DEFAULT_RETENTION: usize = 10_000;
@@ -85,10 +86,7 @@ impl<T: StoreValue> StoreOptions<T> {
     where
         F: Fn(&str, &T) -> std::result::Result<(), String> + Send + Sync + 'static,
     {
-        self.validators
-            .entry(kind.into())
-            .or_default()
-            .push(Arc::new(f));
+        self.validators.entry(kind.into()).or_default().push(Arc::new(f));
         self
     }
 
@@ -151,7 +149,7 @@ impl<T: StoreValue> StoreOptions<T> {
 }
 
 /// A predicate over `(key, value)` for `list`; several filters compose with AND.
-pub struct Filter<T>(Arc<dyn Fn(&str, &T) -> bool + Send + Sync>);
+pub struct Filter<T>(Arc<FilterFn<T>>);
 
 impl<T> Filter<T> {
     /// A filter from a predicate on the key and the value.

@@ -42,7 +42,11 @@ pub trait Store<T: StoreValue>: MaybeSend + MaybeSync {
     fn get(&self, kind: &str, key: &str) -> impl Future<Output = Result<Option<Entry<T>>>> + MaybeSend;
 
     /// The entries of `kind` passing every filter (AND), sorted by key.
-    fn list(&self, kind: &str, filters: &[Filter<T>]) -> impl Future<Output = Result<Vec<(String, Entry<T>)>>> + MaybeSend;
+    fn list(
+        &self,
+        kind: &str,
+        filters: &[Filter<T>],
+    ) -> impl Future<Output = Result<Vec<(String, Entry<T>)>>> + MaybeSend;
 
     /// The number of keys of `kind`.
     fn count(&self, kind: &str) -> impl Future<Output = Result<usize>> + MaybeSend;
@@ -58,19 +62,40 @@ pub trait Store<T: StoreValue>: MaybeSend + MaybeSync {
 
     /// Writes `value`; `Unchanged` (nothing written, no event) when the compare
     /// function judges it equal to the stored value.
-    fn set(&self, kind: &str, key: &str, value: T, opts: SetOptions) -> impl Future<Output = Result<Written>> + MaybeSend;
+    fn set(
+        &self,
+        kind: &str,
+        key: &str,
+        value: T,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + MaybeSend;
 
     /// Atomic read-modify-write of an existing key; `f` must not call the store.
-    fn set_fn<F, E>(&self, kind: &str, key: &str, f: F, opts: SetOptions) -> impl Future<Output = Result<Written>> + MaybeSend
+    fn set_fn<F, E>(
+        &self,
+        kind: &str,
+        key: &str,
+        f: F,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + MaybeSend
     where
         F: FnOnce(&T) -> std::result::Result<T, E> + MaybeSend + 'static,
         E: Into<BoxError> + 'static;
 
     /// Merges many keys into `kind`, all or nothing; outcomes in key order.
-    fn set_many(&self, kind: &str, items: Vec<(String, T)>) -> impl Future<Output = Result<Vec<(String, Written)>>> + MaybeSend;
+    fn set_many(
+        &self,
+        kind: &str,
+        items: Vec<(String, T)>,
+    ) -> impl Future<Output = Result<Vec<(String, Written)>>> + MaybeSend;
 
     /// Removes `kind`/`key`; `None` if it did not exist.
-    fn delete(&self, kind: &str, key: &str, opts: SetOptions) -> impl Future<Output = Result<Option<Deleted<T>>>> + MaybeSend;
+    fn delete(
+        &self,
+        kind: &str,
+        key: &str,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Option<Deleted<T>>>> + MaybeSend;
 
     /// Subscribes to the changes of `kind`.
     fn watch(&self, kind: &str, opts: WatchOptions) -> impl Future<Output = Result<Watch<T>>> + MaybeSend;

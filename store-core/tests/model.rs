@@ -11,10 +11,26 @@ use store_core::{Error, EventType, MemStore, SetOptions, SetResult, StoreOptions
 
 #[derive(Debug, Clone)]
 enum Op {
-    Set { kind: u8, key: u8, value: u8, if_version: Option<u64> },
-    SetFn { kind: u8, key: u8, add: u8 },
-    SetMany { kind: u8, items: Vec<(u8, u8)> },
-    Delete { kind: u8, key: u8, if_version: Option<u64> },
+    Set {
+        kind: u8,
+        key: u8,
+        value: u8,
+        if_version: Option<u64>,
+    },
+    SetFn {
+        kind: u8,
+        key: u8,
+        add: u8,
+    },
+    SetMany {
+        kind: u8,
+        items: Vec<(u8, u8)>,
+    },
+    Delete {
+        kind: u8,
+        key: u8,
+        if_version: Option<u64>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -38,8 +54,15 @@ fn v(n: u8) -> Value {
 }
 
 fn options() -> StoreOptions<Value> {
-    StoreOptions::new().validator("k0", |_, v: &Value| if v["n"] == 4 { Err("four".into()) } else { Ok(()) })
-        .validator("k1", |_, v: &Value| if v["n"] == 4 { Err("four".into()) } else { Ok(()) })
+    StoreOptions::new()
+        .validator(
+            "k0",
+            |_, v: &Value| if v["n"] == 4 { Err("four".into()) } else { Ok(()) },
+        )
+        .validator(
+            "k1",
+            |_, v: &Value| if v["n"] == 4 { Err("four".into()) } else { Ok(()) },
+        )
 }
 
 #[derive(Default)]
@@ -68,7 +91,9 @@ impl Model {
     }
 
     fn version(&self, kind: &str, key: &str) -> u64 {
-        self.entries.get(&(kind.to_owned(), key.to_owned())).map_or(0, |e| e.1)
+        self.entries
+            .get(&(kind.to_owned(), key.to_owned()))
+            .map_or(0, |e| e.1)
     }
 }
 
@@ -80,14 +105,24 @@ fn check_version(model: &Model, kind: &str, key: &str, if_version: Option<u64>) 
 fn run_op(store: &MemStore<Value>, model: &mut Model, op: &Op) {
     let none = SetOptions::default();
     match op {
-        Op::Set { kind, key, value, if_version } => {
+        Op::Set {
+            kind,
+            key,
+            value,
+            if_version,
+        } => {
             let (kind, key) = (format!("k{kind}"), format!("{key}"));
-            let opts = SetOptions { if_version: *if_version };
+            let opts = SetOptions {
+                if_version: *if_version,
+            };
             let got = store.set(&kind, &key, v(*value), opts);
             if *value == 4 {
                 assert!(matches!(got, Err(Error::Validation { .. })), "{got:?}");
             } else if let Some((expected, actual)) = check_version(model, &kind, &key, *if_version) {
-                assert!(matches!(got, Err(Error::Conflict { expected: e, actual: a }) if e == expected && a == actual), "{got:?}");
+                assert!(
+                    matches!(got, Err(Error::Conflict { expected: e, actual: a }) if e == expected && a == actual),
+                    "{got:?}"
+                );
             } else {
                 let w = got.unwrap();
                 assert_eq!((w.result, w.version, w.rev), model.put(&kind, &key, v(*value)));
@@ -96,7 +131,12 @@ fn run_op(store: &MemStore<Value>, model: &mut Model, op: &Op) {
         Op::SetFn { kind, key, add } => {
             let (kind, key) = (format!("k{kind}"), format!("{key}"));
             let add = u64::from(*add);
-            let got = store.set_fn(&kind, &key, move |old: &Value| Ok::<_, Error>(json!({"n": old["n"].as_u64().unwrap() + add})), none);
+            let got = store.set_fn(
+                &kind,
+                &key,
+                move |old: &Value| Ok::<_, Error>(json!({"n": old["n"].as_u64().unwrap() + add})),
+                none,
+            );
             match model.entries.get(&(kind.clone(), key.clone())) {
                 None => assert!(matches!(got, Err(Error::KeyNotFound)), "{got:?}"),
                 Some((old, ..)) => {
@@ -119,26 +159,45 @@ fn run_op(store: &MemStore<Value>, model: &mut Model, op: &Op) {
                 assert!(matches!(got, Err(Error::Validation { .. })), "{got:?}");
             } else {
                 let got = got.unwrap();
-                let want: Vec<(String, (SetResult, u64, u64))> =
-                    merged.into_iter().map(|(k, val)| { let r = model.put(&kind, &k, val); (k, r) }).collect();
-                let got: Vec<(String, (SetResult, u64, u64))> =
-                    got.into_iter().map(|(k, w)| (k, (w.result, w.version, w.rev))).collect();
+                let want: Vec<(String, (SetResult, u64, u64))> = merged
+                    .into_iter()
+                    .map(|(k, val)| {
+                        let r = model.put(&kind, &k, val);
+                        (k, r)
+                    })
+                    .collect();
+                let got: Vec<(String, (SetResult, u64, u64))> = got
+                    .into_iter()
+                    .map(|(k, w)| (k, (w.result, w.version, w.rev)))
+                    .collect();
                 assert_eq!(got, want);
             }
         }
-        Op::Delete { kind, key, if_version } => {
+        Op::Delete {
+            kind,
+            key,
+            if_version,
+        } => {
             let (kind, key) = (format!("k{kind}"), format!("{key}"));
-            let opts = SetOptions { if_version: *if_version };
+            let opts = SetOptions {
+                if_version: *if_version,
+            };
             let got = store.delete(&kind, &key, opts);
             if let Some((expected, actual)) = check_version(model, &kind, &key, *if_version) {
-                assert!(matches!(got, Err(Error::Conflict { expected: e, actual: a }) if e == expected && a == actual), "{got:?}");
+                assert!(
+                    matches!(got, Err(Error::Conflict { expected: e, actual: a }) if e == expected && a == actual),
+                    "{got:?}"
+                );
             } else {
                 match model.entries.remove(&(kind, key)) {
                     None => assert!(got.unwrap().is_none()),
                     Some((value, version, rev)) => {
                         model.rev += 1;
                         let d = got.unwrap().expect("existed");
-                        assert_eq!((d.prev.value, d.prev.version, d.prev.rev, d.rev), (value, version, rev, model.rev));
+                        assert_eq!(
+                            (d.prev.value, d.prev.version, d.prev.rev, d.rev),
+                            (value, version, rev, model.rev)
+                        );
                     }
                 }
             }

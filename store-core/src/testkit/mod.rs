@@ -179,7 +179,10 @@ pub async fn expect_quiet<S: Store<Value>>(store: &S, watch: &mut Watch<Value>, 
         .await
         .expect("marker write");
     let e = next_event(watch, what).await;
-    assert_eq!(e.key, marker, "{what}: an unexpected event arrived before the marker: {e:?}");
+    assert_eq!(
+        e.key, marker,
+        "{what}: an unexpected event arrived before the marker: {e:?}"
+    );
 }
 
 /// Applies `event` to a model of one kind.

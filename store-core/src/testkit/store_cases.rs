@@ -13,7 +13,10 @@ const NONE: SetOptions = SetOptions { if_version: None };
 pub async fn kind_required<B: Backend>(b: &B) {
     let s = b.open(options()).await;
     let kr = |r: Result<(), Error>, op: &str| {
-        assert!(matches!(r, Err(Error::KindRequired)), "{op} with an empty kind: {r:?}");
+        assert!(
+            matches!(r, Err(Error::KindRequired)),
+            "{op} with an empty kind: {r:?}"
+        );
     };
     kr(s.get("", "k").await.map(drop), "get");
     kr(s.list("", &[]).await.map(drop), "list");
@@ -22,8 +25,16 @@ pub async fn kind_required<B: Backend>(b: &B) {
     kr(s.values("").await.map(drop), "values");
     kr(s.get_all("").await.map(drop), "get_all");
     kr(s.set("", "k", json!(1), NONE).await.map(drop), "set");
-    kr(s.set_fn("", "k", |v: &Value| Ok::<_, Error>(v.clone()), NONE).await.map(drop), "set_fn");
-    kr(s.set_many("", vec![("k".into(), json!(1))]).await.map(drop), "set_many");
+    kr(
+        s.set_fn("", "k", |v: &Value| Ok::<_, Error>(v.clone()), NONE)
+            .await
+            .map(drop),
+        "set_fn",
+    );
+    kr(
+        s.set_many("", vec![("k".into(), json!(1))]).await.map(drop),
+        "set_many",
+    );
     kr(s.delete("", "k", NONE).await.map(drop), "delete");
     kr(s.watch("", WatchOptions::new()).await.map(drop), "watch");
     assert_eq!(s.rev().await.unwrap(), 0, "failed calls spend no revision");
@@ -33,7 +44,10 @@ pub async fn kind_required<B: Backend>(b: &B) {
 pub async fn set_get_versions_revisions<B: Backend>(b: &B) {
     let s = b.open(options()).await;
     assert_eq!(s.rev().await.unwrap(), 0);
-    assert!(s.get("task", "a").await.unwrap().is_none(), "missing key reads as None");
+    assert!(
+        s.get("task", "a").await.unwrap().is_none(),
+        "missing key reads as None"
+    );
     let w = s.set("task", "a", json!({"t": 1}), NONE).await.unwrap();
     assert_eq!((w.result, w.version, w.rev), (SetResult::Created, 1, 1));
     let w = s.set("task", "a", json!({"t": 2}), NONE).await.unwrap();
@@ -58,9 +72,15 @@ pub async fn unchanged_spends_nothing<B: Backend>(b: &B) {
     assert_eq!((out.result, out.version, out.rev), (SetResult::Unchanged, 1, 1));
     assert!(!out.changed());
     assert_eq!(s.rev().await.unwrap(), 1, "an unchanged write spends no revision");
-    let many = s.set_many("task", vec![("a".into(), json!({"t": 1}))]).await.unwrap();
+    let many = s
+        .set_many("task", vec![("a".into(), json!({"t": 1}))])
+        .await
+        .unwrap();
     assert_eq!(many[0].1.result, SetResult::Unchanged);
-    let f = s.set_fn("task", "a", |v: &Value| Ok::<_, Error>(v.clone()), NONE).await.unwrap();
+    let f = s
+        .set_fn("task", "a", |v: &Value| Ok::<_, Error>(v.clone()), NONE)
+        .await
+        .unwrap();
     assert_eq!(f.result, SetResult::Unchanged);
     assert_eq!(s.rev().await.unwrap(), 1);
     expect_quiet(&s, &mut w, "task", "unchanged writes send no event").await;
@@ -73,10 +93,20 @@ pub async fn semantic_json_equality<B: Backend>(b: &B) {
     let same: Value = serde_json::from_str(r#"{"b":{"c":[1.0,2.5]},"a":1.0}"#).unwrap();
     s.set("k", "x", a, NONE).await.unwrap();
     let out = s.set("k", "x", same, NONE).await.unwrap();
-    assert_eq!(out.result, SetResult::Unchanged, "key order and 1 vs 1.0 are not changes");
-    let out = s.set("k", "x", json!({"a": 1, "b": {"c": [2.5, 1]}}), NONE).await.unwrap();
+    assert_eq!(
+        out.result,
+        SetResult::Unchanged,
+        "key order and 1 vs 1.0 are not changes"
+    );
+    let out = s
+        .set("k", "x", json!({"a": 1, "b": {"c": [2.5, 1]}}), NONE)
+        .await
+        .unwrap();
     assert_eq!(out.result, SetResult::Updated, "array order is a change");
-    let out = s.set("k", "x", json!({"a": 1, "b": {"c": [2.5, 1]}, "d": null}), NONE).await.unwrap();
+    let out = s
+        .set("k", "x", json!({"a": 1, "b": {"c": [2.5, 1]}, "d": null}), NONE)
+        .await
+        .unwrap();
     assert_eq!(out.result, SetResult::Updated, "an added null field is a change");
 }
 
@@ -84,12 +114,20 @@ pub async fn semantic_json_equality<B: Backend>(b: &B) {
 pub async fn custom_compare<B: Backend>(b: &B) {
     let opts = options().compare(|a: &Value, b: &Value| a["title"] == b["title"]);
     let s = b.open(opts).await;
-    s.set("task", "a", json!({"title": "x", "seen": 1}), NONE).await.unwrap();
-    let out = s.set("task", "a", json!({"title": "x", "seen": 2}), NONE).await.unwrap();
+    s.set("task", "a", json!({"title": "x", "seen": 1}), NONE)
+        .await
+        .unwrap();
+    let out = s
+        .set("task", "a", json!({"title": "x", "seen": 2}), NONE)
+        .await
+        .unwrap();
     assert_eq!(out.result, SetResult::Unchanged);
     let e = s.get("task", "a").await.unwrap().unwrap();
     assert_eq!(e.value["seen"], 1, "an unchanged write keeps the stored value");
-    let out = s.set("task", "a", json!({"title": "y", "seen": 2}), NONE).await.unwrap();
+    let out = s
+        .set("task", "a", json!({"title": "y", "seen": 2}), NONE)
+        .await
+        .unwrap();
     assert_eq!((out.result, out.version), (SetResult::Updated, 2));
 }
 
@@ -104,7 +142,10 @@ pub async fn revisions_gap_free_across_kinds<B: Backend>(b: &B) {
     }
     revs.push(s.delete("a", "k0", NONE).await.unwrap().unwrap().rev);
     assert!(s.delete("a", "k0", NONE).await.unwrap().is_none());
-    let many = s.set_many("c", vec![("x".into(), json!(1)), ("y".into(), json!(2))]).await.unwrap();
+    let many = s
+        .set_many("c", vec![("x".into(), json!(1)), ("y".into(), json!(2))])
+        .await
+        .unwrap();
     revs.extend(many.iter().map(|(_, w)| w.rev));
     assert_eq!(revs, (1..=13).collect::<Vec<u64>>());
     assert_eq!(s.rev().await.unwrap(), 13);
@@ -120,8 +161,17 @@ pub async fn reads_sorted_by_key<B: Backend>(b: &B) {
     assert_eq!(s.count("t").await.unwrap(), 5);
     assert_eq!(s.count("empty").await.unwrap(), 0);
     assert_eq!(s.keys("t").await.unwrap(), ["a", "b", "k", "m", "z"]);
-    assert_eq!(s.values("t").await.unwrap(), [json!("A"), json!("B"), json!("K"), json!("M"), json!("Z")]);
-    let listed: Vec<String> = s.list("t", &[]).await.unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        s.values("t").await.unwrap(),
+        [json!("A"), json!("B"), json!("K"), json!("M"), json!("Z")]
+    );
+    let listed: Vec<String> = s
+        .list("t", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(listed, ["a", "b", "k", "m", "z"]);
     let all = s.get_all("t").await.unwrap();
     assert_eq!(all.keys().collect::<Vec<_>>(), ["a", "b", "k", "m", "z"]);
@@ -133,15 +183,26 @@ pub async fn reads_sorted_by_key<B: Backend>(b: &B) {
 /// Filters of `list` compose with AND.
 pub async fn list_filters_compose_with_and<B: Backend>(b: &B) {
     let s = b.open(options()).await;
-    for (k, n, done) in [("a1", 1, true), ("a2", 2, false), ("a3", 3, true), ("b4", 4, true)] {
+    for (k, n, done) in [
+        ("a1", 1, true),
+        ("a2", 2, false),
+        ("a3", 3, true),
+        ("b4", 4, true),
+    ] {
         s.set("t", k, json!({"n": n, "done": done}), NONE).await.unwrap();
     }
     let done = Filter::new(|_, v: &Value| v["done"] == true);
     let a = Filter::key_prefix("a");
     let big = Filter::new(|_, v: &Value| v["n"].as_i64().unwrap_or(0) >= 2);
     let keys = |r: Vec<(String, crate::Entry<Value>)>| r.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-    assert_eq!(keys(s.list("t", &[done.clone()]).await.unwrap()), ["a1", "a3", "b4"]);
-    assert_eq!(keys(s.list("t", &[done.clone(), a.clone()]).await.unwrap()), ["a1", "a3"]);
+    assert_eq!(
+        keys(s.list("t", std::slice::from_ref(&done)).await.unwrap()),
+        ["a1", "a3", "b4"]
+    );
+    assert_eq!(
+        keys(s.list("t", &[done.clone(), a.clone()]).await.unwrap()),
+        ["a1", "a3"]
+    );
     assert_eq!(keys(s.list("t", &[done, a, big]).await.unwrap()), ["a3"]);
 }
 
@@ -156,26 +217,50 @@ pub async fn set_fn_read_modify_write<B: Backend>(b: &B) {
     let w = s.set_fn("c", "n", bump, SetOptions::if_version(2)).await.unwrap();
     assert_eq!(w.version, 3);
     let r = s.set_fn("c", "n", bump, SetOptions::if_version(2)).await;
-    assert!(matches!(r, Err(Error::Conflict { expected: 2, actual: 3 })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(Error::Conflict {
+                expected: 2,
+                actual: 3
+            })
+        ),
+        "{r:?}"
+    );
 }
 
 /// `set_fn` on a missing key, or whose function fails or produces an invalid
 /// value, writes nothing.
 pub async fn set_fn_errors_write_nothing<B: Backend>(b: &B) {
     let opts = options().validator("c", |_, v: &Value| {
-        if v["count"].as_i64().unwrap_or(0) < 0 { Err("count must not be negative".into()) } else { Ok(()) }
+        if v["count"].as_i64().unwrap_or(0) < 0 {
+            Err("count must not be negative".into())
+        } else {
+            Ok(())
+        }
     });
     let s = b.open(opts).await;
-    let r = s.set_fn("c", "missing", |v: &Value| Ok::<_, Error>(v.clone()), NONE).await;
+    let r = s
+        .set_fn("c", "missing", |v: &Value| Ok::<_, Error>(v.clone()), NONE)
+        .await;
     assert!(matches!(r, Err(Error::KeyNotFound)), "{r:?}");
     s.set("c", "n", json!({"count": 1}), NONE).await.unwrap();
     let mut w = s.watch("c", WatchOptions::new()).await.unwrap();
-    let r = s.set_fn("c", "n", |_: &Value| Err::<Value, _>("refused by the function"), NONE).await;
+    let r = s
+        .set_fn(
+            "c",
+            "n",
+            |_: &Value| Err::<Value, _>("refused by the function"),
+            NONE,
+        )
+        .await;
     match r {
         Err(Error::Function(e)) => assert_eq!(e.to_string(), "refused by the function"),
         other => panic!("a failing function must propagate its error: {other:?}"),
     }
-    let r = s.set_fn("c", "n", |_: &Value| Ok::<_, Error>(json!({"count": -1})), NONE).await;
+    let r = s
+        .set_fn("c", "n", |_: &Value| Ok::<_, Error>(json!({"count": -1})), NONE)
+        .await;
     assert!(matches!(r, Err(Error::Validation { .. })), "{r:?}");
     let e = s.get("c", "n").await.unwrap().unwrap();
     assert_eq!((e.value, e.version, e.rev), (json!({"count": 1}), 1, 1));
@@ -190,20 +275,38 @@ pub async fn set_many_merges_in_key_order<B: Backend>(b: &B) {
     s.set("t", "b", json!("same"), NONE).await.unwrap();
     let mut w = s.watch("t", WatchOptions::new()).await.unwrap();
     let out = s
-        .set_many("t", vec![("d".into(), json!(4)), ("b".into(), json!("same")), ("a".into(), json!(1)), ("c".into(), json!(3))])
+        .set_many(
+            "t",
+            vec![
+                ("d".into(), json!(4)),
+                ("b".into(), json!("same")),
+                ("a".into(), json!(1)),
+                ("c".into(), json!(3)),
+            ],
+        )
         .await
         .unwrap();
-    let summary: Vec<(&str, SetResult, u64)> = out.iter().map(|(k, w)| (k.as_str(), w.result, w.rev)).collect();
+    let summary: Vec<(&str, SetResult, u64)> =
+        out.iter().map(|(k, w)| (k.as_str(), w.result, w.rev)).collect();
     assert_eq!(
         summary,
-        [("a", SetResult::Created, 3), ("b", SetResult::Unchanged, 2), ("c", SetResult::Created, 4), ("d", SetResult::Created, 5)]
+        [
+            ("a", SetResult::Created, 3),
+            ("b", SetResult::Unchanged, 2),
+            ("c", SetResult::Created, 4),
+            ("d", SetResult::Created, 5)
+        ]
     );
     for want in ["a", "c", "d"] {
         let e = next_event(&mut w, "set_many events").await;
         assert_eq!(e.key, want, "set_many emits its events in key order");
     }
     expect_quiet(&s, &mut w, "t", "the unchanged key sends no event").await;
-    assert_eq!(s.keys("t").await.unwrap().len(), 6, "existing keys outside the batch stay");
+    assert_eq!(
+        s.keys("t").await.unwrap().len(),
+        6,
+        "existing keys outside the batch stay"
+    );
 }
 
 /// One invalid value rejects the whole batch.
@@ -213,29 +316,50 @@ pub async fn set_many_all_or_nothing<B: Backend>(b: &B) {
     s.set("t", "a", json!({"title": "old"}), NONE).await.unwrap();
     let mut w = s.watch("t", WatchOptions::new()).await.unwrap();
     let r = s
-        .set_many("t", vec![("a".into(), json!({"title": "new"})), ("b".into(), json!({"nope": 1})), ("c".into(), json!({"title": "c"}))])
+        .set_many(
+            "t",
+            vec![
+                ("a".into(), json!({"title": "new"})),
+                ("b".into(), json!({"nope": 1})),
+                ("c".into(), json!({"title": "c"})),
+            ],
+        )
         .await;
     match r {
         Err(Error::Validation { kind, key, .. }) => assert_eq!((kind.as_str(), key.as_str()), ("t", "b")),
         other => panic!("an invalid item must reject the batch: {other:?}"),
     }
-    assert_eq!(s.get("t", "a").await.unwrap().unwrap().value, json!({"title": "old"}));
+    assert_eq!(
+        s.get("t", "a").await.unwrap().unwrap().value,
+        json!({"title": "old"})
+    );
     assert!(s.get("t", "c").await.unwrap().is_none());
     assert_eq!(s.rev().await.unwrap(), 1);
     s.set("t", "z", json!({"title": "after"}), NONE).await.unwrap();
     let e = next_event(&mut w, "a rejected batch sends no event").await;
-    assert_eq!((e.key.as_str(), e.rev), ("z", 2), "a rejected batch sends no event");
+    assert_eq!(
+        (e.key.as_str(), e.rev),
+        ("z", 2),
+        "a rejected batch sends no event"
+    );
 }
 
 /// `delete` returns the previous entry, or `None`.
 pub async fn delete_reports_previous<B: Backend>(b: &B) {
     let s = b.open(options()).await;
     assert!(s.delete("t", "a", NONE).await.unwrap().is_none());
-    assert_eq!(s.rev().await.unwrap(), 0, "deleting a missing key spends no revision");
+    assert_eq!(
+        s.rev().await.unwrap(),
+        0,
+        "deleting a missing key spends no revision"
+    );
     s.set("t", "a", json!(1), NONE).await.unwrap();
     s.set("t", "a", json!(2), NONE).await.unwrap();
     let d = s.delete("t", "a", NONE).await.unwrap().expect("existed");
-    assert_eq!((d.prev.value, d.prev.version, d.prev.rev, d.rev), (json!(2), 2, 2, 3));
+    assert_eq!(
+        (d.prev.value, d.prev.version, d.prev.rev, d.rev),
+        (json!(2), 2, 2, 3)
+    );
     assert!(s.get("t", "a").await.unwrap().is_none());
     assert_eq!(s.count("t").await.unwrap(), 0);
 }
@@ -243,22 +367,73 @@ pub async fn delete_reports_previous<B: Backend>(b: &B) {
 /// `if_version` is compare-and-set; 0 means "must not exist".
 pub async fn if_version_compare_and_set<B: Backend>(b: &B) {
     let s = b.open(options()).await;
-    let w = s.set("t", "a", json!(1), SetOptions::if_version(0)).await.unwrap();
+    let w = s
+        .set("t", "a", json!(1), SetOptions::if_version(0))
+        .await
+        .unwrap();
     assert_eq!(w.result, SetResult::Created, "if_version 0 creates a missing key");
     let r = s.set("t", "a", json!(2), SetOptions::if_version(0)).await;
-    assert!(matches!(r, Err(Error::Conflict { expected: 0, actual: 1 })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(Error::Conflict {
+                expected: 0,
+                actual: 1
+            })
+        ),
+        "{r:?}"
+    );
     let r = s.set("t", "a", json!(2), SetOptions::if_version(7)).await;
-    assert!(matches!(r, Err(Error::Conflict { expected: 7, actual: 1 })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(Error::Conflict {
+                expected: 7,
+                actual: 1
+            })
+        ),
+        "{r:?}"
+    );
     let r = s.set("t", "a", json!(1), SetOptions::if_version(7)).await;
-    assert!(matches!(r, Err(Error::Conflict { .. })), "a stale version conflicts even for an equal value: {r:?}");
-    let w = s.set("t", "a", json!(2), SetOptions::if_version(1)).await.unwrap();
+    assert!(
+        matches!(r, Err(Error::Conflict { .. })),
+        "a stale version conflicts even for an equal value: {r:?}"
+    );
+    let w = s
+        .set("t", "a", json!(2), SetOptions::if_version(1))
+        .await
+        .unwrap();
     assert_eq!((w.result, w.version), (SetResult::Updated, 2));
     let r = s.delete("t", "a", SetOptions::if_version(1)).await;
-    assert!(matches!(r, Err(Error::Conflict { expected: 1, actual: 2 })), "{r:?}");
-    assert!(s.get("t", "a").await.unwrap().is_some(), "a conflicting delete deletes nothing");
+    assert!(
+        matches!(
+            r,
+            Err(Error::Conflict {
+                expected: 1,
+                actual: 2
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(
+        s.get("t", "a").await.unwrap().is_some(),
+        "a conflicting delete deletes nothing"
+    );
     let r = s.set("t", "missing", json!(1), SetOptions::if_version(3)).await;
-    assert!(matches!(r, Err(Error::Conflict { expected: 3, actual: 0 })), "{r:?}");
-    s.delete("t", "a", SetOptions::if_version(2)).await.unwrap().expect("deleted");
+    assert!(
+        matches!(
+            r,
+            Err(Error::Conflict {
+                expected: 3,
+                actual: 0
+            })
+        ),
+        "{r:?}"
+    );
+    s.delete("t", "a", SetOptions::if_version(2))
+        .await
+        .unwrap()
+        .expect("deleted");
     assert_eq!(s.rev().await.unwrap(), 3, "conflicts spend no revision");
 }
 
@@ -266,9 +441,19 @@ pub async fn if_version_compare_and_set<B: Backend>(b: &B) {
 pub async fn validation_closures<B: Backend>(b: &B) {
     let opts = options()
         .validator("user", |key, v: &Value| {
-            if v["name"].as_str().is_some_and(|n| !n.is_empty()) { Ok(()) } else { Err(format!("user {key} needs a name")) }
+            if v["name"].as_str().is_some_and(|n| !n.is_empty()) {
+                Ok(())
+            } else {
+                Err(format!("user {key} needs a name"))
+            }
         })
-        .validator("user", |_, v: &Value| if v["age"].as_i64().unwrap_or(0) < 0 { Err("age must not be negative".into()) } else { Ok(()) });
+        .validator("user", |_, v: &Value| {
+            if v["age"].as_i64().unwrap_or(0) < 0 {
+                Err("age must not be negative".into())
+            } else {
+                Ok(())
+            }
+        });
     let s = b.open(opts).await;
     match s.set("user", "u1", json!({"name": ""}), NONE).await {
         Err(e @ Error::Validation { .. }) => {
@@ -278,9 +463,16 @@ pub async fn validation_closures<B: Backend>(b: &B) {
         other => panic!("invalid user accepted: {other:?}"),
     }
     let r = s.set("user", "u1", json!({"name": "ann", "age": -1}), NONE).await;
-    assert!(matches!(&r, Err(Error::Validation { message, .. }) if message == "age must not be negative"), "{r:?}");
-    s.set("user", "u1", json!({"name": "ann", "age": 3}), NONE).await.unwrap();
-    s.set("other", "x", json!({}), NONE).await.expect("validators apply to their kind only");
+    assert!(
+        matches!(&r, Err(Error::Validation { message, .. }) if message == "age must not be negative"),
+        "{r:?}"
+    );
+    s.set("user", "u1", json!({"name": "ann", "age": 3}), NONE)
+        .await
+        .unwrap();
+    s.set("other", "x", json!({}), NONE)
+        .await
+        .expect("validators apply to their kind only");
     assert_eq!(s.rev().await.unwrap(), 2);
 }
 
@@ -293,14 +485,26 @@ pub async fn validation_schema<B: Backend>(b: &B) {
     }))
     .unwrap();
     let s = b.open(options().schema("task", schema)).await;
-    s.set("task", "a", json!({"title": "ok", "state": "todo"}), NONE).await.unwrap();
-    for bad in [json!({"state": "todo"}), json!({"title": ""}), json!({"title": "x", "state": "later"}), json!("str")] {
+    s.set("task", "a", json!({"title": "ok", "state": "todo"}), NONE)
+        .await
+        .unwrap();
+    for bad in [
+        json!({"state": "todo"}),
+        json!({"title": ""}),
+        json!({"title": "x", "state": "later"}),
+        json!("str"),
+    ] {
         let r = s.set("task", "b", bad.clone(), NONE).await;
-        assert!(matches!(r, Err(Error::Validation { .. })), "{bad} must be rejected: {r:?}");
+        assert!(
+            matches!(r, Err(Error::Validation { .. })),
+            "{bad} must be rejected: {r:?}"
+        );
     }
     let r = s.set_many("task", vec![("c".into(), json!({}))]).await;
     assert!(matches!(r, Err(Error::Validation { .. })), "{r:?}");
-    s.set("note", "n", json!(42), NONE).await.expect("schemas apply to their kind only");
+    s.set("note", "n", json!(42), NONE)
+        .await
+        .expect("schemas apply to their kind only");
     assert_eq!(s.rev().await.unwrap(), 2);
 }
 
@@ -320,7 +524,12 @@ pub async fn close_is_final_and_idempotent<B: Backend>(b: &B) {
     closed(s.values("t").await.map(drop), "values");
     closed(s.get_all("t").await.map(drop), "get_all");
     closed(s.set("t", "a", json!(2), NONE).await.map(drop), "set");
-    closed(s.set_fn("t", "a", |v: &Value| Ok::<_, Error>(v.clone()), NONE).await.map(drop), "set_fn");
+    closed(
+        s.set_fn("t", "a", |v: &Value| Ok::<_, Error>(v.clone()), NONE)
+            .await
+            .map(drop),
+        "set_fn",
+    );
     closed(s.set_many("t", vec![]).await.map(drop), "set_many");
     closed(s.delete("t", "a", NONE).await.map(drop), "delete");
     closed(s.watch("t", WatchOptions::new()).await.map(drop), "watch");
@@ -340,7 +549,14 @@ pub async fn interleaved_writers_no_lost_update<B: Backend>(b: &B) {
                 for _ in 0..p {
                     yield_now().await;
                 }
-                s.set_fn("c", "n", |v: &Value| Ok::<_, Error>(json!(v.as_i64().unwrap() + 1)), NONE).await.unwrap();
+                s.set_fn(
+                    "c",
+                    "n",
+                    |v: &Value| Ok::<_, Error>(json!(v.as_i64().unwrap() + 1)),
+                    NONE,
+                )
+                .await
+                .unwrap();
             }
         }
     });

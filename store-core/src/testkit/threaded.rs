@@ -54,7 +54,13 @@ pub fn racing_set_fn_no_lost_update<B: Backend>(b: &B) {
             let s = &s;
             scope.spawn(move || {
                 for _ in 0..100 {
-                    block_on(s.set_fn("c", "n", |v: &Value| Ok::<_, Error>(json!(v.as_i64().unwrap() + 1)), NONE)).unwrap();
+                    block_on(s.set_fn(
+                        "c",
+                        "n",
+                        |v: &Value| Ok::<_, Error>(json!(v.as_i64().unwrap() + 1)),
+                        NONE,
+                    ))
+                    .unwrap();
                 }
             });
         }
@@ -99,13 +105,21 @@ pub fn replay_races_writer_thread<B: Backend>(b: &B) {
                     break;
                 }
                 if let Some(prev) = seen.insert(e.key.clone(), e.rev) {
-                    assert!(e.rev > prev, "round {round}: {} went back from rev {prev} to {}", e.key, e.rev);
+                    assert!(
+                        e.rev > prev,
+                        "round {round}: {} went back from rev {prev} to {}",
+                        e.key,
+                        e.rev
+                    );
                 }
                 apply(&mut model, &e);
             }
             let mut got = state(&s, "t").await;
             got.remove(marker);
-            assert_eq!(model, got, "round {round}: replay + live must converge on the store");
+            assert_eq!(
+                model, got,
+                "round {round}: replay + live must converge on the store"
+            );
         });
     }
 }

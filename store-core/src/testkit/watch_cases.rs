@@ -29,7 +29,14 @@ pub async fn live_events_in_commit_order<B: Backend>(b: &B) {
     for (key, ty, value, version, rev) in want {
         let e = next_event(&mut w, "live events").await;
         assert_eq!(
-            (e.kind.as_str(), e.key.as_str(), e.event_type, &e.value, e.version, e.rev),
+            (
+                e.kind.as_str(),
+                e.key.as_str(),
+                e.event_type,
+                &e.value,
+                e.version,
+                e.rev
+            ),
             ("t", key, ty, &value, version, rev)
         );
     }
@@ -48,8 +55,17 @@ pub async fn watch_isolates_kinds<B: Backend>(b: &B) {
 /// Type filters deliver only the chosen types.
 pub async fn type_filter<B: Backend>(b: &B) {
     let s = b.open(options()).await;
-    let mut deletes = s.watch("t", WatchOptions::new().types([EventType::Delete])).await.unwrap();
-    let mut writes = s.watch("t", WatchOptions::new().types([EventType::Create, EventType::Update])).await.unwrap();
+    let mut deletes = s
+        .watch("t", WatchOptions::new().types([EventType::Delete]))
+        .await
+        .unwrap();
+    let mut writes = s
+        .watch(
+            "t",
+            WatchOptions::new().types([EventType::Create, EventType::Update]),
+        )
+        .await
+        .unwrap();
     s.set("t", "a", json!(1), NONE).await.unwrap();
     s.set("t", "a", json!(2), NONE).await.unwrap();
     s.delete("t", "a", NONE).await.unwrap();
@@ -58,7 +74,10 @@ pub async fn type_filter<B: Backend>(b: &B) {
     assert_eq!(next_event(&mut writes, "write filter").await.rev, 1);
     assert_eq!(next_event(&mut writes, "write filter").await.rev, 2);
     s.set("t", "z", json!(0), NONE).await.unwrap();
-    assert_eq!(next_event(&mut writes, "write filter skips the delete").await.rev, 4);
+    assert_eq!(
+        next_event(&mut writes, "write filter skips the delete").await.rev,
+        4
+    );
 }
 
 /// Replay delivers the current entries (in key order) before any live change.
@@ -71,9 +90,15 @@ pub async fn replay_precedes_live<B: Backend>(b: &B) {
     let mut w = s.watch("t", WatchOptions::new().replay()).await.unwrap();
     s.set("t", "c", json!(4), NONE).await.unwrap();
     let e = next_event(&mut w, "replay").await;
-    assert_eq!((e.key.as_str(), e.event_type, &e.value, e.version, e.rev), ("a", EventType::Create, &json!(2), 1, 2));
+    assert_eq!(
+        (e.key.as_str(), e.event_type, &e.value, e.version, e.rev),
+        ("a", EventType::Create, &json!(2), 1, 2)
+    );
     let e = next_event(&mut w, "replay").await;
-    assert_eq!((e.key.as_str(), e.event_type, &e.value, e.version, e.rev), ("b", EventType::Create, &json!(3), 2, 3));
+    assert_eq!(
+        (e.key.as_str(), e.event_type, &e.value, e.version, e.rev),
+        ("b", EventType::Create, &json!(3), 2, 3)
+    );
     let e = next_event(&mut w, "live after replay").await;
     assert_eq!((e.key.as_str(), e.rev), ("c", 5));
     // A replay of an empty kind is just live.
@@ -89,7 +114,9 @@ pub async fn replay_interleaved_with_writers<B: Backend>(b: &B) {
         let s = b.open(options()).await;
         let mut rng = Lcg::new(seed);
         let subscribe_after = rng.below(30);
-        let plan: Vec<(u64, u64, bool)> = (0..60).map(|_| (rng.below(6), rng.below(3), rng.below(5) == 0)).collect();
+        let plan: Vec<(u64, u64, bool)> = (0..60)
+            .map(|_| (rng.below(6), rng.below(3), rng.below(5) == 0))
+            .collect();
         let writer = async {
             for (key, pause, delete) in plan {
                 for _ in 0..pause {
@@ -99,7 +126,9 @@ pub async fn replay_interleaved_with_writers<B: Backend>(b: &B) {
                 if delete {
                     s.delete("t", &key, NONE).await.unwrap();
                 } else {
-                    s.set("t", &key, json!(rng_value(&key, pause)), NONE).await.unwrap();
+                    s.set("t", &key, json!(rng_value(&key, pause)), NONE)
+                        .await
+                        .unwrap();
                 }
             }
         };
@@ -139,7 +168,10 @@ async fn drain_and_compare<S: Store<Value>>(s: &S, w: &mut crate::Watch<Value>, 
         .count();
     let mut last = events[..replayed].iter().map(|e| e.rev).max().unwrap_or(0);
     for e in &events[replayed..] {
-        assert!(e.rev > last, "seed {seed}: {e:?} arrived after revision {last}: live events must follow the replay in order");
+        assert!(
+            e.rev > last,
+            "seed {seed}: {e:?} arrived after revision {last}: live events must follow the replay in order"
+        );
         last = e.rev;
     }
     let mut model = BTreeMap::new();
@@ -148,7 +180,10 @@ async fn drain_and_compare<S: Store<Value>>(s: &S, w: &mut crate::Watch<Value>, 
     }
     let mut got = state(s, "t").await;
     got.remove(&marker);
-    assert_eq!(model, got, "seed {seed}: a watcher applying its events must converge on the store");
+    assert_eq!(
+        model, got,
+        "seed {seed}: a watcher applying its events must converge on the store"
+    );
 }
 
 /// Falling `buffer_size` behind ends the watch with one `Overflow`, after
@@ -169,7 +204,12 @@ pub async fn overflow_is_terminal<B: Backend>(b: &B) {
     }
     expect_end(&mut w, "after overflow").await;
     for rev in 1..=10 {
-        assert_eq!(next_event(&mut healthy, "another watcher is unaffected").await.rev, rev);
+        assert_eq!(
+            next_event(&mut healthy, "another watcher is unaffected")
+                .await
+                .rev,
+            rev
+        );
     }
     s.set("t", "more", json!(1), NONE).await.unwrap();
     assert_eq!(next_event(&mut healthy, "writes go on").await.rev, 11);
@@ -181,7 +221,10 @@ pub async fn overflow_not_suppressed_by_type_filter<B: Backend>(b: &B) {
     for i in 0..5 {
         s.set("t", &format!("k{i}"), json!(i), NONE).await.unwrap();
     }
-    let mut w = s.watch("t", WatchOptions::new().types([EventType::Delete]).buffer_size(2)).await.unwrap();
+    let mut w = s
+        .watch("t", WatchOptions::new().types([EventType::Delete]).buffer_size(2))
+        .await
+        .unwrap();
     for i in 0..5 {
         s.delete("t", &format!("k{i}"), NONE).await.unwrap();
     }
@@ -197,7 +240,10 @@ pub async fn overflow_not_suppressed_by_type_filter<B: Backend>(b: &B) {
 /// Events a type filter drops do not count against the buffer.
 pub async fn filtered_events_do_not_fill_buffer<B: Backend>(b: &B) {
     let s = b.open(options()).await;
-    let mut w = s.watch("t", WatchOptions::new().types([EventType::Delete]).buffer_size(2)).await.unwrap();
+    let mut w = s
+        .watch("t", WatchOptions::new().types([EventType::Delete]).buffer_size(2))
+        .await
+        .unwrap();
     for i in 0..20 {
         s.set("t", "k", json!(i), NONE).await.unwrap();
     }
@@ -263,7 +309,10 @@ pub async fn resume_from_rev<B: Backend>(b: &B) {
     }
     let mut head = s.watch("t", WatchOptions::new().from_rev(6)).await.unwrap();
     expect_quiet(&s, &mut head, "t", "resume from the head").await;
-    let mut deletes = s.watch("t", WatchOptions::new().from_rev(0).types([EventType::Delete])).await.unwrap();
+    let mut deletes = s
+        .watch("t", WatchOptions::new().from_rev(0).types([EventType::Delete]))
+        .await
+        .unwrap();
     let e = next_event(&mut deletes, "resume with a type filter").await;
     assert_eq!((e.event_type, e.rev, &e.value), (EventType::Delete, 4, &json!(2)));
 }
@@ -292,7 +341,10 @@ pub async fn resume_ahead_of_head<B: Backend>(b: &B) {
     s.set("t", "k", json!(1), NONE).await.unwrap();
     let mut w = s.watch("t", WatchOptions::new().from_rev(5)).await.unwrap();
     match w.next().await {
-        Some(Err(Error::RevisionAhead { requested: 5, head: 1 })) => {}
+        Some(Err(Error::RevisionAhead {
+            requested: 5,
+            head: 1,
+        })) => {}
         other => panic!("expected RevisionAhead, got {other:?}"),
     }
     expect_end(&mut w, "after revision ahead").await;
@@ -301,7 +353,10 @@ pub async fn resume_ahead_of_head<B: Backend>(b: &B) {
 /// Interleaved writers: the watcher sees every revision once, in order.
 pub async fn interleaved_writers_watch_order<B: Backend>(b: &B) {
     let s = b.open(options()).await;
-    let mut w = s.watch("t", WatchOptions::new().buffer_size(10_000)).await.unwrap();
+    let mut w = s
+        .watch("t", WatchOptions::new().buffer_size(10_000))
+        .await
+        .unwrap();
     let mut rng = Lcg::new(11);
     let writers = (0..6u64).map(|id| {
         let pauses: Vec<u64> = (0..40).map(|_| rng.below(3)).collect();
@@ -311,7 +366,9 @@ pub async fn interleaved_writers_watch_order<B: Backend>(b: &B) {
                 for _ in 0..p {
                     yield_now().await;
                 }
-                s.set("t", &format!("k{}", (id + i as u64) % 9), json!([id, i]), NONE).await.unwrap();
+                s.set("t", &format!("k{}", (id + i as u64) % 9), json!([id, i]), NONE)
+                    .await
+                    .unwrap();
             }
         }
     });
@@ -333,7 +390,9 @@ pub async fn watcher_converges_under_interleaving<B: Backend>(b: &B) {
         let s = b.open(options()).await;
         let mut rng = Lcg::new(seed);
         for i in 0..rng.below(20) {
-            s.set("t", &format!("k{}", rng.below(8)), json!(i), NONE).await.unwrap();
+            s.set("t", &format!("k{}", rng.below(8)), json!(i), NONE)
+                .await
+                .unwrap();
         }
         let resume = rng.below(2) == 0;
         let start = if resume {
@@ -343,7 +402,11 @@ pub async fn watcher_converges_under_interleaving<B: Backend>(b: &B) {
             WatchOptions::new().replay()
         };
         let mut w = s.watch("t", start).await.unwrap();
-        let mut model = if resume { state(&s, "t").await } else { BTreeMap::new() };
+        let mut model = if resume {
+            state(&s, "t").await
+        } else {
+            BTreeMap::new()
+        };
         for i in 0..40 {
             let key = format!("k{}", rng.below(8));
             match rng.below(4) {
