@@ -480,3 +480,197 @@ impl<T: StoreValue> Engine<T> {
         Ok(self.hub.subscribe(kind, &opts, backlog))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{FutureExt, StreamExt};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const NONE: SetOptions = SetOptions { if_version: None };
+
+    fn event(
+        kind: &str,
+        key: &str,
+        event_type: EventType,
+        value: Value,
+        version: u64,
+        rev: u64,
+    ) -> Event<Value> {
+        Event {
+            kind: kind.into(),
+            key: key.into(),
+            event_type,
+            value,
+            version,
+            rev,
+        }
+    }
+
+    fn take_ready(w: &mut Watch<Value>) -> Vec<u64> {
+        let mut revs = Vec::new();
+        while let Some(Some(Ok(e))) = w.next().now_or_never() {
+            revs.push(e.rev);
+        }
+        revs
+    }
+
+    #[test]
+    fn one_transaction_holds_many_operations_and_rejects_only_the_bad_one() {
+        let options = StoreOptions::new().validator("t", |_, v: &Value| {
+            if v.is_null() {
+                Err("null is not a task".into())
+            } else {
+                Ok(())
+            }
+        });
+        let mut engine = Engine::new(options);
+        let mut w = engine.watch("t", WatchOptions::new()).unwrap();
+        let mut txn = engine.begin();
+        engine.set(&mut txn, "t", "a", json!(1), NONE).unwrap();
+        assert!(matches!(
+            engine.set(&mut txn, "t", "b", Value::Null, NONE),
+            Err(Error::Validation { .. })
+        ));
+        // Later operations see the earlier ones of the same transaction.
+        let w2 = engine
+            .set(&mut txn, "t", "a", json!(2), SetOptions::if_version(1))
+            .unwrap();
+        assert_eq!((w2.result, w2.version, w2.rev), (SetResult::Updated, 2, 2));
+        let d = engine.delete(&mut txn, "t", "a", NONE).unwrap().unwrap();
+        assert_eq!((d.prev.version, d.rev), (2, 3));
+        assert!(matches!(
+            engine.set_fn(&mut txn, "t", "a", |v: &Value| Ok::<_, Error>(v.clone()), NONE),
+            Err(Error::KeyNotFound)
+        ));
+        assert_eq!(txn.events().iter().map(|e| e.rev).collect::<Vec<_>>(), [1, 2, 3]);
+        // Nothing is visible or published before commit.
+        assert!(engine.get("t", "a").unwrap().is_none());
+        assert_eq!(w.ready(), 0);
+        engine.commit(txn).unwrap();
+        assert_eq!(engine.rev(), 3);
+        assert!(engine.get("t", "a").unwrap().is_none());
+        assert_eq!(take_ready(&mut w), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_transaction_begun_before_another_commit_is_stale() {
+        let mut engine: Engine<Value> = Engine::new(StoreOptions::new());
+        let mut first = engine.begin();
+        let mut second = engine.begin();
+        engine.set(&mut first, "t", "a", json!(1), NONE).unwrap();
+        engine.set(&mut second, "t", "b", json!(1), NONE).unwrap();
+        engine.commit(first).unwrap();
+        assert!(matches!(
+            engine.commit(second),
+            Err(Error::StaleTransaction { base: 0, head: 1 })
+        ));
+        assert_eq!(engine.keys_for_test("t"), ["a"]);
+    }
+
+    #[test]
+    fn restore_serves_entries_and_resumes_from_its_history() {
+        let entries = vec![
+            (
+                "t".to_owned(),
+                "a".to_owned(),
+                Entry {
+                    value: json!(2),
+                    version: 2,
+                    rev: 4,
+                },
+            ),
+            (
+                "t".to_owned(),
+                "b".to_owned(),
+                Entry {
+                    value: json!(1),
+                    version: 1,
+                    rev: 5,
+                },
+            ),
+        ];
+        let history = vec![
+            event("t", "a", EventType::Update, json!(2), 2, 4),
+            event("t", "b", EventType::Create, json!(1), 1, 5),
+        ];
+        let mut engine = Engine::restore(StoreOptions::new(), 5, entries, history).unwrap();
+        assert_eq!((engine.rev(), engine.oldest_resumable()), (5, 3));
+        assert_eq!(engine.get("t", "a").unwrap().unwrap().version, 2);
+        let mut resumed = engine.watch("t", WatchOptions::new().from_rev(3)).unwrap();
+        assert_eq!(take_ready(&mut resumed), [4, 5]);
+        let mut compacted = engine.watch("t", WatchOptions::new().from_rev(2)).unwrap();
+        assert!(matches!(
+            compacted.next().now_or_never(),
+            Some(Some(Err(Error::Compacted { oldest: 3 })))
+        ));
+        let mut txn = engine.begin();
+        let w = engine.set(&mut txn, "t", "a", json!(3), NONE).unwrap();
+        assert_eq!((w.version, w.rev), (3, 6));
+        engine.commit(txn).unwrap();
+        assert_eq!(take_ready(&mut resumed), [6]);
+    }
+
+    #[test]
+    fn restore_refuses_inconsistent_state() {
+        let gap = vec![
+            event("t", "a", EventType::Create, json!(1), 1, 3),
+            event("t", "a", EventType::Update, json!(2), 2, 5),
+        ];
+        assert!(matches!(
+            Engine::restore(StoreOptions::new(), 5, vec![], gap),
+            Err(Error::Storage(_))
+        ));
+        let short = vec![event("t", "a", EventType::Create, json!(1), 1, 3)];
+        assert!(matches!(
+            Engine::restore(StoreOptions::new(), 5, vec![], short),
+            Err(Error::Storage(_))
+        ));
+        let future = vec![(
+            "t".to_owned(),
+            "a".to_owned(),
+            Entry {
+                value: json!(1),
+                version: 1,
+                rev: 9,
+            },
+        )];
+        assert!(matches!(
+            Engine::<Value>::restore(StoreOptions::new(), 5, future, vec![]),
+            Err(Error::Storage(_))
+        ));
+        // Only the last `retention` events are kept.
+        let long: Vec<_> = (1..=5)
+            .map(|r| event("t", "a", EventType::Update, json!(r), r, r))
+            .collect();
+        let engine = Engine::restore(StoreOptions::new().retention(2), 5, vec![], long).unwrap();
+        assert_eq!(engine.oldest_resumable(), 3);
+    }
+
+    #[test]
+    fn retention_zero_keeps_no_history() {
+        let mut engine: Engine<Value> = Engine::new(StoreOptions::new().retention(0));
+        let mut txn = engine.begin();
+        engine.set(&mut txn, "t", "a", json!(1), NONE).unwrap();
+        engine.commit(txn).unwrap();
+        assert_eq!(engine.oldest_resumable(), 1);
+        let mut w = engine.watch("t", WatchOptions::new().from_rev(1)).unwrap();
+        assert_eq!(take_ready(&mut w), Vec::<u64>::new());
+        let mut old = engine.watch("t", WatchOptions::new().from_rev(0)).unwrap();
+        assert!(matches!(
+            old.next().now_or_never(),
+            Some(Some(Err(Error::Compacted { oldest: 1 })))
+        ));
+    }
+
+    impl<T: StoreValue> Engine<T> {
+        fn keys_for_test(&self, kind: &str) -> Vec<&str> {
+            self.list(kind, &[])
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        }
+    }
+}
