@@ -101,7 +101,9 @@ impl Schema {
     /// module documentation for the supported subset).
     pub fn compile(source: Value) -> Result<Schema, SchemaError> {
         let (nodes, root) = compile::compile(&source)?;
-        Ok(Schema { inner: Arc::new(Compiled { source, nodes, root }) })
+        Ok(Schema {
+            inner: Arc::new(Compiled { source, nodes, root }),
+        })
     }
 
     /// The source document as given (servers ship it to clients).
@@ -123,7 +125,9 @@ impl PartialEq for Schema {
 
 impl fmt::Debug for Schema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Schema").field("source", &self.inner.source).finish_non_exhaustive()
+        f.debug_struct("Schema")
+            .field("source", &self.inner.source)
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,7 +144,10 @@ pub struct SchemaError {
 
 impl SchemaError {
     fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        SchemaError { pointer: pointer.into(), message: message.into() }
+        SchemaError {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
     }
 }
 

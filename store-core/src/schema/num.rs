@@ -1,8 +1,10 @@
 //! Exact number handling and JSON Schema equality, without allocating and
 //! without panicking on any input.
 
+// `u128::is_multiple_of` needs Rust 1.87; the workspace MSRV is 1.85.
+#![allow(clippy::manual_is_multiple_of)]
+
 use std::cmp::Ordering;
-use std::fmt::Write as _;
 
 use serde_json::{Number, Value};
 
@@ -40,7 +42,11 @@ impl Num {
         match self {
             Num::U(u) => Some(u),
             Num::I(_) => None,
-            Num::F(f) if f >= 0.0 && f.fract() == 0.0 => Some(if f >= 18_446_744_073_709_551_615.0 { u64::MAX } else { f as u64 }),
+            Num::F(f) if f >= 0.0 && f.fract() == 0.0 => Some(if f >= 18_446_744_073_709_551_615.0 {
+                u64::MAX
+            } else {
+                f as u64
+            }),
             Num::F(f) if f == f64::INFINITY => Some(u64::MAX),
             Num::F(_) => None,
         }
@@ -89,14 +95,19 @@ pub(super) struct Decimal {
 }
 
 impl Decimal {
-    pub(super) fn of(n: Num) -> Option<Decimal> {
-        match n {
+    pub(super) fn of(n: &Number) -> Option<Decimal> {
+        match Num::of(n)? {
             Num::U(u) => Some(Decimal { mant: u, exp: 0 }),
-            Num::I(i) => Some(Decimal { mant: i.unsigned_abs(), exp: 0 }),
+            Num::I(i) => Some(Decimal {
+                mant: i.unsigned_abs(),
+                exp: 0,
+            }),
             Num::F(f) if f.is_finite() => {
+                // serde_json prints floats in their shortest round-trip form
+                // (and, unlike `core`'s float formatting, adds no code size).
                 let mut buf = StackBuf { buf: [0; 48], len: 0 };
-                write!(buf, "{:e}", f.abs()).ok()?;
-                parse_sci(&buf.buf[..buf.len])
+                serde_json::to_writer(&mut buf, n).ok()?;
+                parse_decimal(&buf.buf[..buf.len])
             }
             Num::F(_) => None,
         }
@@ -148,27 +159,29 @@ fn pow10_mod(mut k: u64, m: u128) -> u128 {
     result
 }
 
-/// Parses `D[.DDD]e[-]X` as written by `{:e}`.
-fn parse_sci(s: &[u8]) -> Option<Decimal> {
-    let e = s.iter().position(|&c| c == b'e')?;
-    let (digits, exp) = (&s[..e], &s[e + 1..]);
+/// Parses a JSON number (`-12.5e-3`) into its absolute value.
+fn parse_decimal(s: &[u8]) -> Option<Decimal> {
+    let s = s.strip_prefix(b"-").unwrap_or(s);
+    let e = s.iter().position(|&c| c == b'e' || c == b'E').unwrap_or(s.len());
+    let (digits, exp) = (&s[..e], s.get(e + 1..).unwrap_or_default());
     let mut mant: u64 = 0;
     let mut frac_digits: i32 = 0;
     let mut after_dot = false;
     for &c in digits {
         match c {
-            b'.' => after_dot = true,
+            b'.' if !after_dot => after_dot = true,
             b'0'..=b'9' => {
                 mant = mant.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
                 if after_dot {
-                    frac_digits += 1;
+                    frac_digits = frac_digits.checked_add(1)?;
                 }
             }
             _ => return None,
         }
     }
-    let (neg, exp) = match exp.split_first()? {
-        (b'-', rest) => (true, rest),
+    let (neg, exp) = match exp.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
         _ => (false, exp),
     };
     let mut x: i32 = 0;
@@ -179,20 +192,28 @@ fn parse_sci(s: &[u8]) -> Option<Decimal> {
         x = x.checked_mul(10)?.checked_add(i32::from(c - b'0'))?;
     }
     let x = if neg { -x } else { x };
-    Some(Decimal { mant, exp: x.checked_sub(frac_digits)? })
+    Some(Decimal {
+        mant,
+        exp: x.checked_sub(frac_digits)?,
+    })
 }
 
-/// A fixed-size `fmt::Write` target, so formatting a float never allocates.
+/// A fixed-size `io::Write` target, so printing a number never allocates.
 struct StackBuf {
     buf: [u8; 48],
     len: usize,
 }
 
-impl std::fmt::Write for StackBuf {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len.checked_add(s.len()).filter(|&e| e <= self.buf.len()).ok_or(std::fmt::Error)?;
-        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+impl std::io::Write for StackBuf {
+    fn write(&mut self, s: &[u8]) -> std::io::Result<usize> {
+        let end = self.len.checked_add(s.len()).filter(|&e| e <= self.buf.len());
+        let end = end.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::WriteZero))?;
+        self.buf[self.len..end].copy_from_slice(s);
         self.len = end;
+        Ok(s.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -208,7 +229,9 @@ fn num_eq(a: &Number, b: &Number) -> bool {
 pub(super) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => num_eq(x, y),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }

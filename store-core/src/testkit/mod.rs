@@ -5,12 +5,19 @@
 //! in its tests with a function that opens a fresh, empty store from
 //! [`StoreOptions`]:
 //!
-//! ```ignore
-//! // With any blocking executor:
-//! store_core::conformance_suite!(block_on: futures_executor::block_on, open: |o| async move { MemStore::new(o) });
-//! // With an async test attribute (tokio, wasm-bindgen-test, …):
-//! store_core::conformance_suite!(test: tokio::test, open: open_sqlite);
 //! ```
+//! use store_core::MemStore;
+//!
+//! // Plain #[test]s driven by a blocking executor:
+//! store_core::conformance_suite!(
+//!     block_on: futures_executor::block_on,
+//!     open: |options| async move { MemStore::new(options) },
+//! );
+//! ```
+//!
+//! With an async test attribute instead, write
+//! `conformance_suite!(test: tokio::test, open: …)` (or
+//! `wasm_bindgen_test::wasm_bindgen_test` in the browser).
 //!
 //! Every case is an `async fn` that only awaits the store and its watches, so
 //! it runs on any executor, the browser's included. Cases that race OS
