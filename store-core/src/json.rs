@@ -4,8 +4,9 @@
 use std::any::Any;
 use std::borrow::Cow;
 
-use serde_json::{Number, Value};
+use serde_json::Value;
 
+use crate::schema::num_eq;
 use crate::{Error, Result, StoreValue};
 
 /// Semantic JSON equality: object key order is ignored (as everywhere in
@@ -13,7 +14,7 @@ use crate::{Error, Result, StoreValue};
 #[must_use]
 pub fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => number_eq(x, y),
+        (Value::Number(x), Value::Number(y)) => num_eq(x, y),
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
         }
@@ -21,19 +22,6 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
-    }
-}
-
-fn number_eq(x: &Number, y: &Number) -> bool {
-    if let (Some(a), Some(b)) = (x.as_i64(), y.as_i64()) {
-        return a == b;
-    }
-    if let (Some(a), Some(b)) = (x.as_u64(), y.as_u64()) {
-        return a == b;
-    }
-    match (x.as_f64(), y.as_f64()) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
     }
 }
 

@@ -69,6 +69,8 @@
 
 mod compile;
 mod num;
+
+pub(crate) use num::num_eq;
 #[cfg(test)]
 mod tests;
 mod validate;

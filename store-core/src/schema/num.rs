@@ -218,23 +218,10 @@ impl std::io::Write for StackBuf {
     }
 }
 
-fn num_eq(a: &Number, b: &Number) -> bool {
+/// Numeric equality by value, exact across integers and floats.
+pub(crate) fn num_eq(a: &Number, b: &Number) -> bool {
     match (Num::of(a), Num::of(b)) {
         (Some(x), Some(y)) => cmp_num(x, y) == Ordering::Equal,
-        _ => a == b,
-    }
-}
-
-/// JSON Schema equality: numbers compare by value, objects ignore key order.
-pub(super) fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => num_eq(x, y),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
-        }
         _ => a == b,
     }
 }
@@ -250,7 +237,7 @@ fn rank(v: &Value) -> u8 {
     }
 }
 
-/// A total order consistent with [`json_eq`] (used to find duplicates in
+/// A total order consistent with [`crate::json::json_eq`] (used to find duplicates in
 /// large arrays by sorting).
 pub(super) fn cmp_json(a: &Value, b: &Value) -> Ordering {
     match (a, b) {

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::ValidationError;
 use super::compile::{BoundKind, Check, Node, NodeId};
-use super::num::{Decimal, Num, cmp_json, cmp_num, json_eq};
+use super::num::{Decimal, Num, cmp_json, cmp_num};
+use crate::json::json_eq;
 
 mod instance;
 

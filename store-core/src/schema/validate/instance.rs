@@ -5,8 +5,9 @@ use std::fmt::{self, Write as _};
 
 use serde_json::{Map, Number, Value};
 
+use crate::json::json_eq;
 use crate::schema::compile::ty;
-use crate::schema::num::{Num, json_eq};
+use crate::schema::num::Num;
 
 /// The location in the instance, as a linked list on the stack.
 #[derive(Clone, Copy)]
