@@ -9,34 +9,36 @@ use crate::{Error, Filter, SetOptions, SetResult, Store, WatchOptions};
 
 const NONE: SetOptions = SetOptions { if_version: None };
 
+/// Calls every operation that takes a kind, returning each outcome by name.
+async fn every_operation<S: Store<Value>>(s: &S, kind: &str) -> Vec<(&'static str, Result<(), Error>)> {
+    let same = |v: &Value| Ok::<_, Error>(v.clone());
+    vec![
+        ("get", s.get(kind, "k").await.map(drop)),
+        ("list", s.list(kind, &[]).await.map(drop)),
+        ("count", s.count(kind).await.map(drop)),
+        ("keys", s.keys(kind).await.map(drop)),
+        ("values", s.values(kind).await.map(drop)),
+        ("get_all", s.get_all(kind).await.map(drop)),
+        ("set", s.set(kind, "k", json!(1), NONE).await.map(drop)),
+        ("set_fn", s.set_fn(kind, "k", same, NONE).await.map(drop)),
+        (
+            "set_many",
+            s.set_many(kind, vec![("k".into(), json!(1))]).await.map(drop),
+        ),
+        ("delete", s.delete(kind, "k", NONE).await.map(drop)),
+        ("watch", s.watch(kind, WatchOptions::new()).await.map(drop)),
+    ]
+}
+
 /// Every call with an empty kind fails with `KindRequired`.
 pub async fn kind_required<B: Backend>(b: &B) {
     let s = b.open(options()).await;
-    let kr = |r: Result<(), Error>, op: &str| {
+    for (op, r) in every_operation(&s, "").await {
         assert!(
             matches!(r, Err(Error::KindRequired)),
             "{op} with an empty kind: {r:?}"
         );
-    };
-    kr(s.get("", "k").await.map(drop), "get");
-    kr(s.list("", &[]).await.map(drop), "list");
-    kr(s.count("").await.map(drop), "count");
-    kr(s.keys("").await.map(drop), "keys");
-    kr(s.values("").await.map(drop), "values");
-    kr(s.get_all("").await.map(drop), "get_all");
-    kr(s.set("", "k", json!(1), NONE).await.map(drop), "set");
-    kr(
-        s.set_fn("", "k", |v: &Value| Ok::<_, Error>(v.clone()), NONE)
-            .await
-            .map(drop),
-        "set_fn",
-    );
-    kr(
-        s.set_many("", vec![("k".into(), json!(1))]).await.map(drop),
-        "set_many",
-    );
-    kr(s.delete("", "k", NONE).await.map(drop), "delete");
-    kr(s.watch("", WatchOptions::new()).await.map(drop), "watch");
+    }
     assert_eq!(s.rev().await.unwrap(), 0, "failed calls spend no revision");
 }
 
@@ -514,26 +516,11 @@ pub async fn close_is_final_and_idempotent<B: Backend>(b: &B) {
     s.set("t", "a", json!(1), NONE).await.unwrap();
     s.close().await;
     s.close().await;
-    let closed = |r: Result<(), Error>, op: &str| {
+    for (op, r) in every_operation(&s, "t").await {
         assert!(matches!(r, Err(Error::Closed)), "{op} after close: {r:?}");
-    };
-    closed(s.get("t", "a").await.map(drop), "get");
-    closed(s.list("t", &[]).await.map(drop), "list");
-    closed(s.count("t").await.map(drop), "count");
-    closed(s.keys("t").await.map(drop), "keys");
-    closed(s.values("t").await.map(drop), "values");
-    closed(s.get_all("t").await.map(drop), "get_all");
-    closed(s.set("t", "a", json!(2), NONE).await.map(drop), "set");
-    closed(
-        s.set_fn("t", "a", |v: &Value| Ok::<_, Error>(v.clone()), NONE)
-            .await
-            .map(drop),
-        "set_fn",
-    );
-    closed(s.set_many("t", vec![]).await.map(drop), "set_many");
-    closed(s.delete("t", "a", NONE).await.map(drop), "delete");
-    closed(s.watch("t", WatchOptions::new()).await.map(drop), "watch");
-    closed(s.rev().await.map(drop), "rev");
+    }
+    let r = s.rev().await;
+    assert!(matches!(r, Err(Error::Closed)), "rev after close: {r:?}");
 }
 
 /// Interleaved read-modify-write futures lose no update.
