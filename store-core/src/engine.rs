@@ -32,8 +32,10 @@
 //! # Ok::<(), store_core::Error>(())
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+
+use hashbrown::{Equivalent, HashMap};
 
 use crate::hub::{self, Hub, Watch, WatchOptions};
 use crate::schema::Schema;
@@ -42,7 +44,14 @@ use crate::{
     StoreValue, Written,
 };
 
-type Kinds<T> = HashMap<String, HashMap<String, Entry<T>>>;
+/// The live entries: each key maps to the event that last wrote it, so one
+/// allocation serves the entry, the retained history and every watcher.
+type Kinds<T> = HashMap<String, Keys<T>>;
+type Keys<T> = HashMap<String, Arc<Event<T>>>;
+
+/// A transaction this long or longer finds its staged keys through an index
+/// instead of scanning its events.
+const INDEX_AFTER: usize = 16;
 
 /// One namespace's entries, revision, retained history and watchers.
 pub struct Engine<T> {
@@ -58,15 +67,27 @@ pub struct Engine<T> {
 #[derive(Debug)]
 pub struct WriteTxn<T> {
     base_rev: u64,
-    staged: HashMap<(String, String), Option<Entry<T>>>,
-    events: Vec<Event<T>>,
+    events: Vec<Arc<Event<T>>>,
+    /// The last event of each `(kind, key)`, once there are many events.
+    index: HashMap<(String, String), usize>,
+}
+
+/// Looks up a `(String, String)` index entry by borrowed parts; hashes as
+/// the tuple does.
+#[derive(Hash)]
+struct KeyRef<'a>(&'a str, &'a str);
+
+impl Equivalent<(String, String)> for KeyRef<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
 }
 
 impl<T> WriteTxn<T> {
     /// The change records staged so far, in commit order with consecutive
     /// revisions: what a shell must make durable before committing.
     #[must_use]
-    pub fn events(&self) -> &[Event<T>] {
+    pub fn events(&self) -> &[Arc<Event<T>>] {
         &self.events
     }
 
@@ -84,6 +105,38 @@ impl<T> WriteTxn<T> {
 
     fn next_rev(&self) -> u64 {
         self.base_rev + self.events.len() as u64 + 1
+    }
+
+    /// The last staged event of `kind`/`key`.
+    fn last(&self, kind: &str, key: &str) -> Option<&Arc<Event<T>>> {
+        let i = if self.events.len() < INDEX_AFTER {
+            self.events.iter().rposition(|e| e.key == key && e.kind == kind)
+        } else {
+            self.index.get(&KeyRef(kind, key)).copied()
+        }?;
+        Some(&self.events[i])
+    }
+
+    fn push(&mut self, event: Event<T>) {
+        if self.events.len() + 1 == INDEX_AFTER {
+            for (i, e) in self.events.iter().enumerate() {
+                self.index.insert((e.kind.clone(), e.key.clone()), i);
+            }
+        }
+        if self.events.len() + 1 >= INDEX_AFTER {
+            self.index
+                .insert((event.kind.clone(), event.key.clone()), self.events.len());
+        }
+        self.events.push(Arc::new(event));
+    }
+}
+
+/// The entry view of the event that last wrote a key.
+fn entry_of<T>(event: &Event<T>) -> Entry<&T> {
+    Entry {
+        value: &event.value,
+        version: event.version,
+        rev: event.rev,
     }
 }
 
@@ -132,7 +185,20 @@ impl<T: StoreValue> Engine<T> {
                     .into(),
                 ));
             }
-            engine.kinds.entry(kind).or_default().insert(key, entry);
+            let event_type = if entry.version == 1 {
+                EventType::Create
+            } else {
+                EventType::Update
+            };
+            let event = Event {
+                kind: kind.clone(),
+                key: key.clone(),
+                event_type,
+                value: entry.value,
+                version: entry.version,
+                rev: entry.rev,
+            };
+            engine.kinds.entry(kind).or_default().insert(key, Arc::new(event));
         }
         for event in history {
             engine.history.push_back(Arc::new(event));
@@ -203,7 +269,7 @@ impl<T: StoreValue> Engine<T> {
         check_kind(kind)
     }
 
-    fn kind_map(&self, kind: &str) -> Result<Option<&HashMap<String, Entry<T>>>> {
+    fn kind_map(&self, kind: &str) -> Result<Option<&Keys<T>>> {
         self.open(kind)?;
         Ok(self.kinds.get(kind))
     }
@@ -211,8 +277,8 @@ impl<T: StoreValue> Engine<T> {
     // ---- reads ----
 
     /// The entry at `kind`/`key`.
-    pub fn get(&self, kind: &str, key: &str) -> Result<Option<&Entry<T>>> {
-        Ok(self.kind_map(kind)?.and_then(|m| m.get(key)))
+    pub fn get(&self, kind: &str, key: &str) -> Result<Option<Entry<&T>>> {
+        Ok(self.kind_map(kind)?.and_then(|m| m.get(key)).map(|e| entry_of(e)))
     }
 
     /// The number of keys of `kind`.
@@ -221,13 +287,13 @@ impl<T: StoreValue> Engine<T> {
     }
 
     /// The entries of `kind` that pass every filter, sorted by key.
-    pub fn list(&self, kind: &str, filters: &[Filter<T>]) -> Result<Vec<(&str, &Entry<T>)>> {
-        let mut out: Vec<(&str, &Entry<T>)> = self
+    pub fn list(&self, kind: &str, filters: &[Filter<T>]) -> Result<Vec<(&str, Entry<&T>)>> {
+        let mut out: Vec<(&str, Entry<&T>)> = self
             .kind_map(kind)?
             .into_iter()
             .flatten()
             .filter(|(k, e)| Filter::all(filters, k, &e.value))
-            .map(|(k, e)| (k.as_str(), e))
+            .map(|(k, e)| (k.as_str(), entry_of(e)))
             .collect();
         out.sort_unstable_by(|a, b| a.0.cmp(b.0));
         Ok(out)
@@ -250,21 +316,20 @@ impl<T: StoreValue> Engine<T> {
     pub fn begin(&self) -> WriteTxn<T> {
         WriteTxn {
             base_rev: self.rev,
-            staged: HashMap::new(),
             events: Vec::new(),
+            index: HashMap::new(),
         }
     }
 
-    fn current<'a>(&'a self, txn: &'a WriteTxn<T>, kind: &str, key: &str) -> Option<&'a Entry<T>> {
-        if !txn.staged.is_empty() {
-            if let Some(staged) = txn.staged.get(&(kind.to_owned(), key.to_owned())) {
-                return staged.as_ref();
-            }
+    /// The entry of `kind`/`key` as the transaction would leave it.
+    fn current<'a>(&'a self, txn: &'a WriteTxn<T>, kind: &str, key: &str) -> Option<&'a Event<T>> {
+        match txn.last(kind, key) {
+            Some(e) => (e.event_type != EventType::Delete).then_some(&**e),
+            None => self.kinds.get(kind)?.get(key).map(|e| &**e),
         }
-        self.kinds.get(kind).and_then(|m| m.get(key))
     }
 
-    fn check_version(current: Option<&Entry<T>>, opts: SetOptions) -> Result<()> {
+    fn check_version(current: Option<&Event<T>>, opts: SetOptions) -> Result<()> {
         let actual = current.map_or(0, |e| e.version);
         match opts.if_version {
             Some(expected) if expected != actual => Err(Error::Conflict { expected, actual }),
@@ -347,11 +412,16 @@ impl<T: StoreValue> Engine<T> {
         self.open(kind)?;
         let current = self.current(txn, kind, key);
         Self::check_version(current, opts)?;
-        let Some(prev) = current.cloned() else {
+        let Some(prev) = current else {
             return Ok(None);
         };
+        let prev = Entry {
+            value: prev.value.clone(),
+            version: prev.version,
+            rev: prev.rev,
+        };
         let rev = txn.next_rev();
-        txn.events.push(Event {
+        txn.push(Event {
             kind: kind.to_owned(),
             key: key.to_owned(),
             event_type: EventType::Delete,
@@ -359,7 +429,6 @@ impl<T: StoreValue> Engine<T> {
             version: prev.version,
             rev,
         });
-        txn.staged.insert((kind.to_owned(), key.to_owned()), None);
         Ok(Some(Deleted { prev, rev }))
     }
 
@@ -376,18 +445,14 @@ impl<T: StoreValue> Engine<T> {
             None => (EventType::Create, 1),
         };
         let rev = txn.next_rev();
-        txn.events.push(Event {
+        txn.push(Event {
             kind: kind.to_owned(),
             key: key.to_owned(),
             event_type,
-            value: value.clone(),
+            value,
             version,
             rev,
         });
-        txn.staged.insert(
-            (kind.to_owned(), key.to_owned()),
-            Some(Entry { value, version, rev }),
-        );
         let result = match event_type {
             EventType::Create => SetResult::Created,
             _ => SetResult::Updated,
@@ -413,22 +478,25 @@ impl<T: StoreValue> Engine<T> {
             return Ok(());
         };
         self.rev = last.rev;
-        for ((kind, key), entry) in txn.staged {
-            match entry {
-                Some(entry) => {
-                    self.kinds.entry(kind).or_default().insert(key, entry);
+        for event in &txn.events {
+            if event.event_type == EventType::Delete {
+                if let Some(m) = self.kinds.get_mut(&event.kind) {
+                    m.remove(&event.key);
+                    if m.is_empty() {
+                        self.kinds.remove(&event.kind);
+                    }
                 }
-                None => {
-                    if let Some(m) = self.kinds.get_mut(&kind) {
-                        m.remove(&key);
-                        if m.is_empty() {
-                            self.kinds.remove(&kind);
-                        }
+            } else {
+                let keys = self.kinds.entry_ref(event.kind.as_str()).or_default();
+                match keys.get_mut(&event.key) {
+                    Some(slot) => *slot = event.clone(),
+                    None => {
+                        keys.insert(event.key.clone(), event.clone());
                     }
                 }
             }
         }
-        let events: Vec<Arc<Event<T>>> = txn.events.into_iter().map(Arc::new).collect();
+        let events = txn.events;
         self.hub.publish(&events);
         let retention = self.options.retention;
         if retention > 0 {
@@ -552,6 +620,40 @@ mod tests {
         assert_eq!(engine.rev(), 3);
         assert!(engine.get("t", "a").unwrap().is_none());
         assert_eq!(take_ready(&mut w), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_long_transaction_equals_the_same_operations_one_by_one() {
+        // Long enough to go through the transaction's key index.
+        let ops: Vec<(bool, String, u64)> = (0..5 * INDEX_AFTER as u64)
+            .map(|i| (i % 7 == 3, format!("k{}", (i * 5) % 11), i % 4))
+            .collect();
+        let mut batched: Engine<Value> = Engine::new(StoreOptions::new());
+        let mut single: Engine<Value> = Engine::new(StoreOptions::new());
+        let mut txn = batched.begin();
+        for (delete, key, n) in &ops {
+            let mut one = single.begin();
+            if *delete {
+                let a = batched.delete(&mut txn, "t", key, NONE).unwrap().map(|d| d.rev);
+                let b = single.delete(&mut one, "t", key, NONE).unwrap().map(|d| d.rev);
+                assert_eq!(a, b);
+            } else {
+                let a = batched.set(&mut txn, "t", key, json!(n), NONE).unwrap();
+                let b = single.set(&mut one, "t", key, json!(n), NONE).unwrap();
+                assert_eq!(a, b);
+            }
+            single.commit(one).unwrap();
+        }
+        batched.commit(txn).unwrap();
+        assert_eq!(batched.rev(), single.rev());
+        let state = |e: &Engine<Value>| -> Vec<(String, Entry<Value>)> {
+            e.list("t", &[])
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.cloned()))
+                .collect()
+        };
+        assert_eq!(state(&batched), state(&single));
     }
 
     #[test]

@@ -11,12 +11,13 @@
 //! watcher while it holds the state a replay is taken from, which is what
 //! makes "replay precedes live" atomic.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use futures_core::{FusedStream, Stream};
+use hashbrown::HashMap;
 use parking_lot::Mutex;
 
 use crate::{Error, Event, EventType};

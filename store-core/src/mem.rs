@@ -72,7 +72,7 @@ impl<T: StoreValue> MemStore<T> {
 
     /// The entry at `kind`/`key`, if any.
     pub fn get(&self, kind: &str, key: &str) -> Result<Option<Entry<T>>> {
-        Ok(self.engine.read().get(kind, key)?.cloned())
+        Ok(self.engine.read().get(kind, key)?.map(|e| e.cloned()))
     }
 
     /// The entries of `kind` passing every filter, sorted by key.
@@ -81,7 +81,7 @@ impl<T: StoreValue> MemStore<T> {
         Ok(engine
             .list(kind, filters)?
             .into_iter()
-            .map(|(k, e)| (k.to_owned(), e.clone()))
+            .map(|(k, e)| (k.to_owned(), e.cloned()))
             .collect())
     }
 
@@ -116,7 +116,7 @@ impl<T: StoreValue> MemStore<T> {
         Ok(engine
             .list(kind, &[])?
             .into_iter()
-            .map(|(k, e)| (k.to_owned(), e.clone()))
+            .map(|(k, e)| (k.to_owned(), e.cloned()))
             .collect())
     }
 

@@ -13,6 +13,18 @@ pub struct Entry<T> {
     pub rev: u64,
 }
 
+impl<T: Clone> Entry<&T> {
+    /// An owned copy of a borrowed entry.
+    #[must_use]
+    pub fn cloned(&self) -> Entry<T> {
+        Entry {
+            value: self.value.clone(),
+            version: self.version,
+            rev: self.rev,
+        }
+    }
+}
+
 /// What a change did to its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
