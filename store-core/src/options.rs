@@ -100,6 +100,10 @@ impl<T: StoreValue> StoreOptions<T> {
 
     /// Replaces the compare function: a write whose value it judges equal to
     /// the stored one is `Unchanged` (no version, no revision, no event).
+    ///
+    /// The default, semantic JSON equality, serializes both values of a typed
+    /// `T` to compare them; a `T: PartialEq` whose equality means the same is
+    /// much cheaper with `.compare(|a, b| a == b)`.
     #[must_use]
     pub fn compare<F>(mut self, f: F) -> Self
     where
