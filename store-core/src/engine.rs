@@ -507,6 +507,28 @@ impl<T: StoreValue> Engine<T> {
         Ok(())
     }
 
+    /// Applies changes that were committed elsewhere (by another process
+    /// sharing the same database), in revision order, and publishes them.
+    /// Events at or below the engine's revision are skipped, so applying the
+    /// same change twice is harmless; a gap is an error.
+    pub fn apply_committed(&mut self, events: impl IntoIterator<Item = Event<T>>) -> Result<()> {
+        let mut txn = self.begin();
+        for event in events.into_iter().filter(|e| e.rev > self.rev) {
+            if event.rev != txn.next_rev() {
+                return Err(Error::Storage(
+                    format!(
+                        "change log gap: expected revision {}, found {}",
+                        txn.next_rev(),
+                        event.rev
+                    )
+                    .into(),
+                ));
+            }
+            txn.push(event);
+        }
+        self.commit(txn)
+    }
+
     // ---- watch ----
 
     /// Subscribes to the changes of `kind`. Registration and the replay (or
@@ -748,6 +770,24 @@ mod tests {
             .collect();
         let engine = Engine::restore(StoreOptions::new().retention(2), 5, vec![], long).unwrap();
         assert_eq!(engine.oldest_resumable(), 3);
+    }
+
+    #[test]
+    fn changes_committed_elsewhere_apply_once_in_order() {
+        let mut engine: Engine<Value> = Engine::new(StoreOptions::new());
+        let mut w = engine.watch("t", WatchOptions::new()).unwrap();
+        let remote = vec![
+            event("t", "a", EventType::Create, json!(1), 1, 1),
+            event("t", "a", EventType::Update, json!(2), 2, 2),
+        ];
+        engine.apply_committed(remote.clone()).unwrap();
+        engine.apply_committed(remote).unwrap();
+        assert_eq!(engine.rev(), 2);
+        assert_eq!(take_ready(&mut w), [1, 2]);
+        assert_eq!(engine.get("t", "a").unwrap().unwrap().cloned().version, 2);
+        let gap = vec![event("t", "a", EventType::Delete, json!(2), 2, 4)];
+        assert!(matches!(engine.apply_committed(gap), Err(Error::Storage(_))));
+        assert_eq!(engine.rev(), 2);
     }
 
     #[test]

@@ -80,6 +80,17 @@ pub enum Error {
         /// The engine's revision at commit.
         head: u64,
     },
+    /// A stored value no longer decodes as the store's value type (corrupt
+    /// or foreign data).
+    #[error("stored value of {kind}/{key} does not decode: {message}")]
+    Decode {
+        /// The kind of the entry.
+        kind: String,
+        /// The key of the entry.
+        key: String,
+        /// What the decoder said.
+        message: String,
+    },
     /// A durable backend failed to read or write its storage.
     #[error("storage failed: {0}")]
     Storage(#[source] BoxError),
@@ -103,6 +114,7 @@ impl Error {
             Error::Encoding(_) => "encoding",
             Error::Schema(_) => "schema",
             Error::StaleTransaction { .. } => "stale_transaction",
+            Error::Decode { .. } => "decode",
             Error::Storage(_) => "storage",
         }
     }

@@ -70,6 +70,18 @@ impl<T: StoreValue> MemStore<T> {
         }
     }
 
+    /// Runs `f` with shared access to the engine; for shells that stage
+    /// writes before persisting them.
+    pub fn read_engine<R>(&self, f: impl FnOnce(&Engine<T>) -> R) -> R {
+        f(&self.engine.read())
+    }
+
+    /// Runs `f` with exclusive access to the engine; for shells that commit
+    /// persisted transactions or apply changes committed elsewhere.
+    pub fn write_engine<R>(&self, f: impl FnOnce(&mut Engine<T>) -> R) -> R {
+        f(&mut self.engine.write())
+    }
+
     /// The entry at `kind`/`key`, if any.
     pub fn get(&self, kind: &str, key: &str) -> Result<Option<Entry<T>>> {
         Ok(self.engine.read().get(kind, key)?.map(|e| e.cloned()))
