@@ -1,0 +1,230 @@
+//! [`Durable`]: the store type every durable backend hands out.
+
+use std::collections::BTreeMap;
+use std::future::{Future, ready};
+
+use futures_channel::mpsc;
+use store_core::{
+    BoxError, Deleted, Entry, Filter, MaybeSend, MemStore, Result, SetOptions, Store, StoreValue, Watch,
+    WatchOptions, Written,
+};
+
+use super::{Op, Outcome, Request, submit};
+
+/// A store whose writes are durable before they are acknowledged or
+/// published. Reads are served from memory. Cheap to clone; clones share the
+/// store. Futures it returns run on any executor.
+pub struct Durable<T> {
+    mem: MemStore<T>,
+    queue: mpsc::UnboundedSender<Request<T>>,
+}
+
+impl<T> Clone for Durable<T> {
+    fn clone(&self) -> Self {
+        Durable {
+            mem: self.mem.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Durable<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable").finish_non_exhaustive()
+    }
+}
+
+fn written<T>(outcome: Outcome<T>) -> Written {
+    match outcome {
+        Outcome::Written(w) => w,
+        _ => unreachable!("a single-key write answers Written"),
+    }
+}
+
+impl<T: StoreValue> Durable<T> {
+    pub(crate) fn new(mem: MemStore<T>, queue: mpsc::UnboundedSender<Request<T>>) -> Self {
+        Durable { mem, queue }
+    }
+
+    /// The in-memory view: every read of this store is served from it.
+    #[must_use]
+    pub fn memory(&self) -> &MemStore<T> {
+        &self.mem
+    }
+
+    /// Writes `value`; resolves once it is durable.
+    pub fn set(
+        &self,
+        kind: &str,
+        key: &str,
+        value: T,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + Send + 'static {
+        let op = Op::Set {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            value,
+            opts,
+        };
+        let answer = submit(&self.queue, op);
+        async move { answer.await.map(written) }
+    }
+
+    /// Atomic read-modify-write of an existing key, run by the writer.
+    pub fn set_fn<F, E>(
+        &self,
+        kind: &str,
+        key: &str,
+        f: F,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + Send + 'static
+    where
+        F: FnOnce(&T) -> std::result::Result<T, E> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let f = Box::new(move |v: &T| f(v).map_err(Into::into));
+        let op = Op::SetFn {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            f,
+            opts,
+        };
+        let answer = submit(&self.queue, op);
+        async move { answer.await.map(written) }
+    }
+
+    /// Merges many keys into `kind`, all or nothing.
+    pub fn set_many(
+        &self,
+        kind: &str,
+        items: Vec<(String, T)>,
+    ) -> impl Future<Output = Result<Vec<(String, Written)>>> + Send + 'static {
+        let answer = submit(
+            &self.queue,
+            Op::SetMany {
+                kind: kind.to_owned(),
+                items,
+            },
+        );
+        async move {
+            match answer.await? {
+                Outcome::Many(w) => Ok(w),
+                _ => unreachable!("set_many answers Many"),
+            }
+        }
+    }
+
+    /// Removes `kind`/`key`; `None` if it did not exist.
+    pub fn delete(
+        &self,
+        kind: &str,
+        key: &str,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Option<Deleted<T>>>> + Send + 'static {
+        let answer = submit(
+            &self.queue,
+            Op::Delete {
+                kind: kind.to_owned(),
+                key: key.to_owned(),
+                opts,
+            },
+        );
+        async move {
+            match answer.await? {
+                Outcome::Deleted(d) => Ok(d),
+                _ => unreachable!("delete answers Deleted"),
+            }
+        }
+    }
+
+    /// Closes the store: watches end, later calls fail with `Closed`, the
+    /// writer finishes what is queued and releases the database.
+    pub fn close(&self) {
+        self.mem.close();
+        self.queue.close_channel();
+    }
+}
+
+impl<T: StoreValue> Store<T> for Durable<T> {
+    fn get(&self, kind: &str, key: &str) -> impl Future<Output = Result<Option<Entry<T>>>> + MaybeSend {
+        ready(self.mem.get(kind, key))
+    }
+
+    fn list(
+        &self,
+        kind: &str,
+        filters: &[Filter<T>],
+    ) -> impl Future<Output = Result<Vec<(String, Entry<T>)>>> + MaybeSend {
+        ready(self.mem.list(kind, filters))
+    }
+
+    fn count(&self, kind: &str) -> impl Future<Output = Result<usize>> + MaybeSend {
+        ready(self.mem.count(kind))
+    }
+
+    fn keys(&self, kind: &str) -> impl Future<Output = Result<Vec<String>>> + MaybeSend {
+        ready(self.mem.keys(kind))
+    }
+
+    fn values(&self, kind: &str) -> impl Future<Output = Result<Vec<T>>> + MaybeSend {
+        ready(self.mem.values(kind))
+    }
+
+    fn get_all(&self, kind: &str) -> impl Future<Output = Result<BTreeMap<String, Entry<T>>>> + MaybeSend {
+        ready(self.mem.get_all(kind))
+    }
+
+    fn set(
+        &self,
+        kind: &str,
+        key: &str,
+        value: T,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + MaybeSend {
+        Durable::set(self, kind, key, value, opts)
+    }
+
+    fn set_fn<F, E>(
+        &self,
+        kind: &str,
+        key: &str,
+        f: F,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + MaybeSend
+    where
+        F: FnOnce(&T) -> std::result::Result<T, E> + MaybeSend + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        Durable::set_fn(self, kind, key, f, opts)
+    }
+
+    fn set_many(
+        &self,
+        kind: &str,
+        items: Vec<(String, T)>,
+    ) -> impl Future<Output = Result<Vec<(String, Written)>>> + MaybeSend {
+        Durable::set_many(self, kind, items)
+    }
+
+    fn delete(
+        &self,
+        kind: &str,
+        key: &str,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Option<Deleted<T>>>> + MaybeSend {
+        Durable::delete(self, kind, key, opts)
+    }
+
+    fn watch(&self, kind: &str, opts: WatchOptions) -> impl Future<Output = Result<Watch<T>>> + MaybeSend {
+        ready(self.mem.watch(kind, opts))
+    }
+
+    fn rev(&self) -> impl Future<Output = Result<u64>> + MaybeSend {
+        ready(self.mem.rev())
+    }
+
+    fn close(&self) -> impl Future<Output = ()> + MaybeSend {
+        Durable::close(self);
+        ready(())
+    }
+}

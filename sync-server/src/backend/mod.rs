@@ -1,0 +1,350 @@
+//! The durable backends and what they share.
+//!
+//! A durable store is the core engine in memory (every read is served from
+//! it) plus one writer that owns the database connection. A write travels:
+//! caller → writer queue → one database transaction for everything queued
+//! (group commit) → engine commit → watchers → caller. The writer:
+//!
+//! 1. begins a transaction that locks the namespace's head row, and reads the
+//!    persisted head revision;
+//! 2. applies any changes another process committed since this engine last
+//!    saw the database (so decisions are made on the current state);
+//! 3. stages every queued operation in one engine transaction — an operation
+//!    that fails validation, compare-and-set or its function is answered with
+//!    its error and leaves its neighbours alone;
+//! 4. writes the change records (entries, change log, head) and commits;
+//! 5. only then commits the engine transaction, which publishes to watchers,
+//!    and answers the callers.
+//!
+//! The backends differ only in [`Storage`]: how a transaction is begun,
+//! written and committed.
+
+use std::future::Future;
+
+use futures_channel::{mpsc, oneshot};
+use futures_util::StreamExt;
+use store_core::{
+    BoxError, Deleted, Engine, Entry, Error, Event, EventType, MemStore, Result, SetOptions, StoreOptions,
+    StoreValue, WriteTxn, Written,
+};
+
+mod durable;
+pub mod sqlite;
+
+pub use durable::Durable;
+
+/// The most operations one group commit takes from the queue.
+const MAX_BATCH: usize = 512;
+
+/// A change record as stored: its value is JSON text.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredEvent {
+    pub(crate) kind: String,
+    pub(crate) key: String,
+    pub(crate) event_type: EventType,
+    pub(crate) value: String,
+    pub(crate) version: u64,
+    pub(crate) rev: u64,
+}
+
+/// An entry as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StoredEntry {
+    pub(crate) kind: String,
+    pub(crate) key: String,
+    pub(crate) value: String,
+    pub(crate) version: u64,
+    pub(crate) rev: u64,
+}
+
+/// What a namespace looks like on disk when a store opens.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) rev: u64,
+    pub(crate) entries: Vec<StoredEntry>,
+    /// The retained tail of the change log, in revision order.
+    pub(crate) history: Vec<StoredEvent>,
+}
+
+/// How a backend persists one namespace. Called only by the writer, one
+/// transaction at a time.
+pub(crate) trait Storage: Send + 'static {
+    /// Begins a write transaction holding the namespace's write lock, and
+    /// returns the persisted head revision.
+    fn begin(&mut self) -> impl Future<Output = Result<u64>> + Send;
+    /// The change records after revision `after`, up to `to`, in order.
+    fn changes(&mut self, after: u64, to: u64) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
+    /// Writes `events` (entries, change log, head) and drops change-log rows
+    /// at or below `trim_through`.
+    fn write(&mut self, events: &[StoredEvent], trim_through: u64)
+    -> impl Future<Output = Result<()>> + Send;
+    /// Commits the transaction; the write is durable when this returns.
+    fn commit(&mut self) -> impl Future<Output = Result<()>> + Send;
+    /// Abandons the transaction.
+    fn rollback(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+fn decode<T: StoreValue>(kind: &str, key: &str, json: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|e| Error::Decode {
+        kind: kind.to_owned(),
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn encode<T: StoreValue>(event: &Event<T>) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        kind: event.kind.clone(),
+        key: event.key.clone(),
+        event_type: event.event_type,
+        value: serde_json::to_string(&event.value).map_err(|e| Error::Encoding(e.to_string()))?,
+        version: event.version,
+        rev: event.rev,
+    })
+}
+
+impl StoredEvent {
+    pub(crate) fn decode<T: StoreValue>(self) -> Result<Event<T>> {
+        Ok(Event {
+            value: decode(&self.kind, &self.key, &self.value)?,
+            kind: self.kind,
+            key: self.key,
+            event_type: self.event_type,
+            version: self.version,
+            rev: self.rev,
+        })
+    }
+}
+
+impl Snapshot {
+    /// An engine holding this snapshot.
+    pub(crate) fn restore<T: StoreValue>(self, options: StoreOptions<T>) -> Result<Engine<T>> {
+        let entries = self
+            .entries
+            .into_iter()
+            .map(|e| {
+                let value = decode(&e.kind, &e.key, &e.value)?;
+                Ok((
+                    e.kind,
+                    e.key,
+                    Entry {
+                        value,
+                        version: e.version,
+                        rev: e.rev,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let history = self
+            .history
+            .into_iter()
+            .map(StoredEvent::decode)
+            .collect::<Result<Vec<_>>>()?;
+        Engine::restore(options, self.rev, entries, history)
+    }
+}
+
+/// The name of an event type in the change log.
+pub(crate) fn type_name(t: EventType) -> &'static str {
+    match t {
+        EventType::Create => "create",
+        EventType::Update => "update",
+        EventType::Delete => "delete",
+    }
+}
+
+/// The event type of a change-log name.
+pub(crate) fn parse_type(name: &str) -> Result<EventType> {
+    match name {
+        "create" => Ok(EventType::Create),
+        "update" => Ok(EventType::Update),
+        "delete" => Ok(EventType::Delete),
+        other => Err(storage_error(format!(
+            "unknown change type {other:?} in the change log"
+        ))),
+    }
+}
+
+pub(crate) fn storage_error(e: impl Into<BoxError>) -> Error {
+    Error::Storage(e.into())
+}
+
+/// An update function sent to the writer.
+type UpdateFn<T> = Box<dyn FnOnce(&T) -> std::result::Result<T, BoxError> + Send>;
+
+/// One queued write.
+pub(crate) enum Op<T> {
+    Set {
+        kind: String,
+        key: String,
+        value: T,
+        opts: SetOptions,
+    },
+    SetFn {
+        kind: String,
+        key: String,
+        f: UpdateFn<T>,
+        opts: SetOptions,
+    },
+    SetMany {
+        kind: String,
+        items: Vec<(String, T)>,
+    },
+    Delete {
+        kind: String,
+        key: String,
+        opts: SetOptions,
+    },
+}
+
+/// What a queued write answers.
+pub(crate) enum Outcome<T> {
+    Written(Written),
+    Many(Vec<(String, Written)>),
+    Deleted(Option<Deleted<T>>),
+}
+
+pub(crate) struct Request<T> {
+    op: Op<T>,
+    reply: oneshot::Sender<Result<Outcome<T>>>,
+}
+
+fn stage<T: StoreValue>(engine: &Engine<T>, txn: &mut WriteTxn<T>, op: Op<T>) -> Result<Outcome<T>> {
+    match op {
+        Op::Set {
+            kind,
+            key,
+            value,
+            opts,
+        } => engine.set(txn, &kind, &key, value, opts).map(Outcome::Written),
+        Op::SetFn { kind, key, f, opts } => engine.set_fn(txn, &kind, &key, f, opts).map(Outcome::Written),
+        Op::SetMany { kind, items } => engine.set_many(txn, &kind, items).map(Outcome::Many),
+        Op::Delete { kind, key, opts } => engine.delete(txn, &kind, &key, opts).map(Outcome::Deleted),
+    }
+}
+
+/// The writer: takes everything queued, commits it as one transaction,
+/// answers each caller. Ends when every sender is gone or closed.
+pub(crate) async fn run_writer<T: StoreValue, S: Storage>(
+    mem: MemStore<T>,
+    mut storage: S,
+    mut queue: mpsc::UnboundedReceiver<Request<T>>,
+) {
+    while let Some(first) = queue.next().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        write_batch(&mem, &mut storage, batch).await;
+    }
+}
+
+async fn write_batch<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut S, batch: Vec<Request<T>>) {
+    let fail_all = |batch: Vec<Request<T>>, e: &Error| {
+        for r in batch {
+            let _ = r.reply.send(Err(storage_error(e.to_string())));
+        }
+    };
+    if mem.read_engine(Engine::is_closed) {
+        for r in batch {
+            let _ = r.reply.send(Err(Error::Closed));
+        }
+        return;
+    }
+    if let Err(e) = catch_up(mem, storage).await {
+        storage.rollback().await;
+        fail_all(batch, &e);
+        return;
+    }
+    let (txn, outcomes) = mem.read_engine(|engine| {
+        let mut txn = engine.begin();
+        let outcomes: Vec<_> = batch
+            .into_iter()
+            .map(|r| (r.reply, stage(engine, &mut txn, r.op)))
+            .collect();
+        (txn, outcomes)
+    });
+    if !txn.is_empty() {
+        let persisted = persist(
+            storage,
+            &txn,
+            mem.read_engine(|e| e.options().retained_revisions() as u64),
+        )
+        .await;
+        if let Err(e) = persisted {
+            storage.rollback().await;
+            tracing::error!(error = %e, "write transaction failed");
+            for (reply, outcome) in outcomes {
+                let _ = reply.send(outcome.and(Err(storage_error(e.to_string()))));
+            }
+            return;
+        }
+        // Durable now. A store closed meanwhile still reports what it stored.
+        match mem.write_engine(|engine| engine.commit(txn)) {
+            Ok(()) | Err(Error::Closed) => {}
+            Err(e) => tracing::error!(error = %e, "engine commit after a durable write failed"),
+        }
+    } else {
+        storage.rollback().await;
+    }
+    for (reply, outcome) in outcomes {
+        let _ = reply.send(outcome);
+    }
+}
+
+/// Begins the transaction and brings the engine up to the persisted head.
+async fn catch_up<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut S) -> Result<()> {
+    let head = storage.begin().await?;
+    let local = mem.read_engine(Engine::rev);
+    if head < local {
+        return Err(storage_error(format!(
+            "the database is at revision {head}, behind this store's {local}: it was replaced or rolled back"
+        )));
+    }
+    if head > local {
+        let events = storage
+            .changes(local, head)
+            .await?
+            .into_iter()
+            .map(StoredEvent::decode)
+            .collect::<Result<Vec<_>>>()?;
+        mem.write_engine(|engine| engine.apply_committed(events))?;
+        if mem.read_engine(Engine::rev) != head {
+            return Err(storage_error(format!(
+                "the change log no longer holds the revisions after {local}; reopen the store"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn persist<T: StoreValue, S: Storage>(
+    storage: &mut S,
+    txn: &WriteTxn<T>,
+    retention: u64,
+) -> Result<()> {
+    let events = txn
+        .events()
+        .iter()
+        .map(|e| encode(e))
+        .collect::<Result<Vec<_>>>()?;
+    let head = events.last().map_or(txn.base_rev(), |e| e.rev);
+    storage.write(&events, head.saturating_sub(retention)).await?;
+    storage.commit().await
+}
+
+/// Sends `op` to the writer and waits for its answer.
+pub(crate) fn submit<T: StoreValue>(
+    queue: &mpsc::UnboundedSender<Request<T>>,
+    op: Op<T>,
+) -> impl Future<Output = Result<Outcome<T>>> + Send + 'static {
+    let (reply, answer) = oneshot::channel();
+    let sent = queue.unbounded_send(Request { op, reply });
+    async move {
+        sent.map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+}

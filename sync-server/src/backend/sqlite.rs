@@ -1,0 +1,361 @@
+//! The SQLite backend, the embedded default.
+//!
+//! One file holds any number of namespaces. Writes go through one writer
+//! thread per store, which batches everything queued into one transaction
+//! (`BEGIN IMMEDIATE`), so throughput is not one fsync per write.
+//!
+//! Durability: WAL journal with `synchronous=FULL` by default: a write is
+//! acknowledged only once it would survive a power loss.
+//! [`Synchronous::Normal`] is an explicit opt-in that keeps the database
+//! consistent after a crash but may lose the last acknowledged writes on
+//! power loss (not on a process crash).
+//!
+//! Watches are fed in-process. A second process writing to the same file is
+//! seen by this store when it next writes (its writer catches up from the
+//! change log); use PostgreSQL for several live processes.
+
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use futures_channel::mpsc;
+use rusqlite::{Connection, OptionalExtension, params};
+use store_core::{EventType, MemStore, Result, StoreOptions, StoreValue};
+
+use super::{
+    Durable, Snapshot, Storage, StoredEntry, StoredEvent, parse_type, run_writer, storage_error, type_name,
+};
+
+/// The schema version this build writes; a database with a newer one is
+/// refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: entries, per-namespace heads, the change log, applied client ops.
+    "CREATE TABLE zestor_heads (
+        ns TEXT PRIMARY KEY,
+        rev INTEGER NOT NULL
+    );
+    CREATE TABLE zestor_entries (
+        ns TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        rev INTEGER NOT NULL,
+        PRIMARY KEY (ns, kind, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE zestor_changes (
+        ns TEXT NOT NULL,
+        rev INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        type TEXT NOT NULL CHECK (type IN ('create', 'update', 'delete')),
+        value TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (ns, rev)
+    ) WITHOUT ROWID;
+    CREATE TABLE zestor_applied_ops (
+        ns TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        op_id TEXT NOT NULL,
+        response TEXT NOT NULL,
+        PRIMARY KEY (ns, client_id, op_id)
+    ) WITHOUT ROWID;",
+];
+
+/// SQLite's `synchronous` setting for the store's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged write survives power loss.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a process crash, may lose the
+    /// latest acknowledged writes on power loss.
+    Normal,
+}
+
+/// Where and how to open a SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    path: PathBuf,
+    namespace: String,
+    synchronous: Synchronous,
+}
+
+impl SqliteOptions {
+    /// The namespace `namespace` of the database file at `path` (created if
+    /// missing), with `synchronous=FULL`.
+    pub fn new(path: impl AsRef<Path>, namespace: impl Into<String>) -> Self {
+        SqliteOptions {
+            path: path.as_ref().to_owned(),
+            namespace: namespace.into(),
+            synchronous: Synchronous::Full,
+        }
+    }
+
+    /// Chooses the `synchronous` setting.
+    #[must_use]
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+}
+
+/// Opens (creating or migrating the file as needed) one namespace of a
+/// SQLite database, loads it into memory and starts its writer thread.
+pub fn open<T: StoreValue>(options: SqliteOptions, store: StoreOptions<T>) -> Result<Durable<T>> {
+    let conn = connect(&options)?;
+    let mut storage = SqliteStorage {
+        conn,
+        ns: options.namespace,
+    };
+    let snapshot = storage.load(store.retained_revisions() as u64)?;
+    let mem = MemStore::from_engine(snapshot.restore(store)?);
+    let (queue, requests) = mpsc::unbounded();
+    let writer = mem.clone();
+    thread::Builder::new()
+        .name(format!("zestor-sqlite-{}", storage.ns))
+        .spawn(move || futures_executor::block_on(run_writer(writer, storage, requests)))
+        .map_err(storage_error)?;
+    Ok(Durable::new(mem, queue))
+}
+
+fn sql(e: rusqlite::Error) -> store_core::Error {
+    storage_error(e)
+}
+
+fn connect(options: &SqliteOptions) -> Result<Connection> {
+    let mut conn = Connection::open(&options.path).map_err(sql)?;
+    let synchronous = match options.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(sql)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(storage_error(format!(
+            "could not switch {} to WAL (got {mode})",
+            options.path.display()
+        )));
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON;"
+    ))
+    .map_err(sql)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Brings the file's schema to [`SCHEMA_VERSION`]; refuses a newer one.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS zestor_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        .map_err(sql)?;
+    let found: i64 = tx
+        .query_row(
+            "SELECT value FROM zestor_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql)?
+        .unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(storage_error(format!(
+            "the database schema is version {found}, newer than this build supports ({SCHEMA_VERSION}); \
+             upgrade Zestor to open it"
+        )));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(migration).map_err(sql)?;
+        tracing::info!(version = i + 1, "migrated the SQLite schema");
+    }
+    tx.execute(
+        "INSERT INTO zestor_meta (key, value) VALUES ('schema_version', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [SCHEMA_VERSION],
+    )
+    .map_err(sql)?;
+    tx.commit().map_err(sql)
+}
+
+struct SqliteStorage {
+    conn: Connection,
+    ns: String,
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl SqliteStorage {
+    fn head(&self) -> Result<u64> {
+        let rev: Option<i64> = self
+            .conn
+            .query_row("SELECT rev FROM zestor_heads WHERE ns = ?1", [&self.ns], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql)?;
+        Ok(rev.map_or(0, u64_of))
+    }
+
+    /// Reads the namespace: head, entries and the retained change log.
+    fn load(&mut self, retention: u64) -> Result<Snapshot> {
+        let tx = self.conn.transaction().map_err(sql)?;
+        let rev: u64 = tx
+            .query_row("SELECT rev FROM zestor_heads WHERE ns = ?1", [&self.ns], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map_err(sql)?
+            .map_or(0, u64_of);
+        let mut stmt = tx
+            .prepare("SELECT kind, key, value, version, rev FROM zestor_entries WHERE ns = ?1")
+            .map_err(sql)?;
+        let entries = stmt
+            .query_map([&self.ns], |r| {
+                Ok(StoredEntry {
+                    kind: r.get(0)?,
+                    key: r.get(1)?,
+                    value: r.get(2)?,
+                    version: u64_of(r.get(3)?),
+                    rev: u64_of(r.get(4)?),
+                })
+            })
+            .map_err(sql)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sql)?;
+        drop(stmt);
+        let history = changes(&tx, &self.ns, rev.saturating_sub(retention), rev)?;
+        tx.commit().map_err(sql)?;
+        Ok(Snapshot {
+            rev,
+            entries,
+            history,
+        })
+    }
+}
+
+fn changes(conn: &Connection, ns: &str, after: u64, to: u64) -> Result<Vec<StoredEvent>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT rev, kind, key, type, value, version FROM zestor_changes
+             WHERE ns = ?1 AND rev > ?2 AND rev <= ?3 ORDER BY rev",
+        )
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map(params![ns, i64_of(after), i64_of(to)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (rev, kind, key, t, value, version) = row.map_err(sql)?;
+        out.push(StoredEvent {
+            kind,
+            key,
+            event_type: parse_type(&t)?,
+            value,
+            version: u64_of(version),
+            rev: u64_of(rev),
+        });
+    }
+    Ok(out)
+}
+
+impl Storage for SqliteStorage {
+    async fn begin(&mut self) -> Result<u64> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
+        self.head()
+    }
+
+    async fn changes(&mut self, after: u64, to: u64) -> Result<Vec<StoredEvent>> {
+        changes(&self.conn, &self.ns, after, to)
+    }
+
+    async fn write(&mut self, events: &[StoredEvent], trim_through: u64) -> Result<()> {
+        let ns = &self.ns;
+        let c = &self.conn;
+        let mut log = c
+            .prepare_cached(
+                "INSERT INTO zestor_changes (ns, rev, kind, key, type, value, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(sql)?;
+        let mut upsert = c
+            .prepare_cached(
+                "INSERT INTO zestor_entries (ns, kind, key, value, version, rev) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (ns, kind, key) DO UPDATE
+                 SET value = excluded.value, version = excluded.version, rev = excluded.rev",
+            )
+            .map_err(sql)?;
+        let mut remove = c
+            .prepare_cached("DELETE FROM zestor_entries WHERE ns = ?1 AND kind = ?2 AND key = ?3")
+            .map_err(sql)?;
+        for e in events {
+            let (rev, version) = (i64_of(e.rev), i64_of(e.version));
+            log.execute(params![
+                ns,
+                rev,
+                e.kind,
+                e.key,
+                type_name(e.event_type),
+                e.value,
+                version
+            ])
+            .map_err(sql)?;
+            if e.event_type == EventType::Delete {
+                remove.execute(params![ns, e.kind, e.key]).map_err(sql)?;
+            } else {
+                upsert
+                    .execute(params![ns, e.kind, e.key, e.value, version, rev])
+                    .map_err(sql)?;
+            }
+        }
+        if let Some(last) = events.last() {
+            c.prepare_cached(
+                "INSERT INTO zestor_heads (ns, rev) VALUES (?1, ?2)
+                 ON CONFLICT (ns) DO UPDATE SET rev = excluded.rev",
+            )
+            .map_err(sql)?
+            .execute(params![ns, i64_of(last.rev)])
+            .map_err(sql)?;
+        }
+        if trim_through > 0 {
+            c.prepare_cached("DELETE FROM zestor_changes WHERE ns = ?1 AND rev <= ?2")
+                .map_err(sql)?
+                .execute(params![ns, i64_of(trim_through)])
+                .map_err(sql)?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        self.conn.execute_batch("COMMIT").map_err(sql)
+    }
+
+    async fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "rollback failed");
+            }
+        }
+    }
+}
