@@ -319,11 +319,11 @@ impl<T> Stream for Watch<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut q = self.slot.queue.lock();
-        if q.end != End::Done {
-            if let Some(event) = q.events.pop_front() {
-                q.backlog = q.backlog.saturating_sub(1);
-                return Poll::Ready(Some(Ok(event)));
-            }
+        if q.end != End::Done
+            && let Some(event) = q.events.pop_front()
+        {
+            q.backlog = q.backlog.saturating_sub(1);
+            return Poll::Ready(Some(Ok(event)));
         }
         match q.end {
             End::Open => {

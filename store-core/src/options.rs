@@ -121,6 +121,12 @@ impl<T: StoreValue> StoreOptions<T> {
         self
     }
 
+    /// How many revisions of history are kept (see [`StoreOptions::retention`]).
+    #[must_use]
+    pub fn retained_revisions(&self) -> usize {
+        self.retention
+    }
+
     /// The schemas by kind.
     #[must_use]
     pub fn schemas(&self) -> &BTreeMap<String, Schema> {
