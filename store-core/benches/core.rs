@@ -160,7 +160,7 @@ fn set_core<T: Sample>(retention: usize, watchers: usize, chunk: u64) -> Runner 
             left -= n;
             let start = Instant::now();
             for _ in 0..n {
-                let (k, alt) = (i % KEYS, (i / KEYS) % 2 == 0);
+                let (k, alt) = (i % KEYS, (i / KEYS).is_multiple_of(2));
                 i = i.wrapping_add(1);
                 let w = store
                     .set(
@@ -204,7 +204,7 @@ fn set_raw<T: Sample>() -> Runner {
     Box::new(move |iters| {
         let start = Instant::now();
         for _ in 0..iters {
-            let (k, alt) = (i % KEYS, (i / KEYS) % 2 == 0);
+            let (k, alt) = (i % KEYS, (i / KEYS).is_multiple_of(2));
             i = i.wrapping_add(1);
             let old = map
                 .write()
