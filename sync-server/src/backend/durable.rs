@@ -59,7 +59,7 @@ impl<T: StoreValue> Durable<T> {
         key: &str,
         value: T,
         opts: SetOptions,
-    ) -> impl Future<Output = Result<Written>> + Send + 'static {
+    ) -> impl Future<Output = Result<Written>> + Send + use<T> {
         let op = Op::Set {
             kind: kind.to_owned(),
             key: key.to_owned(),
@@ -77,7 +77,7 @@ impl<T: StoreValue> Durable<T> {
         key: &str,
         f: F,
         opts: SetOptions,
-    ) -> impl Future<Output = Result<Written>> + Send + 'static
+    ) -> impl Future<Output = Result<Written>> + Send + use<T, F, E>
     where
         F: FnOnce(&T) -> std::result::Result<T, E> + Send + 'static,
         E: Into<BoxError> + 'static,
@@ -98,7 +98,7 @@ impl<T: StoreValue> Durable<T> {
         &self,
         kind: &str,
         items: Vec<(String, T)>,
-    ) -> impl Future<Output = Result<Vec<(String, Written)>>> + Send + 'static {
+    ) -> impl Future<Output = Result<Vec<(String, Written)>>> + Send + use<T> {
         let answer = submit(
             &self.queue,
             Op::SetMany {
@@ -120,7 +120,7 @@ impl<T: StoreValue> Durable<T> {
         kind: &str,
         key: &str,
         opts: SetOptions,
-    ) -> impl Future<Output = Result<Option<Deleted<T>>>> + Send + 'static {
+    ) -> impl Future<Output = Result<Option<Deleted<T>>>> + Send + use<T> {
         let answer = submit(
             &self.queue,
             Op::Delete {

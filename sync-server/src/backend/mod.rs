@@ -29,6 +29,7 @@ use store_core::{
 };
 
 mod durable;
+pub mod postgres;
 pub mod sqlite;
 
 pub use durable::Durable;
@@ -340,7 +341,7 @@ async fn persist<T: StoreValue, S: Storage>(
 pub(crate) fn submit<T: StoreValue>(
     queue: &mpsc::UnboundedSender<Request<T>>,
     op: Op<T>,
-) -> impl Future<Output = Result<Outcome<T>>> + Send + 'static {
+) -> impl Future<Output = Result<Outcome<T>>> + Send + use<T> {
     let (reply, answer) = oneshot::channel();
     let sent = queue.unbounded_send(Request { op, reply });
     async move {

@@ -1,0 +1,258 @@
+//! SQLite-specific behaviour: persistence across reopen, namespaces, group
+//! commit, schema versions and corrupt data.
+
+mod support;
+
+use futures_executor::block_on;
+use futures_util::future::join_all;
+use futures_util::{FutureExt, StreamExt};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use store_core::{Error, EventType, SetOptions, SetResult, Store, StoreOptions, WatchOptions};
+use sync_server::backend::sqlite::{self, SqliteOptions, Synchronous};
+
+const NONE: SetOptions = SetOptions { if_version: None };
+
+fn open(path: &std::path::Path, ns: &str) -> sync_server::backend::Durable<Value> {
+    sqlite::open(SqliteOptions::new(path, ns), StoreOptions::new()).expect("open")
+}
+
+#[test]
+fn entries_revisions_and_history_survive_reopen() {
+    let path = support::fresh_db("reopen");
+    let store = open(&path, "ns");
+    block_on(async {
+        store.set("task", "a", json!({"t": 1}), NONE).await.unwrap();
+        store.set("task", "a", json!({"t": 2}), NONE).await.unwrap();
+        store.set("task", "b", json!("x"), NONE).await.unwrap();
+        store.delete("task", "b", NONE).await.unwrap();
+    });
+    store.close();
+    drop(store);
+
+    let store = open(&path, "ns");
+    block_on(async {
+        assert_eq!(store.rev().await.unwrap(), 4);
+        let a = store.get("task", "a").await.unwrap().unwrap();
+        assert_eq!((a.value, a.version, a.rev), (json!({"t": 2}), 2, 2));
+        assert!(store.get("task", "b").await.unwrap().is_none());
+        // The change log came back too: resume from revision 1.
+        let mut w = store
+            .watch("task", WatchOptions::new().from_rev(1))
+            .await
+            .unwrap();
+        let got: Vec<(u64, EventType)> = (0..3)
+            .map(|_| w.next().now_or_never().unwrap().unwrap().unwrap())
+            .map(|e| (e.rev, e.event_type))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, EventType::Update),
+                (3, EventType::Create),
+                (4, EventType::Delete)
+            ]
+        );
+        let w = store.set("task", "a", json!({"t": 3}), NONE).await.unwrap();
+        assert_eq!(
+            (w.version, w.rev),
+            (3, 5),
+            "versions and revisions continue after reopen"
+        );
+    });
+}
+
+#[test]
+fn namespaces_in_one_file_are_isolated() {
+    let path = support::fresh_db("namespaces");
+    let one = open(&path, "tenant-1");
+    let two = open(&path, "tenant-2");
+    block_on(async {
+        let mut w2 = two.watch("task", WatchOptions::new()).await.unwrap();
+        one.set("task", "a", json!(1), NONE).await.unwrap();
+        one.set("task", "b", json!(1), NONE).await.unwrap();
+        let w = two.set("task", "a", json!(2), NONE).await.unwrap();
+        assert_eq!(
+            (w.result, w.rev),
+            (SetResult::Created, 1),
+            "each namespace has its own revisions"
+        );
+        let e = w2.next().await.unwrap().unwrap();
+        assert_eq!(
+            (e.rev, &e.value),
+            (1, &json!(2)),
+            "a watcher sees only its namespace"
+        );
+        assert_eq!(one.get("task", "a").await.unwrap().unwrap().value, json!(1));
+        assert_eq!(two.count("task").await.unwrap(), 1);
+    });
+    drop((one, two));
+    let conn = Connection::open(&path).unwrap();
+    let heads: Vec<(String, i64)> = conn
+        .prepare("SELECT ns, rev FROM zestor_heads ORDER BY ns")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(heads, [("tenant-1".to_owned(), 2), ("tenant-2".to_owned(), 1)]);
+}
+
+#[test]
+fn a_group_commit_rejects_only_the_offending_write() {
+    let path = support::fresh_db("group");
+    let options = StoreOptions::new().validator("task", |_, v: &Value| {
+        if v["ok"] == true {
+            Ok(())
+        } else {
+            Err("not ok".into())
+        }
+    });
+    let store = sqlite::open(SqliteOptions::new(&path, "ns"), options).unwrap();
+    // Queue many writes at once: the writer takes them as one batch.
+    let writes: Vec<_> = (0..100)
+        .map(|i| store.set("task", &format!("k{i:03}"), json!({"ok": i % 10 != 7}), NONE))
+        .collect();
+    let results = block_on(join_all(writes));
+    let rejected: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(rejected, (0..100).filter(|i| i % 10 == 7).collect::<Vec<_>>());
+    assert!(results.iter().flatten().all(|w| w.result == SetResult::Created));
+    let mut revs: Vec<u64> = results.iter().flatten().map(|w| w.rev).collect();
+    revs.sort_unstable();
+    assert_eq!(
+        revs,
+        (1..=90).collect::<Vec<u64>>(),
+        "accepted writes take gap-free revisions"
+    );
+    store.close();
+    drop(store);
+    let reopened = open(&path, "ns");
+    assert_eq!(block_on(reopened.count("task")).unwrap(), 90);
+}
+
+#[test]
+fn synchronous_normal_is_an_explicit_choice() {
+    let path = support::fresh_db("normal");
+    let store: sync_server::backend::Durable<Value> = sqlite::open(
+        SqliteOptions::new(&path, "ns").synchronous(Synchronous::Normal),
+        StoreOptions::new(),
+    )
+    .unwrap();
+    block_on(store.set("t", "a", json!(1), NONE)).unwrap();
+    store.close();
+    drop(store);
+    assert_eq!(
+        block_on(open(&path, "ns").get("t", "a")).unwrap().unwrap().value,
+        json!(1)
+    );
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Task {
+    title: String,
+}
+
+#[test]
+fn a_value_that_no_longer_decodes_is_a_typed_error() {
+    let path = support::fresh_db("decode");
+    let store = open(&path, "ns");
+    block_on(store.set("task", "good", json!({"title": "fine"}), NONE)).unwrap();
+    block_on(store.set("task", "bad", json!({"name": "no title"}), NONE)).unwrap();
+    store.close();
+    drop(store);
+    match sqlite::open::<Task>(SqliteOptions::new(&path, "ns"), StoreOptions::new()) {
+        Err(Error::Decode { kind, key, message }) => {
+            assert_eq!((kind.as_str(), key.as_str()), ("task", "bad"));
+            assert!(message.contains("title"), "{message}");
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    // Garbage in the table is reported the same way, not as a panic.
+    Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE zestor_entries SET value = 'not json' WHERE key = 'good'",
+            [],
+        )
+        .unwrap();
+    let r = sqlite::open::<Value>(SqliteOptions::new(&path, "ns"), StoreOptions::new());
+    assert!(
+        matches!(&r, Err(Error::Decode { key, .. }) if key == "good"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_newer_schema_version_is_refused() {
+    let path = support::fresh_db("schema");
+    drop(open(&path, "ns"));
+    Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE zestor_meta SET value = 99 WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+    match sqlite::open::<Value>(SqliteOptions::new(&path, "ns"), StoreOptions::new()) {
+        Err(e @ Error::Storage(_)) => assert!(e.to_string().contains("version 99"), "{e}"),
+        other => panic!("expected a schema version error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_change_log_is_trimmed_to_the_retention() {
+    let path = support::fresh_db("retention");
+    let store = sqlite::open(SqliteOptions::new(&path, "ns"), StoreOptions::new().retention(5)).unwrap();
+    for i in 0..20 {
+        block_on(store.set("t", "k", json!(i), NONE)).unwrap();
+    }
+    let (oldest, count): (i64, i64) = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT MIN(rev), COUNT(*) FROM zestor_changes WHERE ns = 'ns'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((oldest, count), (16, 5));
+    let mut w = block_on(store.watch("t", WatchOptions::new().from_rev(3))).unwrap();
+    assert!(matches!(
+        w.next().now_or_never(),
+        Some(Some(Err(Error::Compacted { oldest: 15 })))
+    ));
+}
+
+#[test]
+fn a_second_process_writes_are_caught_up_before_the_next_write() {
+    // Two stores on one file stand in for two processes: each has its own
+    // engine, and the writer reconciles with the change log first.
+    let path = support::fresh_db("two-writers");
+    let a = open(&path, "ns");
+    let b = open(&path, "ns");
+    block_on(async {
+        a.set("t", "x", json!(1), NONE).await.unwrap();
+        let w = b
+            .set("t", "x", json!(2), SetOptions::if_version(1))
+            .await
+            .unwrap();
+        assert_eq!((w.result, w.version, w.rev), (SetResult::Updated, 2, 2));
+        let r = a.set("t", "x", json!(3), SetOptions::if_version(1)).await;
+        assert!(
+            matches!(
+                r,
+                Err(Error::Conflict {
+                    expected: 1,
+                    actual: 2
+                })
+            ),
+            "{r:?}"
+        );
+        assert_eq!(a.get("t", "x").await.unwrap().unwrap().value, json!(2));
+    });
+}
