@@ -108,6 +108,7 @@ pub fn open<T: StoreValue>(options: SqliteOptions, store: StoreOptions<T>) -> Re
     let mut storage = SqliteStorage {
         conn,
         ns: options.namespace,
+        trimmed_through: 0,
     };
     let snapshot = storage.load(store.retained_revisions() as u64)?;
     let mem = MemStore::from_engine(snapshot.restore(store)?);
@@ -184,9 +185,14 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     tx.commit().map_err(sql)
 }
 
+/// Change-log rows beyond the retention are deleted once this many pile up.
+const TRIM_STEP: u64 = 256;
+
 struct SqliteStorage {
     conn: Connection,
     ns: String,
+    /// The change log holds nothing at or below this revision.
+    trimmed_through: u64,
 }
 
 fn u64_of(v: i64) -> u64 {
@@ -201,12 +207,21 @@ impl SqliteStorage {
     fn head(&self) -> Result<u64> {
         let rev: Option<i64> = self
             .conn
-            .query_row("SELECT rev FROM zestor_heads WHERE ns = ?1", [&self.ns], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT rev FROM zestor_heads WHERE ns = ?1")
+            .map_err(sql)?
+            .query_row([&self.ns], |r| r.get(0))
             .optional()
             .map_err(sql)?;
         Ok(rev.map_or(0, u64_of))
+    }
+
+    fn run(&self, statement: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(statement)
+            .map_err(sql)?
+            .execute([])
+            .map(drop)
+            .map_err(sql)
     }
 
     /// Reads the namespace: head, entries and the retained change log.
@@ -282,7 +297,7 @@ fn changes(conn: &Connection, ns: &str, after: u64, to: u64) -> Result<Vec<Store
 
 impl Storage for SqliteStorage {
     async fn begin(&mut self) -> Result<u64> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
+        self.run("BEGIN IMMEDIATE")?;
         self.head()
     }
 
@@ -338,17 +353,19 @@ impl Storage for SqliteStorage {
             .execute(params![ns, i64_of(last.rev)])
             .map_err(sql)?;
         }
-        if trim_through > 0 {
+        // Trimming in steps keeps the delete off most commits.
+        if trim_through >= self.trimmed_through + TRIM_STEP {
             c.prepare_cached("DELETE FROM zestor_changes WHERE ns = ?1 AND rev <= ?2")
                 .map_err(sql)?
                 .execute(params![ns, i64_of(trim_through)])
                 .map_err(sql)?;
+            self.trimmed_through = trim_through;
         }
         Ok(())
     }
 
     async fn commit(&mut self) -> Result<()> {
-        self.conn.execute_batch("COMMIT").map_err(sql)
+        self.run("COMMIT")
     }
 
     async fn rollback(&mut self) {
