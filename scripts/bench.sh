@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs the benchmarks. `--quick` runs each once to check they still work.
+# Runs the benchmarks. `--quick` runs each briefly to check they still work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--quick" ]]; then
   cargo bench -p store-core --bench core -- --test
+  cargo bench -p sync-server --bench backends -- --quick
 else
   cargo bench -p store-core --bench core
+  cargo bench -p sync-server --bench backends
 fi

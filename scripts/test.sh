@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+scripts/ensure-postgres.sh
 
 echo "== store-core builds for wasm32-unknown-unknown and does no I/O"
 scripts/check-core-no-io.sh
