@@ -316,8 +316,17 @@ fn read_sqlite(path: &std::path::Path) -> rusqlite::Result<Tables> {
 }
 
 async fn read_postgres(url: &str, schema: &str) -> Result<Tables, String> {
-    let client = pg::connect(url).await;
+    let mut client = pg::connect(url).await;
     let q = |e: tokio_postgres::Error| format!("reading postgres: {e}");
+    // One snapshot for all three reads: the killed child's server-side session
+    // may still be committing a transaction it had already sent.
+    let client = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(q)?;
     let head: i64 = client
         .query_one(
             &format!("SELECT rev FROM {schema}.zestor_heads WHERE ns = 'crash'"),
