@@ -103,6 +103,7 @@ mod model;
 mod options;
 pub mod schema;
 mod store;
+pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -1,0 +1,278 @@
+//! The one seam between messages and bytes: JSON text frames.
+//!
+//! Decoding never panics, whatever the bytes: a frame is checked against the
+//! [`Limits`], its `type` is read first (so an unknown type is told apart
+//! from a malformed message), then the message is parsed and checked.
+
+use serde::Deserialize;
+
+use super::message::{ClientMessage, ErrorCode, OpAction, ProtocolError, ServerMessage};
+
+/// What the decoder accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest frame, in bytes.
+    pub max_frame_bytes: usize,
+    /// The most ops in one `push`.
+    pub max_ops_per_push: usize,
+    /// The longest namespace, client id, op id, kind or key, in bytes.
+    pub max_id_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 1 << 20,
+            max_ops_per_push: 1_000,
+            max_id_bytes: 256,
+        }
+    }
+}
+
+const CLIENT_TYPES: &[&str] = &["hello", "push", "ping", "pong"];
+const SERVER_TYPES: &[&str] = &[
+    "welcome", "snapshot", "changes", "ack", "reject", "error", "ping", "pong",
+];
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    message_type: Option<String>,
+}
+
+fn bad(message: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(ErrorCode::BadMessage, message)
+}
+
+/// Checks size and type, then parses.
+fn decode<'a, M: Deserialize<'a>>(
+    frame: &'a [u8],
+    max_bytes: usize,
+    known: &[&str],
+) -> Result<M, ProtocolError> {
+    if frame.len() > max_bytes {
+        return Err(ProtocolError::new(
+            ErrorCode::TooLarge,
+            format!("frame of {} bytes exceeds the limit of {max_bytes}", frame.len()),
+        ));
+    }
+    let envelope: Envelope =
+        serde_json::from_slice(frame).map_err(|e| bad(format!("not a JSON object: {e}")))?;
+    let Some(message_type) = envelope.message_type else {
+        return Err(bad("missing \"type\""));
+    };
+    if !known.contains(&message_type.as_str()) {
+        let mut shown: String = message_type.chars().take(64).collect();
+        if shown.len() < message_type.len() {
+            shown.push('…');
+        }
+        return Err(ProtocolError::new(
+            ErrorCode::UnknownType,
+            format!("unknown message type {shown:?}"),
+        ));
+    }
+    serde_json::from_slice(frame).map_err(|e| bad(format!("invalid {message_type} message: {e}")))
+}
+
+fn check_id(what: &str, id: &str, limits: &Limits) -> Result<(), ProtocolError> {
+    if id.len() > limits.max_id_bytes {
+        return Err(bad(format!(
+            "{what} is longer than {} bytes",
+            limits.max_id_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn check_required(what: &str, id: &str, limits: &Limits) -> Result<(), ProtocolError> {
+    if id.is_empty() {
+        return Err(bad(format!("{what} must not be empty")));
+    }
+    check_id(what, id, limits)
+}
+
+/// Decodes and checks a frame from a client (used by the server).
+pub fn decode_client(frame: &[u8], limits: &Limits) -> Result<ClientMessage, ProtocolError> {
+    let message: ClientMessage = decode(frame, limits.max_frame_bytes, CLIENT_TYPES)?;
+    match &message {
+        ClientMessage::Hello(h) => {
+            check_required("namespace", &h.namespace, limits)?;
+            check_required("client_id", &h.client_id, limits)?;
+            for kind in h.kinds.iter().flatten() {
+                check_required("a subscribed kind", kind, limits)?;
+            }
+        }
+        ClientMessage::Push(p) => {
+            if p.ops.len() > limits.max_ops_per_push {
+                return Err(ProtocolError::new(
+                    ErrorCode::TooManyInFlight,
+                    format!(
+                        "{} ops in one push; the limit is {}",
+                        p.ops.len(),
+                        limits.max_ops_per_push
+                    ),
+                ));
+            }
+            for op in &p.ops {
+                check_required("op_id", &op.op_id, limits)?;
+                check_id("kind", &op.kind, limits)?;
+                check_id("key", &op.key, limits)?;
+                if op.action == OpAction::Set && op.value.is_none() {
+                    return Err(bad(format!("op {:?}: a set needs a value", op.op_id)));
+                }
+            }
+        }
+        ClientMessage::Ping { .. } | ClientMessage::Pong { .. } => {}
+    }
+    Ok(message)
+}
+
+/// Decodes a frame from a server (used by clients).
+pub fn decode_server(frame: &[u8], max_frame_bytes: usize) -> Result<ServerMessage, ProtocolError> {
+    decode(frame, max_frame_bytes, SERVER_TYPES)
+}
+
+fn encode<M: serde::Serialize>(message: &M) -> String {
+    // The message types hold only strings, numbers and JSON values, whose
+    // serialization cannot fail.
+    serde_json::to_string(message).unwrap_or_else(|e| {
+        format!(r#"{{"type":"error","code":"internal","message":"encoding failed: {e}","fatal":false}}"#)
+    })
+}
+
+/// Encodes a message to a client.
+#[must_use]
+pub fn encode_server(message: &ServerMessage) -> String {
+    encode(message)
+}
+
+/// Encodes a message to the server.
+#[must_use]
+pub fn encode_client(message: &ClientMessage) -> String {
+    encode(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::sync::{Hello, Op, PROTOCOL_VERSION, Push};
+
+    fn code(frame: &str) -> ErrorCode {
+        decode_client(frame.as_bytes(), &Limits::default())
+            .unwrap_err()
+            .code
+    }
+
+    #[test]
+    fn a_hello_round_trips() {
+        let hello = ClientMessage::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            namespace: "tenant-1".into(),
+            token: "secret".into(),
+            client_id: "c1".into(),
+            since: Some(7),
+            kinds: None,
+        });
+        let text = encode_client(&hello);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            json!({"type": "hello", "protocol": 1, "namespace": "tenant-1", "token": "secret", "client_id": "c1", "since": 7})
+        );
+        assert_eq!(decode_client(text.as_bytes(), &Limits::default()).unwrap(), hello);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_unknown_types_named() {
+        let frame = r#"{"type":"ping","nonce":3,"future_field":true}"#;
+        assert_eq!(
+            decode_client(frame.as_bytes(), &Limits::default()).unwrap(),
+            ClientMessage::Ping { nonce: 3 }
+        );
+        let e = decode_client(br#"{"type":"subscribe"}"#, &Limits::default()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownType);
+        assert!(e.message.contains("subscribe"), "{e}");
+    }
+
+    #[test]
+    fn malformed_frames_are_bad_messages() {
+        for frame in [
+            "",
+            "{",
+            "[]",
+            "null",
+            "42",
+            r#"{"no_type":1}"#,
+            r#"{"type":7}"#,
+            r#"{"type":"push"}"#,
+            r#"{"type":"push","ops":[{"op_id":"1","kind":"t","key":"k","action":"set"}]}"#,
+            r#"{"type":"push","ops":[{"op_id":"","kind":"t","key":"k","action":"delete"}]}"#,
+            r#"{"type":"push","ops":[{"op_id":"1","kind":"t","key":"k","action":"upsert","value":1}]}"#,
+            r#"{"type":"hello","protocol":1,"namespace":"","token":"t","client_id":"c"}"#,
+            r#"{"type":"hello","protocol":"one","namespace":"n","token":"t","client_id":"c"}"#,
+        ] {
+            assert_eq!(code(frame), ErrorCode::BadMessage, "{frame:?}");
+        }
+    }
+
+    #[test]
+    fn null_is_a_value_to_set() {
+        let frame =
+            r#"{"type":"push","ops":[{"op_id":"1","kind":"t","key":"k","action":"set","value":null}]}"#;
+        match decode_client(frame.as_bytes(), &Limits::default()).unwrap() {
+            ClientMessage::Push(p) => assert_eq!(p.ops[0].value, Some(serde_json::Value::Null)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let limits = Limits {
+            max_frame_bytes: 64,
+            max_ops_per_push: 2,
+            max_id_bytes: 4,
+        };
+        let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(100));
+        assert_eq!(
+            decode_client(big.as_bytes(), &limits).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
+        let op = |id: &str| Op {
+            op_id: id.into(),
+            kind: "t".into(),
+            key: "k".into(),
+            action: OpAction::Delete,
+            value: None,
+            if_version: None,
+        };
+        let three = encode_client(&ClientMessage::Push(Push {
+            ops: vec![op("1"), op("2"), op("3")],
+        }));
+        let roomy = Limits {
+            max_frame_bytes: 1 << 10,
+            ..limits
+        };
+        assert_eq!(
+            decode_client(three.as_bytes(), &roomy).unwrap_err().code,
+            ErrorCode::TooManyInFlight
+        );
+        let long = encode_client(&ClientMessage::Push(Push {
+            ops: vec![op("12345")],
+        }));
+        assert_eq!(
+            decode_client(long.as_bytes(), &roomy).unwrap_err().code,
+            ErrorCode::BadMessage
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!(
+            r#"{{"type":"push","ops":[{{"op_id":"1","kind":"t","key":"k","action":"set","value":{}{}}}]}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(code(&deep), ErrorCode::BadMessage);
+    }
+}
