@@ -107,6 +107,29 @@ impl<T> WriteTxn<T> {
         self.base_rev + self.events.len() as u64 + 1
     }
 
+    /// Marks the current end of the transaction, to undo later operations
+    /// with [`WriteTxn::rollback_to`].
+    #[must_use]
+    pub fn savepoint(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Undoes every operation staged since `savepoint`, for a shell that
+    /// rejects one operation of a batch after staging it (it could not be
+    /// encoded or stored, or its function panicked).
+    pub fn rollback_to(&mut self, savepoint: usize) {
+        if savepoint >= self.events.len() {
+            return;
+        }
+        self.events.truncate(savepoint);
+        self.index.clear();
+        if self.events.len() >= INDEX_AFTER {
+            for (i, e) in self.events.iter().enumerate() {
+                self.index.insert((e.kind.clone(), e.key.clone()), i);
+            }
+        }
+    }
+
     /// The last staged event of `kind`/`key`.
     fn last(&self, kind: &str, key: &str) -> Option<&Arc<Event<T>>> {
         let i = if self.events.len() < INDEX_AFTER {
@@ -201,6 +224,11 @@ impl<T: StoreValue> Engine<T> {
             engine.kinds.entry(kind).or_default().insert(key, Arc::new(event));
         }
         for event in history {
+            if event.rev > rev {
+                return Err(Error::Storage(
+                    format!("history holds revision {} beyond head {rev}", event.rev).into(),
+                ));
+            }
             engine.history.push_back(Arc::new(event));
             if engine.history.len() > engine.options.retention {
                 engine.history.pop_front();
@@ -679,6 +707,35 @@ mod tests {
     }
 
     #[test]
+    fn rolling_back_to_a_savepoint_undoes_later_operations() {
+        let mut engine: Engine<Value> = Engine::new(StoreOptions::new());
+        let mut txn = engine.begin();
+        engine.set(&mut txn, "t", "a", json!(1), NONE).unwrap();
+        for i in 0..2 * INDEX_AFTER {
+            let sp = txn.savepoint();
+            engine
+                .set(&mut txn, "t", &format!("k{i}"), json!(i), NONE)
+                .unwrap();
+            engine.set(&mut txn, "t", "a", json!(100 + i), NONE).unwrap();
+            txn.rollback_to(sp);
+        }
+        // Later operations see the state as of the savepoint.
+        let w = engine.set(&mut txn, "t", "a", json!(2), NONE).unwrap();
+        assert_eq!((w.version, w.rev), (2, 2));
+        engine.commit(txn).unwrap();
+        assert_eq!(engine.keys_for_test("t"), ["a"]);
+        assert_eq!(engine.rev(), 2);
+    }
+
+    #[test]
+    fn dropping_the_engine_ends_its_watches() {
+        let mut engine: Engine<Value> = Engine::new(StoreOptions::new());
+        let mut w = engine.watch("t", WatchOptions::new()).unwrap();
+        drop(engine);
+        assert!(matches!(w.next().now_or_never(), Some(None)));
+    }
+
+    #[test]
     fn a_transaction_begun_before_another_commit_is_stale() {
         let mut engine: Engine<Value> = Engine::new(StoreOptions::new());
         let mut first = engine.begin();
@@ -744,6 +801,13 @@ mod tests {
         ];
         assert!(matches!(
             Engine::restore(StoreOptions::new(), 5, vec![], gap),
+            Err(Error::Storage(_))
+        ));
+        let beyond: Vec<_> = (1..=3)
+            .map(|r| event("t", "a", EventType::Update, json!(r), r, r))
+            .collect();
+        assert!(matches!(
+            Engine::restore(StoreOptions::new(), 1, vec![], beyond),
             Err(Error::Storage(_))
         ));
         let short = vec![event("t", "a", EventType::Create, json!(1), 1, 3)];

@@ -271,6 +271,13 @@ impl<T> Hub<T> {
     }
 }
 
+impl<T> Drop for Hub<T> {
+    /// A store dropped without `close` still ends its watches.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 /// A watch that fails at once: its stream yields `error` and ends.
 fn failed<T>(opts: &WatchOptions, error: Terminal) -> Watch<T> {
     Watch {

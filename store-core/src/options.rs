@@ -81,6 +81,9 @@ impl<T: StoreValue> StoreOptions<T> {
     /// Adds a validator for `kind`, called with the key and the new value
     /// before every write; an `Err(message)` rejects the write with
     /// [`Error::Validation`]. Several validators of one kind all run.
+    ///
+    /// Validators run while the store is locked for the write: they must not
+    /// call the store (that would deadlock).
     #[must_use]
     pub fn validator<F>(mut self, kind: impl Into<String>, f: F) -> Self
     where
@@ -103,7 +106,8 @@ impl<T: StoreValue> StoreOptions<T> {
     ///
     /// The default, semantic JSON equality, serializes both values of a typed
     /// `T` to compare them; a `T: PartialEq` whose equality means the same is
-    /// much cheaper with `.compare(|a, b| a == b)`.
+    /// much cheaper with `.compare(|a, b| a == b)`. Like validators, it runs
+    /// under the store's write lock and must not call the store.
     #[must_use]
     pub fn compare<F>(mut self, f: F) -> Self
     where
@@ -158,7 +162,8 @@ impl<T: StoreValue> StoreOptions<T> {
     }
 }
 
-/// A predicate over `(key, value)` for `list`; several filters compose with AND.
+/// A predicate over `(key, value)` for `list`; several filters compose with
+/// AND. Filters run under the store's read lock and must not call the store.
 pub struct Filter<T>(Arc<FilterFn<T>>);
 
 impl<T> Filter<T> {
