@@ -243,8 +243,8 @@ fn open_outside_a_runtime_is_an_error() {
     }
 }
 
-/// A value PostgreSQL cannot store (a NUL character) fails its write with a
-/// storage error, writes nothing, and leaves the store working.
+/// A value PostgreSQL cannot store (a NUL character) fails its write with an
+/// encoding error, writes nothing, and leaves the store working.
 #[test]
 fn unstorable_value_fails_cleanly() {
     let Some(url) = pg::url("unstorable_value_fails_cleanly") else {
@@ -254,8 +254,8 @@ fn unstorable_value_fails_cleanly() {
         let schema = pg::create_schema(url).await;
         let s = open_in::<Value>(url, &schema, "ns").await.unwrap();
         match s.set("t", "k", json!("a\u{0}b"), NONE).await {
-            Err(Error::Storage(_)) => {}
-            other => panic!("expected a storage error, got {other:?}"),
+            Err(Error::Encoding(_)) => {}
+            other => panic!("expected an encoding error, got {other:?}"),
         }
         assert_eq!(s.rev().await.unwrap(), 0);
         assert!(s.get("t", "k").await.unwrap().is_none());

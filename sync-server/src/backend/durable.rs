@@ -14,6 +14,11 @@ use super::{Op, Outcome, Request, submit};
 /// A store whose writes are durable before they are acknowledged or
 /// published. Reads are served from memory. Cheap to clone; clones share the
 /// store. Futures it returns run on any executor.
+///
+/// A write is queued when its method is called: dropping the returned future
+/// does not cancel it, it only discards the answer. Functions given to
+/// `set_fn`, validators and the compare function run on the store's writer
+/// and must not call the store; one that panics fails its own write only.
 pub struct Durable<T> {
     mem: MemStore<T>,
     queue: mpsc::UnboundedSender<Request<T>>,
@@ -44,12 +49,6 @@ fn written<T>(outcome: Outcome<T>) -> Written {
 impl<T: StoreValue> Durable<T> {
     pub(crate) fn new(mem: MemStore<T>, queue: mpsc::UnboundedSender<Request<T>>) -> Self {
         Durable { mem, queue }
-    }
-
-    /// The in-memory view: every read of this store is served from it.
-    #[must_use]
-    pub fn memory(&self) -> &MemStore<T> {
-        &self.mem
     }
 
     /// Writes `value`; resolves once it is durable.
@@ -137,8 +136,11 @@ impl<T: StoreValue> Durable<T> {
         }
     }
 
-    /// Closes the store: watches end, later calls fail with `Closed`, the
-    /// writer finishes what is queued and releases the database.
+    /// Closes the store: watches end (after what they have queued), later
+    /// calls fail with `Closed`, writes still queued are answered with
+    /// `Closed`, and the writer releases the database once the batch it is
+    /// committing, if any, is done. A write already being committed completes
+    /// and is answered with its result.
     pub fn close(&self) {
         self.mem.close();
         self.queue.close_channel();

@@ -20,6 +20,7 @@
 //! written and committed.
 
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
@@ -83,6 +84,13 @@ pub(crate) trait Storage: Send + 'static {
     fn commit(&mut self) -> impl Future<Output = Result<()>> + Send;
     /// Abandons the transaction.
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
+    /// Whether the backend can store `event`; checked per operation while
+    /// staging, so one unstorable write is refused alone instead of failing
+    /// its whole batch at commit.
+    fn accepts(&self, event: &StoredEvent) -> Result<()> {
+        let _ = event;
+        Ok(())
+    }
 }
 
 fn decode<T: StoreValue>(kind: &str, key: &str, json: &str) -> Result<T> {
@@ -224,6 +232,17 @@ fn stage<T: StoreValue>(engine: &Engine<T>, txn: &mut WriteTxn<T>, op: Op<T>) ->
     }
 }
 
+/// Closes the store when the writer ends, however it ends (its handles
+/// dropped, `close`, or its task torn down), so watches end and later calls
+/// fail with `Closed` instead of hanging.
+struct CloseOnExit<T: StoreValue>(MemStore<T>);
+
+impl<T: StoreValue> Drop for CloseOnExit<T> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// The writer: takes everything queued, commits it as one transaction,
 /// answers each caller. Ends when every sender is gone or closed.
 pub(crate) async fn run_writer<T: StoreValue, S: Storage>(
@@ -231,6 +250,7 @@ pub(crate) async fn run_writer<T: StoreValue, S: Storage>(
     mut storage: S,
     mut queue: mpsc::UnboundedReceiver<Request<T>>,
 ) {
+    let _close = CloseOnExit(mem.clone());
     while let Some(first) = queue.next().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -243,10 +263,65 @@ pub(crate) async fn run_writer<T: StoreValue, S: Storage>(
     }
 }
 
+/// The same error again, for every caller of a failed batch.
+fn replicate(e: &Error) -> Error {
+    match e {
+        Error::Closed => Error::Closed,
+        Error::Decode { kind, key, message } => Error::Decode {
+            kind: kind.clone(),
+            key: key.clone(),
+            message: message.clone(),
+        },
+        Error::Encoding(message) => Error::Encoding(message.clone()),
+        Error::Storage(inner) => storage_error(inner.to_string()),
+        other => storage_error(other.to_string()),
+    }
+}
+
+/// Stages one operation, and encodes what it staged; on any failure —
+/// including a panic in the caller's function, validator or compare — the
+/// operation is undone and answered alone.
+fn stage_one<T: StoreValue, S: Storage>(
+    engine: &Engine<T>,
+    storage: &S,
+    txn: &mut WriteTxn<T>,
+    encoded: &mut Vec<StoredEvent>,
+    op: Op<T>,
+) -> Result<Outcome<T>> {
+    let savepoint = txn.savepoint();
+    let staged = catch_unwind(AssertUnwindSafe(|| stage(engine, txn, op)))
+        .unwrap_or_else(|panic| {
+            Err(Error::Function(
+                format!("panicked: {}", panic_message(&panic)).into(),
+            ))
+        })
+        .and_then(|outcome| {
+            for event in &txn.events()[savepoint..] {
+                let event = encode(event)?;
+                storage.accepts(&event)?;
+                encoded.push(event);
+            }
+            Ok(outcome)
+        });
+    if staged.is_err() {
+        txn.rollback_to(savepoint);
+        encoded.truncate(savepoint);
+    }
+    staged
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string panic")
+}
+
 async fn write_batch<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut S, batch: Vec<Request<T>>) {
     let fail_all = |batch: Vec<Request<T>>, e: &Error| {
         for r in batch {
-            let _ = r.reply.send(Err(storage_error(e.to_string())));
+            let _ = r.reply.send(Err(replicate(e)));
         }
     };
     if mem.read_engine(Engine::is_closed) {
@@ -260,26 +335,31 @@ async fn write_batch<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut
         fail_all(batch, &e);
         return;
     }
-    let (txn, outcomes) = mem.read_engine(|engine| {
+    let (txn, encoded, outcomes, retention) = mem.read_engine(|engine| {
         let mut txn = engine.begin();
+        let mut encoded = Vec::new();
         let outcomes: Vec<_> = batch
             .into_iter()
-            .map(|r| (r.reply, stage(engine, &mut txn, r.op)))
+            .map(|r| {
+                (
+                    r.reply,
+                    stage_one(engine, &*storage, &mut txn, &mut encoded, r.op),
+                )
+            })
             .collect();
-        (txn, outcomes)
+        (
+            txn,
+            encoded,
+            outcomes,
+            engine.options().retained_revisions() as u64,
+        )
     });
     if !txn.is_empty() {
-        let persisted = persist(
-            storage,
-            &txn,
-            mem.read_engine(|e| e.options().retained_revisions() as u64),
-        )
-        .await;
-        if let Err(e) = persisted {
+        if let Err(e) = persist(storage, &encoded, txn.base_rev(), retention).await {
             storage.rollback().await;
             tracing::error!(error = %e, "write transaction failed");
             for (reply, outcome) in outcomes {
-                let _ = reply.send(outcome.and(Err(storage_error(e.to_string()))));
+                let _ = reply.send(outcome.and(Err(replicate(&e))));
             }
             return;
         }
@@ -322,18 +402,14 @@ async fn catch_up<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut S)
     Ok(())
 }
 
-async fn persist<T: StoreValue, S: Storage>(
+async fn persist<S: Storage>(
     storage: &mut S,
-    txn: &WriteTxn<T>,
+    events: &[StoredEvent],
+    base: u64,
     retention: u64,
 ) -> Result<()> {
-    let events = txn
-        .events()
-        .iter()
-        .map(|e| encode(e))
-        .collect::<Result<Vec<_>>>()?;
-    let head = events.last().map_or(txn.base_rev(), |e| e.rev);
-    storage.write(&events, head.saturating_sub(retention)).await?;
+    let head = events.last().map_or(base, |e| e.rev);
+    storage.write(events, head.saturating_sub(retention)).await?;
     storage.commit().await
 }
 

@@ -515,6 +515,12 @@ impl Writer {
     }
 
     async fn new(client: Client, t: &Target) -> Result<Writer> {
+        // An acknowledged write must be flushed, whatever the server's,
+        // database's or role's default says.
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .map_err(|e| pg_error("setting synchronous_commit", &e))?;
         let [head, changes, write] = [
             "SELECT rev FROM {s}.zestor_heads WHERE ns = $1 FOR UPDATE",
             CHANGES_SQL,
@@ -765,4 +771,24 @@ impl Storage for PgStorage {
             self.shared.kick.notify_one();
         }
     }
+
+    fn accepts(&self, e: &StoredEvent) -> Result<()> {
+        if e.kind.contains('\0') || e.key.contains('\0') || has_nul_escape(&e.value) {
+            return Err(Error::Encoding(format!(
+                "{}/{}: PostgreSQL text and jsonb cannot hold the NUL character (\\u0000)",
+                e.kind, e.key
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether JSON text holds the escape `\u0000` (an escaped backslash followed
+/// by `u0000` does not count).
+fn has_nul_escape(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    json.match_indices("u0000").any(|(i, _)| {
+        let backslashes = bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+        backslashes % 2 == 1
+    })
 }

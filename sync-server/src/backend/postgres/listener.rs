@@ -174,8 +174,10 @@ impl Session {
                 Ok(rows) => rows,
                 Err(_) if self.client.is_closed() => return Some(End::Lost),
                 Err(e) => {
+                    // Start over on a fresh connection (with backoff) rather
+                    // than wait for a notification that may never come.
                     tracing::error!(ns, error = %chain(&e), "the PostgreSQL listener cannot read the change log");
-                    return None;
+                    return Some(End::Lost);
                 }
             };
             if rows.is_empty() {
@@ -198,7 +200,7 @@ impl Session {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::error!(ns, error = %e, "cannot apply changes committed by other processes");
-                    return None;
+                    return Some(End::Lost);
                 }
             };
             let first = events.first().map_or(0, |e| e.rev);
