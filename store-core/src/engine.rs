@@ -247,6 +247,28 @@ impl<T: StoreValue> Engine<T> {
         Ok(engine)
     }
 
+    /// Replaces the engine's state with a persisted one (as
+    /// [`Engine::restore`] reads it), for a shell that fell behind what its
+    /// storage still holds. Every watch ends with [`Error::Compacted`], since
+    /// changes it should have seen are gone; consumers re-list and watch
+    /// again.
+    pub fn reload(
+        &mut self,
+        rev: u64,
+        entries: impl IntoIterator<Item = (String, String, Entry<T>)>,
+        history: impl IntoIterator<Item = Event<T>>,
+    ) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let fresh = Engine::restore(self.options.clone(), rev, entries, history)?;
+        self.hub.compact_all(fresh.oldest_resumable());
+        self.kinds = fresh.kinds;
+        self.rev = fresh.rev;
+        self.history = fresh.history;
+        Ok(())
+    }
+
     /// The revision of the last committed change (0 for a new store).
     #[must_use]
     pub fn rev(&self) -> u64 {
@@ -852,6 +874,37 @@ mod tests {
         let gap = vec![event("t", "a", EventType::Delete, json!(2), 2, 4)];
         assert!(matches!(engine.apply_committed(gap), Err(Error::Storage(_))));
         assert_eq!(engine.rev(), 2);
+    }
+
+    #[test]
+    fn reload_replaces_the_state_and_ends_watches_with_compacted() {
+        let mut engine: Engine<Value> = Engine::new(StoreOptions::new());
+        let mut txn = engine.begin();
+        engine.set(&mut txn, "t", "old", json!(1), NONE).unwrap();
+        engine.commit(txn).unwrap();
+        let mut w = engine.watch("t", WatchOptions::new()).unwrap();
+        let entries = vec![(
+            "t".to_owned(),
+            "new".to_owned(),
+            Entry {
+                value: json!(2),
+                version: 3,
+                rev: 9,
+            },
+        )];
+        let history = vec![event("t", "new", EventType::Update, json!(2), 3, 9)];
+        engine.reload(9, entries, history).unwrap();
+        assert!(matches!(
+            w.next().now_or_never(),
+            Some(Some(Err(Error::Compacted { oldest: 8 })))
+        ));
+        assert!(matches!(w.next().now_or_never(), Some(None)));
+        assert_eq!((engine.rev(), engine.keys_for_test("t")), (9, vec!["new"]));
+        let mut txn = engine.begin();
+        assert_eq!(
+            engine.set(&mut txn, "t", "new", json!(3), NONE).unwrap().version,
+            4
+        );
     }
 
     #[test]

@@ -261,6 +261,14 @@ impl<T> Hub<T> {
         }
     }
 
+    /// Ends every watcher with [`Error::Compacted`] after what it has
+    /// queued: the state it followed was replaced, it must re-list.
+    pub(crate) fn compact_all(&mut self, oldest: u64) {
+        for slot in self.by_kind.drain().flat_map(|(_, v)| v) {
+            slot.finish(End::Fail(Terminal::Compacted { oldest }));
+        }
+    }
+
     /// The number of live watchers.
     pub(crate) fn len(&self) -> usize {
         self.by_kind

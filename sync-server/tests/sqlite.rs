@@ -264,3 +264,28 @@ fn a_second_process_writes_are_caught_up_before_the_next_write() {
         assert_eq!(a.get("t", "x").await.unwrap().unwrap().value, json!(2));
     });
 }
+
+#[test]
+fn a_store_behind_the_trimmed_log_reloads_and_ends_its_watches_with_compacted() {
+    let path = support::fresh_db("lagging");
+    let options = || StoreOptions::new().retention(5);
+    let a = sqlite::open::<Value>(SqliteOptions::new(&path, "ns"), options()).unwrap();
+    let b = sqlite::open::<Value>(SqliteOptions::new(&path, "ns"), options()).unwrap();
+    let mut watch = block_on(b.watch("t", WatchOptions::new())).unwrap();
+    let writes: Vec<_> = (0..600)
+        .map(|i| a.set("t", &format!("k{}", i % 7), json!(i), NONE))
+        .collect();
+    block_on(join_all(writes))
+        .into_iter()
+        .for_each(|w| assert!(w.unwrap().changed()));
+    // B saw none of it; its next write finds the log trimmed past its revision.
+    let w = block_on(b.set("t", "k0", json!("from b"), NONE)).expect("b reloads and writes");
+    assert_eq!((w.rev, w.version), (601, 87));
+    assert!(matches!(
+        watch.next().now_or_never(),
+        Some(Some(Err(Error::Compacted { .. })))
+    ));
+    assert!(matches!(watch.next().now_or_never(), Some(None)));
+    assert_eq!(block_on(b.get("t", "k6")).unwrap().unwrap().value, json!(594));
+    assert_eq!(block_on(b.count("t")).unwrap(), 7);
+}

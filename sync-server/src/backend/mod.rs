@@ -74,6 +74,10 @@ pub(crate) trait Storage: Send + 'static {
     /// Begins a write transaction holding the namespace's write lock, and
     /// returns the persisted head revision.
     fn begin(&mut self) -> impl Future<Output = Result<u64>> + Send;
+    /// The namespace as stored (head, entries, the last `retention`
+    /// revisions of the log), read inside the open transaction; for a store
+    /// that fell behind the retained change log.
+    fn snapshot(&mut self, retention: u64) -> impl Future<Output = Result<Snapshot>> + Send;
     /// The change records after revision `after`, up to `to`, in order.
     fn changes(&mut self, after: u64, to: u64) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
     /// Writes `events` (entries, change log, head) and drops change-log rows
@@ -125,9 +129,17 @@ impl StoredEvent {
     }
 }
 
+/// A snapshot decoded: head, entries and history.
+type Decoded<T> = (u64, Vec<(String, String, Entry<T>)>, Vec<Event<T>>);
+
 impl Snapshot {
     /// An engine holding this snapshot.
     pub(crate) fn restore<T: StoreValue>(self, options: StoreOptions<T>) -> Result<Engine<T>> {
+        let (rev, entries, history) = self.decode()?;
+        Engine::restore(options, rev, entries, history)
+    }
+
+    fn decode<T: StoreValue>(self) -> Result<Decoded<T>> {
         let entries = self
             .entries
             .into_iter()
@@ -149,7 +161,7 @@ impl Snapshot {
             .into_iter()
             .map(StoredEvent::decode)
             .collect::<Result<Vec<_>>>()?;
-        Engine::restore(options, self.rev, entries, history)
+        Ok((self.rev, entries, history))
     }
 }
 
@@ -392,11 +404,22 @@ async fn catch_up<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut S)
             .into_iter()
             .map(StoredEvent::decode)
             .collect::<Result<Vec<_>>>()?;
-        mem.write_engine(|engine| engine.apply_committed(events))?;
-        if mem.read_engine(Engine::rev) != head {
-            return Err(storage_error(format!(
-                "the change log no longer holds the revisions after {local}; reopen the store"
-            )));
+        let complete =
+            events.len() as u64 == head - local && events.first().is_none_or(|e| e.rev == local + 1);
+        if complete {
+            mem.write_engine(|engine| engine.apply_committed(events))?;
+        } else {
+            // The log was trimmed past this store's revision (another process
+            // wrote more than the retention meanwhile): start over from the
+            // stored state; the watches end with `Compacted`.
+            tracing::warn!(
+                local,
+                head,
+                "the change log no longer reaches this store's revision: reloading"
+            );
+            let retention = mem.read_engine(|e| e.options().retained_revisions() as u64);
+            let (rev, entries, history) = storage.snapshot(retention).await?.decode()?;
+            mem.write_engine(|engine| engine.reload(rev, entries, history))?;
         }
     }
     Ok(())

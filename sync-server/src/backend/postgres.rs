@@ -34,8 +34,9 @@
 //! with backoff and catches up from the engine's revision, so nothing is
 //! skipped. Should the change log have been trimmed past the engine's
 //! revision meanwhile (a listener down for longer than the retained log), it
-//! logs an error and cannot recover by itself: reopen the store (an automatic
-//! reload is not implemented).
+//! logs an error; the store's next write reloads it from the tables (as does
+//! the writer of a SQLite store that another process outran), and its
+//! watches then end with `Compacted`, telling consumers to re-list.
 //!
 //! **Retention**: the change log keeps the last `max(retention,
 //! min_log_retention)` revisions of each namespace, where `retention` is the
@@ -63,7 +64,7 @@ use store_core::{Error, EventType, MemStore, Result, StoreOptions, StoreValue};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row, Statement};
+use tokio_postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Statement};
 
 use super::{
     Durable, Snapshot, Storage, StoredEntry, StoredEvent, parse_type, run_writer, storage_error, type_name,
@@ -434,12 +435,21 @@ async fn load(client: &mut Client, t: &Target, retention: u64) -> Result<Snapsho
         .start()
         .await
         .map_err(e)?;
-    let rev = tx
+    let snapshot = read_snapshot(&tx, t, retention).await?;
+    tx.commit().await.map_err(e)?;
+    Ok(snapshot)
+}
+
+/// Reads the namespace: head, entries and the last `retention` revisions of
+/// the change log. Call inside a transaction, for a consistent view.
+async fn read_snapshot(c: &impl GenericClient, t: &Target, retention: u64) -> Result<Snapshot> {
+    let e = |e: tokio_postgres::Error| pg_error("loading the namespace", &e);
+    let rev = c
         .query_opt(&t.sql("SELECT rev FROM {s}.zestor_heads WHERE ns = $1"), &[&t.ns])
         .await
         .map_err(e)?
         .map_or(0, |r| u64_of(r.get(0)));
-    let entries = tx
+    let entries = c
         .query(
             &t.sql("SELECT kind, key, value::text, version, rev FROM {s}.zestor_entries WHERE ns = $1"),
             &[&t.ns],
@@ -458,7 +468,7 @@ async fn load(client: &mut Client, t: &Target, retention: u64) -> Result<Snapsho
         })
         .collect::<Result<Vec<_>, tokio_postgres::Error>>()
         .map_err(e)?;
-    let history = tx
+    let history = c
         .query(
             &t.sql(CHANGES_SQL),
             &[&t.ns, &i64_of(rev.saturating_sub(retention)), &i64_of(rev)],
@@ -468,7 +478,6 @@ async fn load(client: &mut Client, t: &Target, retention: u64) -> Result<Snapsho
         .iter()
         .map(event_of)
         .collect::<Result<Vec<_>>>()?;
-    tx.commit().await.map_err(e)?;
     Ok(Snapshot {
         rev,
         entries,
@@ -644,6 +653,12 @@ impl Storage for PgStorage {
             }
         };
         Ok(u64_of(head.try_get(0).map_err(e)?))
+    }
+
+    async fn snapshot(&mut self, retention: u64) -> Result<Snapshot> {
+        let target = self.target.clone();
+        let w = self.writer().await?;
+        read_snapshot(&w.client, &target, retention).await
     }
 
     async fn changes(&mut self, after: u64, to: u64) -> Result<Vec<StoredEvent>> {

@@ -224,41 +224,46 @@ impl SqliteStorage {
             .map_err(sql)
     }
 
-    /// Reads the namespace: head, entries and the retained change log.
+    /// Reads the namespace in a transaction of its own (at open).
     fn load(&mut self, retention: u64) -> Result<Snapshot> {
         let tx = self.conn.transaction().map_err(sql)?;
-        let rev: u64 = tx
-            .query_row("SELECT rev FROM zestor_heads WHERE ns = ?1", [&self.ns], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()
-            .map_err(sql)?
-            .map_or(0, u64_of);
-        let mut stmt = tx
-            .prepare("SELECT kind, key, value, version, rev FROM zestor_entries WHERE ns = ?1")
-            .map_err(sql)?;
-        let entries = stmt
-            .query_map([&self.ns], |r| {
-                Ok(StoredEntry {
-                    kind: r.get(0)?,
-                    key: r.get(1)?,
-                    value: r.get(2)?,
-                    version: u64_of(r.get(3)?),
-                    rev: u64_of(r.get(4)?),
-                })
-            })
-            .map_err(sql)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(sql)?;
-        drop(stmt);
-        let history = changes(&tx, &self.ns, rev.saturating_sub(retention), rev)?;
+        let snapshot = read_snapshot(&tx, &self.ns, retention)?;
         tx.commit().map_err(sql)?;
-        Ok(Snapshot {
-            rev,
-            entries,
-            history,
-        })
+        Ok(snapshot)
     }
+}
+
+/// Reads the namespace: head, entries and the last `retention` revisions of
+/// the change log. Call inside a transaction, for a consistent view.
+fn read_snapshot(conn: &Connection, ns: &str, retention: u64) -> Result<Snapshot> {
+    let rev: u64 = conn
+        .query_row("SELECT rev FROM zestor_heads WHERE ns = ?1", [ns], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()
+        .map_err(sql)?
+        .map_or(0, u64_of);
+    let entries = conn
+        .prepare_cached("SELECT kind, key, value, version, rev FROM zestor_entries WHERE ns = ?1")
+        .map_err(sql)?
+        .query_map([ns], |r| {
+            Ok(StoredEntry {
+                kind: r.get(0)?,
+                key: r.get(1)?,
+                value: r.get(2)?,
+                version: u64_of(r.get(3)?),
+                rev: u64_of(r.get(4)?),
+            })
+        })
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(sql)?;
+    let history = changes(conn, ns, rev.saturating_sub(retention), rev)?;
+    Ok(Snapshot {
+        rev,
+        entries,
+        history,
+    })
 }
 
 fn changes(conn: &Connection, ns: &str, after: u64, to: u64) -> Result<Vec<StoredEvent>> {
@@ -299,6 +304,10 @@ impl Storage for SqliteStorage {
     async fn begin(&mut self) -> Result<u64> {
         self.run("BEGIN IMMEDIATE")?;
         self.head()
+    }
+
+    async fn snapshot(&mut self, retention: u64) -> Result<Snapshot> {
+        read_snapshot(&self.conn, &self.ns, retention)
     }
 
     async fn changes(&mut self, after: u64, to: u64) -> Result<Vec<StoredEvent>> {

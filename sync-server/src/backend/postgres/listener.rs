@@ -214,7 +214,7 @@ impl Session {
                         store_rev = from,
                         oldest_in_log = first,
                         "the change log no longer holds the revisions after this store's; \
-                         its watchers miss them until the store is reopened (reload is not implemented)"
+                         the store reloads at its next write"
                     );
                     return None;
                 }
