@@ -750,6 +750,22 @@ mod tests {
     }
 
     #[test]
+    fn dropped_watchers_of_quiet_kinds_are_swept() {
+        let mut engine: Engine<Value> = Engine::new(StoreOptions::new());
+        let keep = engine.watch("kept", WatchOptions::new()).unwrap();
+        for i in 0..1_000 {
+            drop(engine.watch(&format!("quiet-{i}"), WatchOptions::new()).unwrap());
+        }
+        assert!(
+            engine.hub.by_kind_len() <= 64,
+            "{} kinds still held",
+            engine.hub.by_kind_len()
+        );
+        assert_eq!(engine.watcher_count(), 1);
+        drop(keep);
+    }
+
+    #[test]
     fn dropping_the_engine_ends_its_watches() {
         let mut engine: Engine<Value> = Engine::new(StoreOptions::new());
         let mut w = engine.watch("t", WatchOptions::new()).unwrap();

@@ -214,12 +214,19 @@ impl<T> Slot<T> {
 /// The registry of a store's watchers, by kind.
 pub(crate) struct Hub<T> {
     by_kind: HashMap<String, Vec<Arc<Slot<T>>>>,
+    /// Subscriptions since dropped watchers were last swept from every kind.
+    since_sweep: usize,
 }
+
+/// Dropped watchers of kinds nobody writes to are swept every this many
+/// subscriptions (a kind's own are swept whenever it is written or watched).
+const SWEEP_EVERY: usize = 64;
 
 impl<T> Default for Hub<T> {
     fn default() -> Self {
         Hub {
             by_kind: HashMap::new(),
+            since_sweep: 0,
         }
     }
 }
@@ -232,6 +239,14 @@ impl<T> Hub<T> {
         opts: &WatchOptions,
         backlog: VecDeque<Arc<Event<T>>>,
     ) -> Watch<T> {
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.since_sweep = 0;
+            self.by_kind.retain(|_, slots| {
+                slots.retain(|s| s.queue.lock().end == End::Open);
+                !slots.is_empty()
+            });
+        }
         let slot = Slot::new(opts, backlog, End::Open);
         let slots = self.by_kind.entry(kind.to_owned()).or_default();
         slots.retain(|s| s.queue.lock().end == End::Open);
@@ -267,6 +282,11 @@ impl<T> Hub<T> {
         for slot in self.by_kind.drain().flat_map(|(_, v)| v) {
             slot.finish(End::Fail(Terminal::Compacted { oldest }));
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn by_kind_len(&self) -> usize {
+        self.by_kind.len()
     }
 
     /// The number of live watchers.
