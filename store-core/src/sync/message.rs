@@ -369,6 +369,9 @@ impl ErrorCode {
             crate::Error::Validation { .. } => ErrorCode::Validation,
             crate::Error::Conflict { .. } => ErrorCode::Conflict,
             crate::Error::KindRequired => ErrorCode::KindRequired,
+            // A value the store cannot take (it does not decode as the
+            // store's type, or the backend cannot hold it) is the client's.
+            crate::Error::Decode { .. } | crate::Error::Encoding(_) => ErrorCode::Validation,
             crate::Error::Closed => ErrorCode::ShuttingDown,
             _ => ErrorCode::Internal,
         }

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::future::{Future, ready};
 
 use futures_channel::mpsc;
+use store_core::sync::{self, ErrorCode, Reject};
 use store_core::{
     BoxError, Deleted, Entry, Filter, MaybeSend, MemStore, Result, SetOptions, Store, StoreValue, Watch,
     WatchOptions, Written,
 };
 
-use super::{Op, Outcome, Request, submit};
+use super::{Answer, Op, Outcome, Request, submit};
 
 /// A store whose writes are durable before they are acknowledged or
 /// published. Reads are served from memory. Cheap to clone; clones share the
@@ -133,6 +134,54 @@ impl<T: StoreValue> Durable<T> {
                 Outcome::Deleted(d) => Ok(d),
                 _ => unreachable!("delete answers Deleted"),
             }
+        }
+    }
+
+    /// Applies a sync client's ops in order, each at most once: an op whose
+    /// `(client_id, op_id)` was applied before (through any process sharing
+    /// the database) is answered with its recorded answer and not applied
+    /// again. An answer is recorded in the same transaction as the op's
+    /// change, and returned once durable; answers saying the server failed
+    /// (code `internal`) are not recorded, so a retry applies the op.
+    pub fn apply_ops(
+        &self,
+        client_id: &str,
+        ops: Vec<sync::Op>,
+    ) -> impl Future<Output = Vec<Answer>> + Send + use<T> {
+        let answers: Vec<_> = ops
+            .into_iter()
+            .map(|op| {
+                let op_id = op.op_id.clone();
+                (
+                    op_id,
+                    submit(
+                        &self.queue,
+                        Op::Client {
+                            client_id: client_id.to_owned(),
+                            op,
+                        },
+                    ),
+                )
+            })
+            .collect();
+        async move {
+            let mut out = Vec::with_capacity(answers.len());
+            for (op_id, answer) in answers {
+                out.push(match answer.await {
+                    Ok(Outcome::Answer(answer)) => answer,
+                    Ok(_) => Err(Reject {
+                        op_id,
+                        code: ErrorCode::Internal,
+                        message: "unexpected outcome".into(),
+                    }),
+                    Err(e) => Err(Reject {
+                        op_id,
+                        code: ErrorCode::of(&e),
+                        message: e.to_string(),
+                    }),
+                });
+            }
+            out
         }
     }
 

@@ -24,6 +24,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
+use store_core::sync::{self, Ack, ErrorCode, Reject};
 use store_core::{
     BoxError, Deleted, Engine, Entry, Error, Event, EventType, MemStore, Result, SetOptions, StoreOptions,
     StoreValue, WriteTxn, Written,
@@ -59,6 +60,19 @@ pub(crate) struct StoredEntry {
     pub(crate) rev: u64,
 }
 
+/// The recorded answer of a client op, written with the op's change so that
+/// a retried op id is answered, not applied again.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AppliedOp {
+    pub(crate) client_id: String,
+    pub(crate) op_id: String,
+    /// The `Ack` or `Reject`, as JSON.
+    pub(crate) answer: String,
+}
+
+/// The answer to one client op: the server's `ack` or `reject`.
+pub type Answer = std::result::Result<Ack, Reject>;
+
 /// What a namespace looks like on disk when a store opens.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
@@ -80,10 +94,21 @@ pub(crate) trait Storage: Send + 'static {
     fn snapshot(&mut self, retention: u64) -> impl Future<Output = Result<Snapshot>> + Send;
     /// The change records after revision `after`, up to `to`, in order.
     fn changes(&mut self, after: u64, to: u64) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
-    /// Writes `events` (entries, change log, head) and drops change-log rows
-    /// at or below `trim_through`.
-    fn write(&mut self, events: &[StoredEvent], trim_through: u64)
-    -> impl Future<Output = Result<()>> + Send;
+    /// The recorded answers of client ops already applied, looked up by
+    /// `(client id, op id)` inside the open transaction; `None` for new ones.
+    fn applied(
+        &mut self,
+        ops: &[(String, String)],
+    ) -> impl Future<Output = Result<Vec<Option<String>>>> + Send;
+    /// Writes `events` (entries, change log, head) and the answers of the
+    /// client ops applied with them, and drops change-log rows at or below
+    /// `trim_through`.
+    fn write(
+        &mut self,
+        events: &[StoredEvent],
+        applied: &[AppliedOp],
+        trim_through: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Commits the transaction; the write is durable when this returns.
     fn commit(&mut self) -> impl Future<Output = Result<()>> + Send;
     /// Abandons the transaction.
@@ -216,6 +241,11 @@ pub(crate) enum Op<T> {
         key: String,
         opts: SetOptions,
     },
+    /// A sync client's op, applied at most once per `(client_id, op_id)`.
+    Client {
+        client_id: String,
+        op: sync::Op,
+    },
 }
 
 /// What a queued write answers.
@@ -223,6 +253,7 @@ pub(crate) enum Outcome<T> {
     Written(Written),
     Many(Vec<(String, Written)>),
     Deleted(Option<Deleted<T>>),
+    Answer(Answer),
 }
 
 pub(crate) struct Request<T> {
@@ -241,7 +272,121 @@ fn stage<T: StoreValue>(engine: &Engine<T>, txn: &mut WriteTxn<T>, op: Op<T>) ->
         Op::SetFn { kind, key, f, opts } => engine.set_fn(txn, &kind, &key, f, opts).map(Outcome::Written),
         Op::SetMany { kind, items } => engine.set_many(txn, &kind, items).map(Outcome::Many),
         Op::Delete { kind, key, opts } => engine.delete(txn, &kind, &key, opts).map(Outcome::Deleted),
+        Op::Client { op, .. } => {
+            let opts = SetOptions {
+                if_version: op.if_version,
+            };
+            match op.action {
+                sync::OpAction::Delete => engine.delete(txn, &op.kind, &op.key, opts).map(Outcome::Deleted),
+                sync::OpAction::Set => {
+                    let value = op.value.unwrap_or(serde_json::Value::Null);
+                    let value: T = serde_json::from_value(value).map_err(|e| Error::Decode {
+                        kind: op.kind.clone(),
+                        key: op.key.clone(),
+                        message: e.to_string(),
+                    })?;
+                    engine
+                        .set(txn, &op.kind, &op.key, value, opts)
+                        .map(Outcome::Written)
+                }
+            }
+        }
     }
+}
+
+/// Stages a client op unless its op id was answered before, and records
+/// its answer. Answers that say the server failed are not recorded, so a
+/// retry applies the op.
+fn stage_client<T: StoreValue, S: Storage>(
+    engine: &Engine<T>,
+    storage: &S,
+    txn: &mut WriteTxn<T>,
+    encoded: &mut Vec<StoredEvent>,
+    answers: &mut ClientAnswers,
+    client_id: String,
+    op: sync::Op,
+) -> Answer {
+    let id = (client_id, op.op_id.clone());
+    if let Some(answer) = answers.known.get(&id) {
+        return serde_json::from_str(answer).unwrap_or_else(|e| {
+            Err(Reject {
+                op_id: id.1.clone(),
+                code: ErrorCode::Internal,
+                message: format!("the recorded answer does not decode: {e}"),
+            })
+        });
+    }
+    let op_id = op.op_id.clone();
+    let staged = stage_one(
+        engine,
+        storage,
+        txn,
+        encoded,
+        Op::Client {
+            client_id: id.0.clone(),
+            op,
+        },
+    );
+    let head = txn.base_rev() + txn.savepoint() as u64;
+    let answer = match staged {
+        Ok(Outcome::Written(w)) => Ok(Ack::written(op_id, w)),
+        Ok(Outcome::Deleted(d)) => Ok(Ack::deleted(op_id, d.as_ref(), head)),
+        Ok(_) => Err(Reject {
+            op_id,
+            code: ErrorCode::Internal,
+            message: "unexpected outcome".into(),
+        }),
+        Err(e) => Err(Reject {
+            op_id,
+            code: ErrorCode::of(&e),
+            message: e.to_string(),
+        }),
+    };
+    if !matches!(&answer, Err(r) if r.code == ErrorCode::Internal) {
+        let json = serde_json::to_string(&answer).unwrap_or_default();
+        answers.known.insert(id.clone(), json.clone());
+        answers.new.push(AppliedOp {
+            client_id: id.0,
+            op_id: id.1,
+            answer: json,
+        });
+    }
+    answer
+}
+
+/// Client-op answers of one batch: recorded before, and new ones to record.
+#[derive(Default)]
+struct ClientAnswers {
+    known: std::collections::HashMap<(String, String), String>,
+    new: Vec<AppliedOp>,
+}
+
+/// The `(client id, op id)` of the batch's client ops.
+fn client_op_ids<T>(batch: &[Request<T>]) -> Vec<(String, String)> {
+    batch
+        .iter()
+        .filter_map(|r| match &r.op {
+            Op::Client { client_id, op } => Some((client_id.clone(), op.op_id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Looks up the recorded answers of the batch's client ops.
+async fn recorded_answers<S: Storage>(storage: &mut S, ids: Vec<(String, String)>) -> Result<ClientAnswers> {
+    if ids.is_empty() {
+        return Ok(ClientAnswers::default());
+    }
+    let found = storage.applied(&ids).await?;
+    let known = ids
+        .into_iter()
+        .zip(found)
+        .filter_map(|(id, answer)| Some((id, answer?)))
+        .collect();
+    Ok(ClientAnswers {
+        known,
+        new: Vec::new(),
+    })
 }
 
 /// Closes the store when the writer ends, however it ends (its handles
@@ -342,21 +487,40 @@ async fn write_batch<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut
         }
         return;
     }
-    if let Err(e) = catch_up(mem, storage).await {
-        storage.rollback().await;
-        fail_all(batch, &e);
-        return;
-    }
+    let ready = match catch_up(mem, storage).await {
+        Ok(()) => recorded_answers(storage, client_op_ids(&batch)).await,
+        Err(e) => Err(e),
+    };
+    let mut answers = match ready {
+        Ok(answers) => answers,
+        Err(e) => {
+            storage.rollback().await;
+            fail_all(batch, &e);
+            return;
+        }
+    };
     let (txn, encoded, outcomes, retention) = mem.read_engine(|engine| {
         let mut txn = engine.begin();
         let mut encoded = Vec::new();
         let outcomes: Vec<_> = batch
             .into_iter()
             .map(|r| {
-                (
-                    r.reply,
-                    stage_one(engine, &*storage, &mut txn, &mut encoded, r.op),
-                )
+                let outcome = match r.op {
+                    Op::Client { client_id, op } => {
+                        let answer = stage_client(
+                            engine,
+                            &*storage,
+                            &mut txn,
+                            &mut encoded,
+                            &mut answers,
+                            client_id,
+                            op,
+                        );
+                        Ok(Outcome::Answer(answer))
+                    }
+                    op => stage_one(engine, &*storage, &mut txn, &mut encoded, op),
+                };
+                (r.reply, outcome)
             })
             .collect();
         (
@@ -366,8 +530,8 @@ async fn write_batch<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut
             engine.options().retained_revisions() as u64,
         )
     });
-    if !txn.is_empty() {
-        if let Err(e) = persist(storage, &encoded, txn.base_rev(), retention).await {
+    if !txn.is_empty() || !answers.new.is_empty() {
+        if let Err(e) = persist(storage, &encoded, &answers.new, txn.base_rev(), retention).await {
             storage.rollback().await;
             tracing::error!(error = %e, "write transaction failed");
             for (reply, outcome) in outcomes {
@@ -428,11 +592,14 @@ async fn catch_up<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut S)
 async fn persist<S: Storage>(
     storage: &mut S,
     events: &[StoredEvent],
+    applied: &[AppliedOp],
     base: u64,
     retention: u64,
 ) -> Result<()> {
     let head = events.last().map_or(base, |e| e.rev);
-    storage.write(events, head.saturating_sub(retention)).await?;
+    storage
+        .write(events, applied, head.saturating_sub(retention))
+        .await?;
     storage.commit().await
 }
 

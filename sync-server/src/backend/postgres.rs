@@ -67,7 +67,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Statement};
 
 use super::{
-    Durable, Snapshot, Storage, StoredEntry, StoredEvent, parse_type, run_writer, storage_error, type_name,
+    AppliedOp, Durable, Snapshot, Storage, StoredEntry, StoredEvent, parse_type, run_writer, storage_error,
+    type_name,
 };
 
 mod listener;
@@ -307,6 +308,7 @@ async fn open_on_runtime<T: StoreValue>(options: PgOptions, store: StoreOptions<
         shared: shared.clone(),
         conn: Some(writer),
         staged: None,
+        applied: Vec::new(),
         trimmed: 0,
     };
     let (queue, requests) = mpsc::unbounded();
@@ -516,7 +518,17 @@ struct Writer {
     head: Statement,
     changes: Statement,
     write: Statement,
+    answer: Statement,
+    record: Statement,
 }
+
+/// The recorded answer of a client op.
+const ANSWER_SQL: &str =
+    "SELECT response FROM {s}.zestor_applied_ops WHERE ns = $1 AND client_id = $2 AND op_id = $3";
+
+/// Records the answers of client ops applied in a batch.
+const RECORD_SQL: &str = "INSERT INTO {s}.zestor_applied_ops (ns, client_id, op_id, response)
+    SELECT $1::text, c, o, a FROM unnest($2::text[], $3::text[], $4::text[]) AS u(c, o, a)";
 
 impl Writer {
     async fn connect(t: &Target) -> Result<Writer> {
@@ -530,19 +542,20 @@ impl Writer {
             .batch_execute("SET synchronous_commit = on")
             .await
             .map_err(|e| pg_error("setting synchronous_commit", &e))?;
-        let [head, changes, write] = [
+        let sql = [
             "SELECT rev FROM {s}.zestor_heads WHERE ns = $1 FOR UPDATE",
             CHANGES_SQL,
             WRITE_SQL,
+            ANSWER_SQL,
+            RECORD_SQL,
         ]
         .map(|s| t.sql(s));
-        let (head, changes, write) = futures_util::future::try_join3(
-            client.prepare(&head),
-            client.prepare(&changes),
-            client.prepare(&write),
-        )
-        .await
-        .map_err(|e| pg_error("preparing the writer's statements", &e))?;
+        let prepared = futures_util::future::try_join_all(sql.iter().map(|s| client.prepare(s)))
+            .await
+            .map_err(|e| pg_error("preparing the writer's statements", &e))?;
+        let [head, changes, write, answer, record]: [Statement; 5] = prepared
+            .try_into()
+            .map_err(|_| storage_error("PostgreSQL: prepared the wrong number of statements"))?;
         let pid: i32 = client
             .query_one("SELECT pg_backend_pid()", &[])
             .await
@@ -554,6 +567,8 @@ impl Writer {
             head,
             changes,
             write,
+            answer,
+            record,
         })
     }
 }
@@ -594,6 +609,8 @@ struct PgStorage {
     /// `None` after the connection was lost; the next `begin` reconnects.
     conn: Option<Writer>,
     staged: Option<Staged>,
+    /// Client-op answers to record with the staged batch.
+    applied: Vec<AppliedOp>,
     /// This store has trimmed the change log through this revision.
     trimmed: u64,
 }
@@ -672,7 +689,25 @@ impl Storage for PgStorage {
             .collect()
     }
 
-    async fn write(&mut self, events: &[StoredEvent], trim_through: u64) -> Result<()> {
+    async fn applied(&mut self, ops: &[(String, String)]) -> Result<Vec<Option<String>>> {
+        let target = self.target.clone();
+        let w = self.connected()?;
+        let rows =
+            futures_util::future::try_join_all(ops.iter().map(|(client, op)| async {
+                w.client.query_opt(&w.answer, &[&target.ns, client, op]).await
+            }))
+            .await
+            .map_err(|e| pg_error("reading applied client ops", &e))?;
+        Ok(rows.into_iter().map(|row| row.map(|r| r.get(0))).collect())
+    }
+
+    async fn write(
+        &mut self,
+        events: &[StoredEvent],
+        applied: &[AppliedOp],
+        trim_through: u64,
+    ) -> Result<()> {
+        self.applied = applied.to_vec();
         // Staged here, sent with the commit in one round trip.
         let Some(last) = events.last() else {
             self.staged = None;
@@ -720,11 +755,30 @@ impl Storage for PgStorage {
 
     async fn commit(&mut self) -> Result<()> {
         let staged = self.staged.take();
+        let applied = std::mem::take(&mut self.applied);
         let w = self.connected()?;
         let t = &*self.target;
         let e = |e: tokio_postgres::Error| pg_error("committing a write", &e);
+        // Pipelined ahead of the batch: the answers of the client ops in it.
+        let columns = |f: fn(&AppliedOp) -> &String| applied.iter().map(f).cloned().collect::<Vec<String>>();
+        let (clients, ops, answers) = (
+            columns(|a| &a.client_id),
+            columns(|a| &a.op_id),
+            columns(|a| &a.answer),
+        );
+        let record = async {
+            if applied.is_empty() {
+                return Ok(0);
+            }
+            w.client
+                .execute(&w.record, &[&t.ns, &clients, &ops, &answers])
+                .await
+        };
         let Some(s) = &staged else {
-            return w.client.batch_execute("COMMIT").await.map_err(e);
+            let (recorded, committed) =
+                futures_util::future::join(record, w.client.batch_execute("COMMIT")).await;
+            recorded.map_err(e)?;
+            return committed.map_err(e);
         };
         // From here until the engine has it, the listener leaves this batch
         // to the writer.
@@ -756,12 +810,14 @@ impl Storage for PgStorage {
             &CHANNEL,
             &t.payload,
         ];
-        let (written, committed) = futures_util::future::join(
+        let (recorded, written, committed) = futures_util::future::join3(
+            record,
             w.client.execute(&w.write, &params),
             w.client.batch_execute("COMMIT"),
         )
         .await;
-        // A failed write turns the COMMIT into a rollback: report the write.
+        // A failed statement turns the COMMIT into a rollback: report it.
+        recorded.map_err(e)?;
         written.map_err(e)?;
         committed.map_err(e)?;
         if let Some((_, to)) = s.trim {
@@ -772,6 +828,7 @@ impl Storage for PgStorage {
 
     async fn rollback(&mut self) {
         self.staged = None;
+        self.applied.clear();
         if let Some(w) = &self.conn {
             if w.client.is_closed() {
                 self.conn = None;

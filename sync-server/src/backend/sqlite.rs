@@ -22,7 +22,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use store_core::{EventType, MemStore, Result, StoreOptions, StoreValue};
 
 use super::{
-    Durable, Snapshot, Storage, StoredEntry, StoredEvent, parse_type, run_writer, storage_error, type_name,
+    AppliedOp, Durable, Snapshot, Storage, StoredEntry, StoredEvent, parse_type, run_writer, storage_error,
+    type_name,
 };
 
 /// The schema version this build writes; a database with a newer one is
@@ -314,7 +315,28 @@ impl Storage for SqliteStorage {
         changes(&self.conn, &self.ns, after, to)
     }
 
-    async fn write(&mut self, events: &[StoredEvent], trim_through: u64) -> Result<()> {
+    async fn applied(&mut self, ops: &[(String, String)]) -> Result<Vec<Option<String>>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT response FROM zestor_applied_ops WHERE ns = ?1 AND client_id = ?2 AND op_id = ?3",
+            )
+            .map_err(sql)?;
+        ops.iter()
+            .map(|(client, op)| {
+                stmt.query_row(params![self.ns, client, op], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)
+            })
+            .collect()
+    }
+
+    async fn write(
+        &mut self,
+        events: &[StoredEvent],
+        applied: &[AppliedOp],
+        trim_through: u64,
+    ) -> Result<()> {
         let ns = &self.ns;
         let c = &self.conn;
         let mut log = c
@@ -350,6 +372,18 @@ impl Storage for SqliteStorage {
             } else {
                 upsert
                     .execute(params![ns, e.kind, e.key, e.value, version, rev])
+                    .map_err(sql)?;
+            }
+        }
+        if !applied.is_empty() {
+            let mut record = c
+                .prepare_cached(
+                    "INSERT INTO zestor_applied_ops (ns, client_id, op_id, response) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql)?;
+            for a in applied {
+                record
+                    .execute(params![ns, a.client_id, a.op_id, a.answer])
                     .map_err(sql)?;
             }
         }
