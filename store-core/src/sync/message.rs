@@ -290,6 +290,18 @@ pub struct Reject {
     pub message: String,
 }
 
+impl Reject {
+    /// The reject answering an op that failed with `e`.
+    #[must_use]
+    pub fn of(op_id: impl Into<String>, e: &crate::Error) -> Self {
+        Reject {
+            op_id: op_id.into(),
+            code: ErrorCode::of(e),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// A session-level error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerError {

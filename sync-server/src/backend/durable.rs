@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::future::{Future, ready};
 
 use futures_channel::mpsc;
-use store_core::sync::{self, ErrorCode, Reject};
+use store_core::sync::{self, Reject};
 use store_core::{
     BoxError, Deleted, Entry, Filter, MaybeSend, MemStore, Result, SetOptions, Store, StoreValue, Watch,
     WatchOptions, Written,
 };
 
-use super::{Answer, Op, Outcome, Request, submit};
+use super::{Answer, Op, Outcome, Request, submit, unexpected};
 
 /// A store whose writes are durable before they are acknowledged or
 /// published. Reads are served from memory. Cheap to clone; clones share the
@@ -40,10 +40,10 @@ impl<T> std::fmt::Debug for Durable<T> {
     }
 }
 
-fn written<T>(outcome: Outcome<T>) -> Written {
+fn written<T>(outcome: Outcome<T>) -> Result<Written> {
     match outcome {
-        Outcome::Written(w) => w,
-        _ => unreachable!("a single-key write answers Written"),
+        Outcome::Written(w) => Ok(w),
+        _ => Err(unexpected()),
     }
 }
 
@@ -67,7 +67,7 @@ impl<T: StoreValue> Durable<T> {
             opts,
         };
         let answer = submit(&self.queue, op);
-        async move { answer.await.map(written) }
+        async move { answer.await.and_then(written) }
     }
 
     /// Atomic read-modify-write of an existing key, run by the writer.
@@ -90,7 +90,7 @@ impl<T: StoreValue> Durable<T> {
             opts,
         };
         let answer = submit(&self.queue, op);
-        async move { answer.await.map(written) }
+        async move { answer.await.and_then(written) }
     }
 
     /// Merges many keys into `kind`, all or nothing.
@@ -109,7 +109,7 @@ impl<T: StoreValue> Durable<T> {
         async move {
             match answer.await? {
                 Outcome::Many(w) => Ok(w),
-                _ => unreachable!("set_many answers Many"),
+                _ => Err(unexpected()),
             }
         }
     }
@@ -132,7 +132,7 @@ impl<T: StoreValue> Durable<T> {
         async move {
             match answer.await? {
                 Outcome::Deleted(d) => Ok(d),
-                _ => unreachable!("delete answers Deleted"),
+                _ => Err(unexpected()),
             }
         }
     }
@@ -169,16 +169,8 @@ impl<T: StoreValue> Durable<T> {
             for (op_id, answer) in answers {
                 out.push(match answer.await {
                     Ok(Outcome::Answer(answer)) => answer,
-                    Ok(_) => Err(Reject {
-                        op_id,
-                        code: ErrorCode::Internal,
-                        message: "unexpected outcome".into(),
-                    }),
-                    Err(e) => Err(Reject {
-                        op_id,
-                        code: ErrorCode::of(&e),
-                        message: e.to_string(),
-                    }),
+                    Ok(_) => Err(Reject::of(op_id, &unexpected())),
+                    Err(e) => Err(Reject::of(op_id, &e)),
                 });
             }
             out

@@ -331,16 +331,8 @@ fn stage_client<T: StoreValue, S: Storage>(
     let answer = match staged {
         Ok(Outcome::Written(w)) => Ok(Ack::written(op_id, w)),
         Ok(Outcome::Deleted(d)) => Ok(Ack::deleted(op_id, d.as_ref(), head)),
-        Ok(_) => Err(Reject {
-            op_id,
-            code: ErrorCode::Internal,
-            message: "unexpected outcome".into(),
-        }),
-        Err(e) => Err(Reject {
-            op_id,
-            code: ErrorCode::of(&e),
-            message: e.to_string(),
-        }),
+        Ok(_) => Err(Reject::of(op_id, &unexpected())),
+        Err(e) => Err(Reject::of(op_id, &e)),
     };
     if !matches!(&answer, Err(r) if r.code == ErrorCode::Internal) {
         let json = serde_json::to_string(&answer).unwrap_or_default();
@@ -352,6 +344,11 @@ fn stage_client<T: StoreValue, S: Storage>(
         });
     }
     answer
+}
+
+/// The writer answered an op with the outcome of another kind of op.
+pub(crate) fn unexpected() -> Error {
+    storage_error("the writer answered with an unexpected outcome")
 }
 
 /// Client-op answers of one batch: recorded before, and new ones to record.
