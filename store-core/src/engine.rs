@@ -586,38 +586,59 @@ impl<T: StoreValue> Engine<T> {
     /// fall between them or be delivered twice.
     pub fn watch(&mut self, kind: &str, opts: WatchOptions) -> Result<Watch<T>> {
         self.open(kind)?;
+        self.subscribe(Some(kind), opts)
+    }
+
+    /// Subscribes to the changes of every kind, as [`Engine::watch`] does
+    /// for one; a replay delivers every entry, by kind then key. This is
+    /// what a sync server streams to a client.
+    pub fn watch_all(&mut self, opts: WatchOptions) -> Result<Watch<T>> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        self.subscribe(None, opts)
+    }
+
+    fn subscribe(&mut self, kind: Option<&str>, opts: WatchOptions) -> Result<Watch<T>> {
+        let of_kind = |e: &Event<T>| kind.is_none_or(|k| e.kind == k);
         let backlog: VecDeque<Arc<Event<T>>> = if let Some(from) = opts.resume_from() {
             if from > self.rev {
                 return Ok(hub::revision_ahead(&opts, from, self.rev));
             }
             if from < self.oldest_resumable() {
-                return Ok(hub::compacted(&opts, self.oldest_resumable()));
+                return Ok(hub::compacted(&opts, self.rev, self.oldest_resumable()));
             }
             let skip = (from - self.oldest_resumable()) as usize;
             self.history
                 .iter()
                 .skip(skip)
-                .filter(|e| e.kind == kind && opts.wants(e.event_type))
+                .filter(|e| of_kind(e) && opts.wants(e.event_type))
                 .cloned()
                 .collect()
         } else if opts.is_replay() && opts.wants(EventType::Create) {
-            self.list(kind, &[])?
-                .into_iter()
-                .map(|(key, e)| {
-                    Arc::new(Event {
-                        kind: kind.to_owned(),
+            let kinds = match kind {
+                Some(k) => vec![k],
+                None => self.kinds()?,
+            };
+            let mut backlog = VecDeque::new();
+            for k in kinds {
+                for (key, e) in self.list(k, &[])? {
+                    backlog.push_back(Arc::new(Event {
+                        kind: k.to_owned(),
                         key: key.to_owned(),
                         event_type: EventType::Create,
                         value: e.value.clone(),
                         version: e.version,
                         rev: e.rev,
-                    })
-                })
-                .collect()
+                    }));
+                }
+            }
+            backlog
         } else {
             VecDeque::new()
         };
-        Ok(self.hub.subscribe(kind, &opts, backlog))
+        let key = kind.unwrap_or(hub::ALL_KINDS);
+        Ok(self.hub.subscribe(key, &opts, self.rev, backlog))
     }
 }
 

@@ -155,14 +155,17 @@ struct Queue<T> {
 }
 
 struct Slot<T> {
+    /// The store's revision when the watch began.
+    start_rev: u64,
     types: u8,
     buffer_size: usize,
     queue: Mutex<Queue<T>>,
 }
 
 impl<T> Slot<T> {
-    fn new(opts: &WatchOptions, backlog: VecDeque<Arc<Event<T>>>, end: End) -> Arc<Self> {
+    fn new(opts: &WatchOptions, start_rev: u64, backlog: VecDeque<Arc<Event<T>>>, end: End) -> Arc<Self> {
         Arc::new(Slot {
+            start_rev,
             types: opts.types,
             buffer_size: opts.buffer_size,
             queue: Mutex::new(Queue {
@@ -218,6 +221,9 @@ pub(crate) struct Hub<T> {
     since_sweep: usize,
 }
 
+/// The registry key of watchers of every kind (no kind is empty).
+pub(crate) const ALL_KINDS: &str = "";
+
 /// Dropped watchers of kinds nobody writes to are swept every this many
 /// subscriptions (a kind's own are swept whenever it is written or watched).
 const SWEEP_EVERY: usize = 64;
@@ -237,6 +243,7 @@ impl<T> Hub<T> {
         &mut self,
         kind: &str,
         opts: &WatchOptions,
+        start_rev: u64,
         backlog: VecDeque<Arc<Event<T>>>,
     ) -> Watch<T> {
         self.since_sweep += 1;
@@ -247,7 +254,7 @@ impl<T> Hub<T> {
                 !slots.is_empty()
             });
         }
-        let slot = Slot::new(opts, backlog, End::Open);
+        let slot = Slot::new(opts, start_rev, backlog, End::Open);
         let slots = self.by_kind.entry(kind.to_owned()).or_default();
         slots.retain(|s| s.queue.lock().end == End::Open);
         slots.push(slot.clone());
@@ -260,10 +267,12 @@ impl<T> Hub<T> {
             return;
         }
         for event in events {
-            if let Some(slots) = self.by_kind.get_mut(&event.kind) {
-                slots.retain(|slot| slot.push(event));
-                if slots.is_empty() {
-                    self.by_kind.remove(&event.kind);
+            for kind in [event.kind.as_str(), ALL_KINDS] {
+                if let Some(slots) = self.by_kind.get_mut(kind) {
+                    slots.retain(|slot| slot.push(event));
+                    if slots.is_empty() {
+                        self.by_kind.remove(kind);
+                    }
                 }
             }
         }
@@ -307,18 +316,18 @@ impl<T> Drop for Hub<T> {
 }
 
 /// A watch that fails at once: its stream yields `error` and ends.
-fn failed<T>(opts: &WatchOptions, error: Terminal) -> Watch<T> {
+fn failed<T>(opts: &WatchOptions, head: u64, error: Terminal) -> Watch<T> {
     Watch {
-        slot: Slot::new(opts, VecDeque::new(), End::Fail(error)),
+        slot: Slot::new(opts, head, VecDeque::new(), End::Fail(error)),
     }
 }
 
-pub(crate) fn compacted<T>(opts: &WatchOptions, oldest: u64) -> Watch<T> {
-    failed(opts, Terminal::Compacted { oldest })
+pub(crate) fn compacted<T>(opts: &WatchOptions, head: u64, oldest: u64) -> Watch<T> {
+    failed(opts, head, Terminal::Compacted { oldest })
 }
 
 pub(crate) fn revision_ahead<T>(opts: &WatchOptions, requested: u64, head: u64) -> Watch<T> {
-    failed(opts, Terminal::RevisionAhead { requested, head })
+    failed(opts, head, Terminal::RevisionAhead { requested, head })
 }
 
 /// A stream of the changes of one kind, in commit order.
@@ -332,6 +341,13 @@ pub struct Watch<T> {
 }
 
 impl<T> Watch<T> {
+    /// The store's revision when the watch began: a replay is the state at
+    /// this revision, and live events follow it.
+    #[must_use]
+    pub fn start_rev(&self) -> u64 {
+        self.slot.start_rev
+    }
+
     /// The number of events ready to be taken without waiting.
     #[must_use]
     pub fn ready(&self) -> usize {

@@ -183,6 +183,11 @@ impl<T: StoreValue> MemStore<T> {
         self.engine.write().watch(kind, opts)
     }
 
+    /// Subscribes to the changes of every kind.
+    pub fn watch_all(&self, opts: WatchOptions) -> Result<Watch<T>> {
+        self.engine.write().watch_all(opts)
+    }
+
     /// The number of live watchers.
     #[must_use]
     pub fn watcher_count(&self) -> usize {
@@ -267,6 +272,10 @@ impl<T: StoreValue> Store<T> for MemStore<T> {
 
     fn watch(&self, kind: &str, opts: WatchOptions) -> impl Future<Output = Result<Watch<T>>> + MaybeSend {
         ready(MemStore::watch(self, kind, opts))
+    }
+
+    fn watch_all(&self, opts: WatchOptions) -> impl Future<Output = Result<Watch<T>>> + MaybeSend {
+        ready(MemStore::watch_all(self, opts))
     }
 
     fn rev(&self) -> impl Future<Output = Result<u64>> + MaybeSend {

@@ -100,6 +100,9 @@ pub trait Store<T: StoreValue>: MaybeSend + MaybeSync {
     /// Subscribes to the changes of `kind`.
     fn watch(&self, kind: &str, opts: WatchOptions) -> impl Future<Output = Result<Watch<T>>> + MaybeSend;
 
+    /// Subscribes to the changes of every kind of the namespace.
+    fn watch_all(&self, opts: WatchOptions) -> impl Future<Output = Result<Watch<T>>> + MaybeSend;
+
     /// The namespace revision of the last committed change.
     fn rev(&self) -> impl Future<Output = Result<u64>> + MaybeSend;
 

@@ -104,7 +104,7 @@ macro_rules! __conformance_cases {
             overflow_not_suppressed_by_type_filter, filtered_events_do_not_fill_buffer,
             close_ends_every_watch_once, drop_unsubscribes, resume_from_rev,
             resume_compacted, resume_ahead_of_head, interleaved_writers_watch_order,
-            watcher_converges_under_interleaving,
+            watcher_converges_under_interleaving, watch_all_kinds,
         ]);
     };
     (@each blocking ($block_on:path, $open:expr) $module:ident: [$($case:ident),* $(,)?]) => {

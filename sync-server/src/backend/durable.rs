@@ -262,6 +262,10 @@ impl<T: StoreValue> Store<T> for Durable<T> {
         ready(self.mem.watch(kind, opts))
     }
 
+    fn watch_all(&self, opts: WatchOptions) -> impl Future<Output = Result<Watch<T>>> + MaybeSend {
+        ready(self.mem.watch_all(opts))
+    }
+
     fn rev(&self) -> impl Future<Output = Result<u64>> + MaybeSend {
         ready(self.mem.rev())
     }
