@@ -14,6 +14,7 @@
 
 pub mod codec;
 mod message;
+pub mod session;
 
 pub use message::{
     Ack, ChangeBatch, ClientMessage, CloseCode, ErrorCode, Hello, Op, OpAction, OpResult, PROTOCOL_VERSION,
