@@ -142,7 +142,8 @@ impl<T: StoreValue> Durable<T> {
     /// the database) is answered with its recorded answer and not applied
     /// again. An answer is recorded in the same transaction as the op's
     /// change, and returned once durable; answers saying the server failed
-    /// (code `internal`) are not recorded, so a retry applies the op.
+    /// or was stopping (codes `internal`, `shutting_down`) are not recorded,
+    /// so a retry applies the op.
     pub fn apply_ops(
         &self,
         client_id: &str,

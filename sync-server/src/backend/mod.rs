@@ -295,7 +295,8 @@ fn stage<T: StoreValue>(engine: &Engine<T>, txn: &mut WriteTxn<T>, op: Op<T>) ->
 }
 
 /// Stages a client op unless its op id was answered before, and records
-/// its answer. Answers that say the server failed are not recorded, so a
+/// its answer. Answers that say the server failed or was stopping
+/// (`internal`, `shutting_down`) are not recorded, so a
 /// retry applies the op.
 fn stage_client<T: StoreValue, S: Storage>(
     engine: &Engine<T>,
@@ -334,7 +335,7 @@ fn stage_client<T: StoreValue, S: Storage>(
         Ok(_) => Err(Reject::of(op_id, &unexpected())),
         Err(e) => Err(Reject::of(op_id, &e)),
     };
-    if !matches!(&answer, Err(r) if r.code == ErrorCode::Internal) {
+    if !matches!(&answer, Err(r) if matches!(r.code, ErrorCode::Internal | ErrorCode::ShuttingDown)) {
         let json = serde_json::to_string(&answer).unwrap_or_default();
         answers.known.insert(id.clone(), json.clone());
         answers.new.push(AppliedOp {
