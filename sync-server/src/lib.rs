@@ -22,3 +22,4 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod server;

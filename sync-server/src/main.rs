@@ -1,0 +1,169 @@
+//! `sync-server`: Zestor's sync server.
+//!
+//! Run with `cargo run -p sync-server -- --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use serde_json::Value;
+use store_core::schema::Schema;
+use store_core::sync::codec::Limits;
+use store_core::sync::session::ServerConfig;
+use store_core::{DEFAULT_RETENTION, StoreOptions};
+use sync_server::backend::sqlite::Synchronous;
+use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, serve};
+
+/// Zestor's sync server: keeps namespaces of typed, versioned key-value data
+/// in SQLite or PostgreSQL and syncs them to clients over WebSockets.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Where the data lives: `sqlite://PATH` (the default, created if
+    /// missing) or `postgres://USER@HOST/DB` (several servers may share it).
+    #[arg(long, env = "ZESTOR_DB", default_value = "sqlite://zestor.db")]
+    db: String,
+
+    /// Address to listen on.
+    #[arg(long, env = "ZESTOR_LISTEN", default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+
+    /// Token file: one `TOKEN NAMESPACE read|read_write` per line.
+    #[arg(long, env = "ZESTOR_TOKENS")]
+    tokens: Option<PathBuf>,
+
+    /// Allow any token full access to any namespace (local development only).
+    #[arg(long, env = "ZESTOR_INSECURE_OPEN", conflicts_with = "tokens")]
+    insecure_open: bool,
+
+    /// A folder of `KIND.json` JSON Schemas, enforced on writes and sent to clients.
+    #[arg(long, env = "ZESTOR_SCHEMAS")]
+    schemas: Option<PathBuf>,
+
+    /// A folder of static files to serve (the web app).
+    #[arg(long, env = "ZESTOR_STATIC")]
+    static_dir: Option<PathBuf>,
+
+    /// Browser origins allowed to connect (repeatable); none allows any.
+    #[arg(long = "allow-origin", env = "ZESTOR_ALLOW_ORIGINS", value_delimiter = ',')]
+    allow_origins: Vec<String>,
+
+    /// Revisions of history kept per namespace for clients to resume from.
+    #[arg(long, env = "ZESTOR_RETENTION", default_value_t = DEFAULT_RETENTION)]
+    retention: usize,
+
+    /// SQLite only: `full` (an acknowledged write survives power loss) or
+    /// `normal` (it survives a crash of the server, not of the machine).
+    #[arg(long, env = "ZESTOR_SQLITE_SYNC", default_value = "full", value_parser = ["full", "normal"])]
+    sqlite_sync: String,
+
+    /// Largest frame accepted, in bytes.
+    #[arg(long, env = "ZESTOR_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
+    max_frame_bytes: usize,
+
+    /// Ping silent clients after this many milliseconds; close them after twice as long.
+    #[arg(long, env = "ZESTOR_HEARTBEAT_MS", default_value_t = 30_000)]
+    heartbeat_ms: u64,
+
+    /// Most ops of one connection waiting to be applied.
+    #[arg(long, env = "ZESTOR_MAX_IN_FLIGHT", default_value_t = 10_000)]
+    max_in_flight: usize,
+}
+
+fn schemas(dir: &std::path::Path) -> Result<StoreOptions<Value>, String> {
+    let mut options = StoreOptions::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let kind = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| format!("{}: bad name", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let source: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let schema = Schema::compile(source).map_err(|e| format!("{}: {e}", path.display()))?;
+        options = options.schema(kind, schema);
+    }
+    Ok(options)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    if let Err(e) = run(Args::parse()).await {
+        eprintln!("sync-server: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let database: Database = args.db.parse()?;
+    let tokens = match (&args.tokens, args.insecure_open) {
+        (Some(path), _) => Tokens::load(path)?,
+        (None, true) => Tokens::open_to_all(),
+        (None, false) => {
+            return Err("no tokens: pass --tokens FILE (or --insecure-open for local development)".into());
+        }
+    };
+    let options = match &args.schemas {
+        Some(dir) => schemas(dir)?,
+        None => StoreOptions::new(),
+    }
+    .retention(args.retention);
+    let synchronous = if args.sqlite_sync == "normal" {
+        Synchronous::Normal
+    } else {
+        Synchronous::Full
+    };
+    let session = ServerConfig {
+        limits: Limits {
+            max_frame_bytes: args.max_frame_bytes,
+            ..Limits::default()
+        },
+        heartbeat_ms: args.heartbeat_ms,
+        max_in_flight_ops: args.max_in_flight,
+        ..ServerConfig::default()
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let state = Arc::new(AppState {
+        stores: Stores::new(database.clone(), synchronous, options),
+        tokens,
+        session,
+        metrics: Metrics::default(),
+        allowed_origins: args.allow_origins,
+        shutdown,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("listen on {}: {e}", args.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(?database, "storing data");
+    println!("Zestor sync server listening on http://{address} (WebSocket: ws://{address}/sync)");
+    serve(listener, state, args.static_dir, stop, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}

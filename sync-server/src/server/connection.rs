@@ -1,0 +1,281 @@
+//! One client connection: a WebSocket moved in and out of a
+//! [`ServerSession`], whose effects are served by the namespace's store.
+//!
+//! The session decides everything; this module only moves frames, serves
+//! effects, feeds the store's changes and drives the session's timer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use serde_json::Value;
+use store_core::sync::codec::encode_server;
+use store_core::sync::session::{Authorized, ServerEffect, ServerSession, SyncStart};
+use store_core::sync::{ErrorCode, SnapshotEntry, SnapshotReason};
+use store_core::{Error, Event, Store, Watch, WatchOptions};
+
+use super::AppState;
+use super::metrics::Metrics;
+use crate::backend::Durable;
+
+/// How long a send may wait on a client that does not read.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many committed changes may wait for a connection before it is
+/// treated as lagging (and sent a snapshot instead).
+const LIVE_BUFFER: usize = 4_096;
+
+/// The namespace a session was admitted to.
+struct Admitted {
+    store: Durable<Value>,
+    client_id: String,
+}
+
+/// Runs one connection to its end.
+pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
+    let metrics = &state.metrics;
+    Metrics::add(&metrics.connections, 1);
+    Metrics::add(&metrics.connections_total, 1);
+    let started = Instant::now();
+    let now = || started.elapsed().as_millis() as u64;
+    let mut session = ServerSession::new(state.session, now());
+    let mut admitted: Option<Admitted> = None;
+    let mut watch: Option<Watch<Value>> = None;
+    let mut shutdown = state.shutdown.clone();
+    let (mut tx, mut rx) = socket.split();
+
+    'session: loop {
+        while let Some(effect) = session.poll_effect() {
+            serve(&state, &mut session, effect, &mut admitted, &mut watch).await;
+        }
+        while let Some(message) = session.poll_transmit() {
+            if let store_core::sync::ServerMessage::Changes(batch) = &message {
+                Metrics::add(&metrics.events_out, batch.events.len() as u64);
+            }
+            let text = encode_server(&message);
+            match tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Text(text.into()))).await {
+                Ok(Ok(())) => Metrics::add(&metrics.frames_out, 1),
+                Ok(Err(_)) => break 'session,
+                Err(_) => {
+                    tracing::info!("cutting off a client that stopped reading");
+                    break 'session;
+                }
+            }
+        }
+        if let Some(code) = session.poll_close() {
+            let frame = CloseFrame {
+                code: code.code(),
+                reason: "".into(),
+            };
+            let _ = tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Close(Some(frame)))).await;
+            break;
+        }
+        let timer = session
+            .poll_timeout()
+            .map(|at| Duration::from_millis(at.saturating_sub(now())));
+        tokio::select! {
+            frame = rx.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    Metrics::add(&metrics.frames_in, 1);
+                    session.handle_frame(text.as_bytes(), now());
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    Metrics::add(&metrics.frames_in, 1);
+                    session.handle_frame(&bytes, now());
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+            },
+            events = next_changes(&mut watch) => match events {
+                Some(Ok((events, rev))) => session.handle_events(events, rev),
+                Some(Err(Error::Overflow)) => {
+                    // Too far behind to stream changes: start over with a snapshot.
+                    if let Some(a) = &admitted {
+                        match snapshot(&a.store, SnapshotReason::Lagged).await {
+                            Ok(started) => started.feed(&mut session, &mut watch),
+                            Err(_) => session.handle_shutdown(),
+                        }
+                    }
+                }
+                Some(Err(_)) | None => {
+                    watch = None;
+                    session.handle_shutdown();
+                }
+            },
+            () = sleep(timer) => session.handle_timeout(now()),
+            _ = shutdown.changed() => session.handle_shutdown(),
+        }
+    }
+    Metrics::add(&metrics.connections, u64::MAX); // -1, wrapping
+}
+
+async fn sleep(timer: Option<Duration>) {
+    match timer {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the next committed changes and takes every one that is ready,
+/// with the namespace revision they bring the client to.
+async fn next_changes(watch: &mut Option<Watch<Value>>) -> Option<Result<(Vec<Event<Value>>, u64), Error>> {
+    let Some(w) = watch else {
+        return std::future::pending().await;
+    };
+    let first = match w.next().await? {
+        Ok(event) => event,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut events = vec![Event::clone(&first)];
+    while w.ready() > 0 {
+        match w.next().now_or_never() {
+            Some(Some(Ok(event))) => events.push(Event::clone(&event)),
+            _ => break,
+        }
+    }
+    let rev = events.last().map_or(0, |e| e.rev);
+    Some(Ok((events, rev)))
+}
+
+/// Serves one effect of the session.
+async fn serve(
+    state: &AppState,
+    session: &mut ServerSession,
+    effect: ServerEffect,
+    admitted: &mut Option<Admitted>,
+    watch: &mut Option<Watch<Value>>,
+) {
+    match effect {
+        ServerEffect::Authenticate {
+            namespace,
+            token,
+            client_id,
+        } => {
+            let answer = match state.tokens.check(&token, &namespace) {
+                Ok(rights) => match state.stores.get(&namespace).await {
+                    Ok(store) => {
+                        *admitted = Some(Admitted { store, client_id });
+                        Ok(Authorized {
+                            rights,
+                            schemas: state.stores.schemas(),
+                        })
+                    }
+                    Err(e) => {
+                        tracing::error!(namespace, error = %e, "cannot open the namespace's store");
+                        Err(ErrorCode::Internal)
+                    }
+                },
+                Err(code) => Err(code),
+            };
+            session.handle_auth(answer);
+        }
+        ServerEffect::StartSync { since, .. } => {
+            let Some(a) = admitted else {
+                return session.handle_shutdown();
+            };
+            match start_sync(&a.store, since).await {
+                Ok(started) => started.feed(session, watch),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a sync");
+                    session.handle_shutdown();
+                }
+            }
+        }
+        ServerEffect::Apply { client_id, ops } => {
+            let Some(a) = admitted.as_ref().filter(|a| a.client_id == client_id) else {
+                return session.handle_shutdown();
+            };
+            let answers = a.store.apply_ops(&client_id, ops).await;
+            let acked = answers.iter().filter(|a| a.is_ok()).count() as u64;
+            Metrics::add(&state.metrics.ops_acked, acked);
+            Metrics::add(&state.metrics.ops_rejected, answers.len() as u64 - acked);
+            session.handle_applied(answers);
+        }
+    }
+}
+
+/// How a sync starts: what to tell the session, the live watch, and live
+/// changes that arrived while the start was read (fed right after it).
+struct Started {
+    start: SyncStart,
+    watch: Watch<Value>,
+    early: Vec<Event<Value>>,
+}
+
+impl Started {
+    fn feed(self, session: &mut ServerSession, watch: &mut Option<Watch<Value>>) {
+        *watch = Some(self.watch);
+        session.handle_sync_start(self.start);
+        if let Some(last) = self.early.last() {
+            let rev = last.rev;
+            session.handle_events(self.early, rev);
+        }
+    }
+}
+
+/// Subscribes and tells the session how to bring the client up to date:
+/// the changes after `since` when the store still has them, else a snapshot.
+async fn start_sync(store: &Durable<Value>, since: Option<u64>) -> Result<Started, Error> {
+    let Some(since) = since else {
+        return snapshot(store, SnapshotReason::Initial).await;
+    };
+    let mut w = store
+        .watch_all(WatchOptions::new().from_rev(since).buffer_size(LIVE_BUFFER))
+        .await?;
+    let start_rev = w.start_rev();
+    let (mut events, mut early) = (Vec::new(), Vec::new());
+    while w.ready() > 0 || events.is_empty() && early.is_empty() {
+        match w.next().now_or_never() {
+            Some(Some(Ok(e))) if e.rev <= start_rev => events.push(Event::clone(&e)),
+            Some(Some(Ok(e))) => early.push(Event::clone(&e)),
+            Some(Some(Err(Error::Compacted { .. }))) => {
+                return snapshot(store, SnapshotReason::Compacted).await;
+            }
+            Some(Some(Err(Error::RevisionAhead { .. }))) => {
+                return snapshot(store, SnapshotReason::Reset).await;
+            }
+            Some(Some(Err(e))) => return Err(e),
+            Some(None) => return Err(Error::Closed),
+            None => break,
+        }
+    }
+    Ok(Started {
+        start: SyncStart::Changes {
+            events,
+            rev: start_rev,
+        },
+        watch: w,
+        early,
+    })
+}
+
+/// Subscribes with a replay: the replay is the snapshot, taken atomically
+/// with the subscription.
+async fn snapshot(store: &Durable<Value>, reason: SnapshotReason) -> Result<Started, Error> {
+    let mut w = store
+        .watch_all(WatchOptions::new().replay().buffer_size(LIVE_BUFFER))
+        .await?;
+    let rev = w.start_rev();
+    let (mut entries, mut early) = (Vec::new(), Vec::new());
+    while w.ready() > 0 {
+        match w.next().now_or_never() {
+            Some(Some(Ok(e))) if e.rev <= rev && early.is_empty() => entries.push(SnapshotEntry {
+                kind: e.kind.clone(),
+                key: e.key.clone(),
+                value: e.value.clone(),
+                version: e.version,
+                rev: e.rev,
+            }),
+            Some(Some(Ok(e))) => early.push(Event::clone(&e)),
+            Some(Some(Err(e))) => return Err(e),
+            Some(None) => return Err(Error::Closed),
+            None => break,
+        }
+    }
+    Ok(Started {
+        start: SyncStart::Snapshot { rev, reason, entries },
+        watch: w,
+        early,
+    })
+}

@@ -1,0 +1,117 @@
+//! The sync server: WebSocket sync at `/sync`, `GET /healthz`,
+//! `GET /metrics`, and static files (the web app) for everything else.
+//!
+//! Each connection runs a [`ServerSession`](store_core::sync::session::ServerSession)
+//! (the protocol's logic, in `store-core`) over the namespace's durable
+//! store; see `docs/protocol.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use store_core::sync::session::ServerConfig;
+use tokio::sync::watch;
+use tower_http::services::ServeDir;
+
+mod auth;
+mod connection;
+mod metrics;
+mod stores;
+
+pub use auth::Tokens;
+pub use metrics::Metrics;
+pub use stores::{Database, Stores};
+
+/// What a running server shares with its connections.
+pub struct AppState {
+    /// The namespaces' stores.
+    pub stores: Stores,
+    /// Who may sync what.
+    pub tokens: Tokens,
+    /// How sessions behave (limits, heartbeats).
+    pub session: ServerConfig,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+    /// Browser origins allowed to open `/sync`; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Becomes `true` when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The server's routes over `state`; static files from `static_dir` if given.
+pub fn router(state: Arc<AppState>, static_dir: Option<PathBuf>) -> Router {
+    let app = Router::new()
+        .route("/sync", get(sync))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics));
+    let app = match static_dir {
+        Some(dir) => app.fallback_service(ServeDir::new(dir)),
+        None => app,
+    };
+    app.with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn sync(State(state): State<Arc<AppState>>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
+        && !state.allowed_origins.is_empty()
+        && !state.allowed_origins.iter().any(|allowed| allowed == origin)
+    {
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    // Frames up to twice the limit reach the session, which answers the
+    // ones over it with `too_large`; larger ones end the connection.
+    let max = state.session.limits.max_frame_bytes.saturating_mul(2);
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| connection::run(socket, state))
+}
+
+/// How long shutdown waits for connections to finish their in-flight ops
+/// and close.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves on `listener` until `shutdown` resolves; then stops accepting,
+/// tells every session (each finishes its in-flight ops and closes with
+/// 1001, going away), waits for the connections to end and closes the
+/// stores.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    static_dir: Option<PathBuf>,
+    stop: watch::Sender<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone(), static_dir).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await?;
+    let started = std::time::Instant::now();
+    while state
+        .metrics
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0
+        && started.elapsed() < DRAIN
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    state.stores.close_all().await;
+    Ok(())
+}

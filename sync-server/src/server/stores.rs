@@ -1,0 +1,131 @@
+//! The namespaces' stores, opened on first use and shared by connections.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde_json::Value;
+use store_core::{Error, Result, StoreOptions};
+use tokio::sync::Mutex;
+
+use crate::backend::Durable;
+use crate::backend::postgres::{self, PgOptions};
+use crate::backend::sqlite::{self, SqliteOptions, Synchronous};
+
+/// Where the server keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string.
+    Postgres(String),
+}
+
+impl FromStr for Database {
+    type Err = String;
+
+    /// `sqlite://PATH` (or a bare path), or `postgres://…` / `postgresql://…`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if let Some(path) = s.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite://zestor.db".into());
+            }
+            Ok(Database::Sqlite(path.into()))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Database::Postgres(s.to_owned()))
+        } else if s.contains("://") {
+            Err(format!(
+                "unsupported database {s:?}: use sqlite://PATH or postgres://…"
+            ))
+        } else if s.is_empty() {
+            Err("empty database".into())
+        } else {
+            Ok(Database::Sqlite(s.into()))
+        }
+    }
+}
+
+/// Opens and keeps one store per namespace.
+pub struct Stores {
+    database: Database,
+    synchronous: Synchronous,
+    options: StoreOptions<Value>,
+    open: Mutex<HashMap<String, Durable<Value>>>,
+}
+
+impl Stores {
+    /// Stores of `database`, each with `options` (schemas, retention).
+    #[must_use]
+    pub fn new(database: Database, synchronous: Synchronous, options: StoreOptions<Value>) -> Self {
+        Stores {
+            database,
+            synchronous,
+            options,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The JSON Schemas sent to clients in `welcome`.
+    #[must_use]
+    pub fn schemas(&self) -> BTreeMap<String, Value> {
+        self.options
+            .schemas()
+            .iter()
+            .map(|(k, s)| (k.clone(), s.source().clone()))
+            .collect()
+    }
+
+    /// The store of `namespace`, opened on first use.
+    pub async fn get(&self, namespace: &str) -> Result<Durable<Value>> {
+        let mut open = self.open.lock().await;
+        if let Some(store) = open.get(namespace) {
+            return Ok(store.clone());
+        }
+        let options = self.options.clone();
+        let store = match &self.database {
+            Database::Sqlite(path) => {
+                let opts = SqliteOptions::new(path, namespace).synchronous(self.synchronous);
+                tokio::task::spawn_blocking(move || sqlite::open(opts, options))
+                    .await
+                    .map_err(|e| Error::Storage(e.to_string().into()))??
+            }
+            Database::Postgres(conn) => {
+                postgres::open(PgOptions::new(conn.as_str(), namespace), options).await?
+            }
+        };
+        open.insert(namespace.to_owned(), store.clone());
+        Ok(store)
+    }
+
+    /// Closes every open store.
+    pub async fn close_all(&self) {
+        for (_, store) in self.open.lock().await.drain() {
+            store.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            "sqlite://data/z.db".parse(),
+            Ok(Database::Sqlite("data/z.db".into()))
+        );
+        assert_eq!("z.db".parse(), Ok(Database::Sqlite("z.db".into())));
+        assert_eq!(
+            "postgres://u@h/db".parse(),
+            Ok(Database::Postgres("postgres://u@h/db".into()))
+        );
+        assert!(
+            "mysql://x"
+                .parse::<Database>()
+                .unwrap_err()
+                .contains("unsupported")
+        );
+        assert!("sqlite://".parse::<Database>().is_err());
+    }
+}

@@ -1,0 +1,303 @@
+//! The sync server end to end: a real server on port 0 over a real SQLite
+//! file, talked to through real WebSockets speaking the protocol by hand.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use store_core::StoreOptions;
+use store_core::schema::Schema;
+use store_core::sync::session::ServerConfig;
+use sync_server::backend::sqlite::Synchronous;
+use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, serve};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Server {
+    address: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+async fn start(db: &std::path::Path) -> Server {
+    let mut tokens = Tokens::default();
+    tokens.grant("writer", "team", store_core::sync::Rights::ReadWrite);
+    tokens.grant("reader", "team", store_core::sync::Rights::Read);
+    tokens.grant("other", "elsewhere", store_core::sync::Rights::ReadWrite);
+    let schema = Schema::compile(json!({"type": "object", "required": ["title"]})).unwrap();
+    let (stop_tx, shutdown) = tokio::sync::watch::channel(false);
+    let state = Arc::new(AppState {
+        stores: Stores::new(
+            Database::Sqlite(db.to_owned()),
+            Synchronous::Full,
+            StoreOptions::new().schema("task", schema),
+        ),
+        tokens,
+        session: ServerConfig {
+            heartbeat_ms: 60_000,
+            ..ServerConfig::default()
+        },
+        metrics: Metrics::default(),
+        allowed_origins: vec![],
+        shutdown,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(async move {
+        serve(listener, state, None, stop_tx, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    Server {
+        address,
+        stop: Some(stop),
+        done,
+    }
+}
+
+impl Server {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(15), self.done)
+            .await
+            .expect("graceful shutdown")
+            .unwrap();
+    }
+}
+
+async fn connect(server: &Server) -> Socket {
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/sync", server.address))
+        .await
+        .unwrap();
+    socket
+}
+
+async fn send(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::Text(message.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next protocol message (pings skipped).
+async fn recv(socket: &mut Socket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the socket is open")
+            .unwrap();
+        match frame {
+            Message::Text(text) => {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if v["type"] != "ping" {
+                    return v;
+                }
+            }
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads until the socket closes; returns the close code.
+async fn closed(socket: &mut Socket) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("closed within 10 s")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+fn hello(token: &str, namespace: &str, client: &str, since: Option<u64>) -> Value {
+    let mut h =
+        json!({"type": "hello", "protocol": 1, "namespace": namespace, "token": token, "client_id": client});
+    if let Some(since) = since {
+        h["since"] = json!(since);
+    }
+    h
+}
+
+fn set(op_id: &str, key: &str, value: Value) -> Value {
+    json!({"op_id": op_id, "kind": "task", "key": key, "action": "set", "value": value})
+}
+
+#[tokio::test]
+async fn clients_sync_write_and_resume_across_a_restart() {
+    let db = support::fresh_db("server");
+    let server = start(&db).await;
+    let mut a = connect(&server).await;
+    send(&mut a, hello("writer", "team", "a", None)).await;
+    let welcome = recv(&mut a).await;
+    assert_eq!(
+        (welcome["type"].as_str(), welcome["rights"].as_str()),
+        (Some("welcome"), Some("read_write"))
+    );
+    assert_eq!(welcome["schemas"]["task"]["required"], json!(["title"]));
+    let snapshot = recv(&mut a).await;
+    assert_eq!(
+        (
+            snapshot["type"].as_str(),
+            snapshot["reason"].as_str(),
+            snapshot["done"].as_bool()
+        ),
+        (Some("snapshot"), Some("initial"), Some(true))
+    );
+
+    let mut b = connect(&server).await;
+    send(&mut b, hello("reader", "team", "b", None)).await;
+    assert_eq!(recv(&mut b).await["type"], "welcome");
+    assert_eq!(recv(&mut b).await["type"], "snapshot");
+
+    send(&mut a, json!({"type": "push", "ops": [set("a1", "t1", json!({"title": "ship"})), set("a2", "t2", json!({"nope": 1}))]})).await;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.push(recv(&mut a).await);
+    }
+    let ack = got.iter().find(|m| m["type"] == "ack").expect("an ack");
+    assert_eq!(
+        (ack["op_id"].as_str(), ack["result"].as_str(), ack["rev"].as_u64()),
+        (Some("a1"), Some("created"), Some(1))
+    );
+    let reject = got.iter().find(|m| m["type"] == "reject").expect("a reject");
+    assert_eq!(
+        (reject["op_id"].as_str(), reject["code"].as_str()),
+        (Some("a2"), Some("validation"))
+    );
+    // The other client sees the change; its writes are refused (read-only).
+    let change = recv(&mut b).await;
+    assert_eq!(
+        (change["type"].as_str(), change["events"][0]["key"].as_str()),
+        (Some("changes"), Some("t1"))
+    );
+    send(
+        &mut b,
+        json!({"type": "push", "ops": [set("b1", "t3", json!({"title": "no"}))]}),
+    )
+    .await;
+    let refused = recv(&mut b).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("reject"), Some("forbidden"))
+    );
+
+    // Shutdown closes sessions with "going away"; the data is on disk.
+    server.stop().await;
+    assert_eq!(closed(&mut a).await, Some(CloseCode::Away));
+
+    let server = start(&db).await;
+    let mut a = connect(&server).await;
+    send(&mut a, hello("writer", "team", "a", Some(0))).await;
+    assert_eq!(recv(&mut a).await["type"], "welcome");
+    let changes = recv(&mut a).await;
+    assert_eq!(
+        (changes["type"].as_str(), changes["rev"].as_u64()),
+        (Some("changes"), Some(1))
+    );
+    assert_eq!(changes["events"][0]["value"], json!({"title": "ship"}));
+    // A retried op id is answered, not applied again.
+    send(
+        &mut a,
+        json!({"type": "push", "ops": [set("a1", "t1", json!({"title": "ship"}))]}),
+    )
+    .await;
+    let again = recv(&mut a).await;
+    assert_eq!(
+        (
+            again["type"].as_str(),
+            again["rev"].as_u64(),
+            again["result"].as_str()
+        ),
+        (Some("ack"), Some(1), Some("created"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_error_code_and_close_code() {
+    let db = support::fresh_db("server-bad");
+    let server = start(&db).await;
+    let cases: [(Value, &str, CloseCode); 4] = [
+        (
+            json!({"type": "push", "ops": []}),
+            "hello_expected",
+            CloseCode::Protocol,
+        ),
+        (json!({"type": "subscribe"}), "unknown_type", CloseCode::Protocol),
+        (
+            hello("nobody", "team", "x", None),
+            "unauthorized",
+            CloseCode::from(4001),
+        ),
+        (
+            hello("other", "team", "x", None),
+            "forbidden",
+            CloseCode::from(4003),
+        ),
+    ];
+    for (message, code, close) in cases {
+        let mut s = connect(&server).await;
+        send(&mut s, message).await;
+        let error = recv(&mut s).await;
+        assert_eq!(
+            (
+                error["type"].as_str(),
+                error["code"].as_str(),
+                error["fatal"].as_bool()
+            ),
+            (Some("error"), Some(code), Some(true))
+        );
+        assert_eq!(closed(&mut s).await, Some(close), "{code}");
+    }
+    let mut s = connect(&server).await;
+    s.send(Message::Text("{not json".into())).await.unwrap();
+    assert_eq!(recv(&mut s).await["code"], "bad_message");
+    assert_eq!(closed(&mut s).await, Some(CloseCode::Protocol));
+    // Another client is unaffected throughout.
+    let mut ok = connect(&server).await;
+    send(&mut ok, hello("writer", "team", "ok", None)).await;
+    assert_eq!(recv(&mut ok).await["type"], "welcome");
+    server.stop().await;
+}
+
+async fn http_get(server: &Server, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(server.address).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn health_and_metrics() {
+    let db = support::fresh_db("server-http");
+    let server = start(&db).await;
+    assert!(http_get(&server, "/healthz").await.ends_with("ok\n"));
+    let mut s = connect(&server).await;
+    send(&mut s, hello("writer", "team", "m", None)).await;
+    let _ = recv(&mut s).await;
+    let metrics = http_get(&server, "/metrics").await;
+    assert!(metrics.contains("zestor_connections 1"), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE zestor_frames_in_total counter"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
