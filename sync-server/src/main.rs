@@ -18,7 +18,7 @@ use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, serve};
 /// Zestor's sync server: keeps namespaces of typed, versioned key-value data
 /// in SQLite or PostgreSQL and syncs them to clients over WebSockets.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Where the data lives: `sqlite://PATH` (the default, created if
     /// missing) or `postgres://USER@HOST/DB` (several servers may share it).
@@ -110,6 +110,8 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
