@@ -21,7 +21,8 @@ use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, serve};
 #[command(version)]
 struct Args {
     /// Where the data lives: `sqlite://PATH` (the default, created if
-    /// missing) or `postgres://USER@HOST/DB` (several servers may share it).
+    /// missing) or `postgres://USER@HOST/DB` (several servers may share it;
+    /// `?schema=NAME` picks the schema, default `public`).
     #[arg(long, env = "ZESTOR_DB", default_value = "sqlite://zestor.db")]
     db: String,
 

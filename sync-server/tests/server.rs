@@ -1,6 +1,8 @@
 //! The sync server end to end: a real server on port 0 over a real SQLite
 //! file, talked to through real WebSockets speaking the protocol by hand.
 
+#[path = "support/pg.rs"]
+mod pg;
 mod support;
 
 use std::sync::Arc;
@@ -26,6 +28,10 @@ struct Server {
 }
 
 async fn start(db: &std::path::Path) -> Server {
+    start_on(Database::Sqlite(db.to_owned())).await
+}
+
+async fn start_on(database: Database) -> Server {
     let mut tokens = Tokens::default();
     tokens.grant("writer", "team", store_core::sync::Rights::ReadWrite);
     tokens.grant("reader", "team", store_core::sync::Rights::Read);
@@ -34,7 +40,7 @@ async fn start(db: &std::path::Path) -> Server {
     let (stop_tx, shutdown) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         stores: Stores::new(
-            Database::Sqlite(db.to_owned()),
+            database,
             Synchronous::Full,
             StoreOptions::new().schema("task", schema),
         ),
@@ -300,4 +306,53 @@ async fn health_and_metrics() {
         "{metrics}"
     );
     server.stop().await;
+}
+
+#[test]
+fn two_servers_on_one_postgres_relay_each_others_writes() {
+    let Some(url) = pg::url("two_servers_on_one_postgres_relay_each_others_writes") else {
+        return;
+    };
+    pg::run(async {
+        let schema = pg::create_schema(url).await;
+        let database = || Database::Postgres {
+            conn: url.to_owned(),
+            schema: schema.clone(),
+        };
+        let (one, two) = (start_on(database()).await, start_on(database()).await);
+        let mut a = connect(&one).await;
+        let mut b = connect(&two).await;
+        for (s, name) in [(&mut a, "a"), (&mut b, "b")] {
+            send(s, hello("writer", "team", name, None)).await;
+            assert_eq!(recv(s).await["type"], "welcome");
+            assert_eq!(recv(s).await["type"], "snapshot");
+        }
+        send(
+            &mut a,
+            json!({"type": "push", "ops": [set("a1", "t1", json!({"title": "via one"}))]}),
+        )
+        .await;
+        send(
+            &mut b,
+            json!({"type": "push", "ops": [set("b1", "t2", json!({"title": "via two"}))]}),
+        )
+        .await;
+        // Each client sees both writes, in the same revision order.
+        let mut seen = [Vec::new(), Vec::new()];
+        for (i, s) in [&mut a, &mut b].into_iter().enumerate() {
+            while seen[i].len() < 2 {
+                let m = recv(s).await;
+                if m["type"] == "changes" {
+                    for e in m["events"].as_array().unwrap() {
+                        seen[i].push((e["rev"].as_u64().unwrap(), e["key"].as_str().unwrap().to_owned()));
+                    }
+                }
+            }
+        }
+        assert_eq!(seen[0], seen[1]);
+        assert_eq!(seen[0].iter().map(|(r, _)| *r).collect::<Vec<_>>(), [1, 2]);
+        one.stop().await;
+        two.stop().await;
+        pg::drop_schema(url, &schema).await;
+    });
 }

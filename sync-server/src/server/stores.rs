@@ -17,14 +17,20 @@ use crate::backend::sqlite::{self, SqliteOptions, Synchronous};
 pub enum Database {
     /// A SQLite file (created if missing).
     Sqlite(PathBuf),
-    /// A PostgreSQL connection string.
-    Postgres(String),
+    /// A PostgreSQL connection string, and the schema holding the tables.
+    Postgres {
+        /// The connection string, without the `schema` parameter.
+        conn: String,
+        /// The schema (`public` unless the URL says `?schema=NAME`).
+        schema: String,
+    },
 }
 
 impl FromStr for Database {
     type Err = String;
 
-    /// `sqlite://PATH` (or a bare path), or `postgres://…` / `postgresql://…`.
+    /// `sqlite://PATH` (or a bare path), or `postgres://…` / `postgresql://…`
+    /// with an optional `schema=NAME` query parameter.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         if let Some(path) = s.strip_prefix("sqlite://") {
             if path.is_empty() {
@@ -32,7 +38,27 @@ impl FromStr for Database {
             }
             Ok(Database::Sqlite(path.into()))
         } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            Ok(Database::Postgres(s.to_owned()))
+            let (base, query) = s.split_once('?').unwrap_or((s, ""));
+            let mut schema = "public".to_owned();
+            let rest: Vec<&str> = query
+                .split('&')
+                .filter(|p| match p.strip_prefix("schema=") {
+                    Some(name) => {
+                        schema = name.to_owned();
+                        false
+                    }
+                    None => !p.is_empty(),
+                })
+                .collect();
+            if schema.is_empty() {
+                return Err("schema= needs a name".into());
+            }
+            let conn = if rest.is_empty() {
+                base.to_owned()
+            } else {
+                format!("{base}?{}", rest.join("&"))
+            };
+            Ok(Database::Postgres { conn, schema })
         } else if s.contains("://") {
             Err(format!(
                 "unsupported database {s:?}: use sqlite://PATH or postgres://…"
@@ -89,8 +115,9 @@ impl Stores {
                     .await
                     .map_err(|e| Error::Storage(e.to_string().into()))??
             }
-            Database::Postgres(conn) => {
-                postgres::open(PgOptions::new(conn.as_str(), namespace), options).await?
+            Database::Postgres { conn, schema } => {
+                let opts = PgOptions::new(conn.as_str(), namespace).schema(schema.as_str());
+                postgres::open(opts, options).await?
             }
         };
         open.insert(namespace.to_owned(), store.clone());
@@ -118,7 +145,17 @@ mod tests {
         assert_eq!("z.db".parse(), Ok(Database::Sqlite("z.db".into())));
         assert_eq!(
             "postgres://u@h/db".parse(),
-            Ok(Database::Postgres("postgres://u@h/db".into()))
+            Ok(Database::Postgres {
+                conn: "postgres://u@h/db".into(),
+                schema: "public".into()
+            })
+        );
+        assert_eq!(
+            "postgres://u@h/db?sslmode=disable&schema=app".parse(),
+            Ok(Database::Postgres {
+                conn: "postgres://u@h/db?sslmode=disable".into(),
+                schema: "app".into()
+            })
         );
         assert!(
             "mysql://x"
