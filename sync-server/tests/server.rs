@@ -32,6 +32,10 @@ async fn start(db: &std::path::Path) -> Server {
 }
 
 async fn start_on(database: Database) -> Server {
+    start_with(database, vec![]).await
+}
+
+async fn start_with(database: Database, allowed_origins: Vec<String>) -> Server {
     let mut tokens = Tokens::default();
     tokens.grant("writer", "team", store_core::sync::Rights::ReadWrite);
     tokens.grant("reader", "team", store_core::sync::Rights::Read);
@@ -50,7 +54,7 @@ async fn start_on(database: Database) -> Server {
             ..ServerConfig::default()
         },
         metrics: Metrics::default(),
-        allowed_origins: vec![],
+        allowed_origins,
         shutdown,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -355,4 +359,26 @@ fn two_servers_on_one_postgres_relay_each_others_writes() {
         two.stop().await;
         pg::drop_schema(url, &schema).await;
     });
+}
+
+#[tokio::test]
+async fn browsers_from_other_origins_are_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let db = support::fresh_db("server-origin");
+    let server = start_with(Database::Sqlite(db), vec!["https://app.example".into()]).await;
+    let request = |origin: &str| {
+        let mut r = format!("ws://{}/sync", server.address)
+            .into_client_request()
+            .unwrap();
+        r.headers_mut().insert("origin", origin.parse().unwrap());
+        r
+    };
+    let refused = tokio_tungstenite::connect_async(request("https://evil.example")).await;
+    assert!(refused.is_err(), "a foreign origin must not get a socket");
+    let (mut ok, _) = tokio_tungstenite::connect_async(request("https://app.example"))
+        .await
+        .unwrap();
+    send(&mut ok, hello("writer", "team", "o", None)).await;
+    assert_eq!(recv(&mut ok).await["type"], "welcome");
+    server.stop().await;
 }
