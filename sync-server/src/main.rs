@@ -67,6 +67,10 @@ struct Args {
     #[arg(long, env = "ZESTOR_HEARTBEAT_MS", default_value_t = 30_000)]
     heartbeat_ms: u64,
 
+    /// Cut off a client that has not read for this many milliseconds.
+    #[arg(long, env = "ZESTOR_SEND_TIMEOUT_MS", default_value_t = 10_000)]
+    send_timeout_ms: u64,
+
     /// Most ops of one connection waiting to be applied.
     #[arg(long, env = "ZESTOR_MAX_IN_FLIGHT", default_value_t = 10_000)]
     max_in_flight: usize,
@@ -158,6 +162,7 @@ async fn run(args: Args) -> Result<(), String> {
         session,
         metrics: Metrics::default(),
         allowed_origins: args.allow_origins,
+        send_timeout: std::time::Duration::from_millis(args.send_timeout_ms),
         shutdown,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)

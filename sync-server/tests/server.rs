@@ -55,6 +55,7 @@ async fn start_with(database: Database, allowed_origins: Vec<String>) -> Server 
         },
         metrics: Metrics::default(),
         allowed_origins,
+        send_timeout: Duration::from_millis(300),
         shutdown,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -380,5 +381,53 @@ async fn browsers_from_other_origins_are_refused() {
         .unwrap();
     send(&mut ok, hello("writer", "team", "o", None)).await;
     assert_eq!(recv(&mut ok).await["type"], "welcome");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_without_stalling_the_others() {
+    let db = support::fresh_db("server-slow");
+    let server = start(&db).await;
+    let mut slow = connect(&server).await;
+    let mut reader = connect(&server).await;
+    let mut writer = connect(&server).await;
+    for (s, name) in [
+        (&mut slow, "slow"),
+        (&mut reader, "reader"),
+        (&mut writer, "writer"),
+    ] {
+        send(s, hello("writer", "team", name, None)).await;
+        assert_eq!(recv(s).await["type"], "welcome");
+        assert_eq!(recv(s).await["type"], "snapshot");
+    }
+    // `slow` never reads again. 40 MB of changes fill every buffer between
+    // it and the server; the others must keep up regardless.
+    let big = "x".repeat(100_000);
+    for round in 0..400 {
+        let op = set(
+            &format!("w{round}"),
+            &format!("k{}", round % 20),
+            json!({"title": big, "n": round}),
+        );
+        send(&mut writer, json!({"type": "push", "ops": [op]})).await;
+        loop {
+            let m = recv(&mut writer).await;
+            if m["type"] == "ack" {
+                break;
+            }
+        }
+        loop {
+            let m = recv(&mut reader).await;
+            if m["type"] == "changes" && m["events"][0]["value"]["n"] == round {
+                break;
+            }
+        }
+    }
+    let metrics = http_get(&server, "/metrics").await;
+    assert!(
+        metrics.contains("zestor_connections 2"),
+        "the slow client was cut off: {metrics}"
+    );
+    drop(slow);
     server.stop().await;
 }

@@ -19,9 +19,6 @@ use super::AppState;
 use super::metrics::Metrics;
 use crate::backend::Durable;
 
-/// How long a send may wait on a client that does not read.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How many committed changes may wait for a connection before it is
 /// treated as lagging (and sent a snapshot instead).
 const LIVE_BUFFER: usize = 4_096;
@@ -54,7 +51,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                 Metrics::add(&metrics.events_out, batch.events.len() as u64);
             }
             let text = encode_server(&message);
-            match tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Text(text.into()))).await {
+            match tokio::time::timeout(state.send_timeout, tx.send(Message::Text(text.into()))).await {
                 Ok(Ok(())) => Metrics::add(&metrics.frames_out, 1),
                 Ok(Err(_)) => break 'session,
                 Err(_) => {
@@ -68,7 +65,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                 code: code.code(),
                 reason: "".into(),
             };
-            let _ = tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Close(Some(frame)))).await;
+            let _ = tokio::time::timeout(state.send_timeout, tx.send(Message::Close(Some(frame)))).await;
             break;
         }
         let timer = session

@@ -39,6 +39,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Browser origins allowed to open `/sync`; empty allows any.
     pub allowed_origins: Vec<String>,
+    /// How long a send may wait on a client that does not read before the
+    /// connection is cut, so it can neither stall nor grow the server.
+    pub send_timeout: std::time::Duration,
     /// Becomes `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
