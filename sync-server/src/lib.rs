@@ -22,4 +22,5 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod client;
 pub mod server;

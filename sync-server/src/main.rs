@@ -1,4 +1,5 @@
-//! `sync-server`: Zestor's sync server.
+//! `sync-server`: Zestor's sync server, and `sync-server client …`, a
+//! command-line client.
 //!
 //! Run with `cargo run -p sync-server -- --help`.
 
@@ -18,7 +19,11 @@ use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, serve};
 /// Zestor's sync server: keeps namespaces of typed, versioned key-value data
 /// in SQLite or PostgreSQL and syncs them to clients over WebSockets.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(
+    version,
+    after_help = "Talk to a server from a terminal with `sync-server client put|get|delete|watch …` \
+                  (`sync-server client --help`)."
+)]
 struct Args {
     /// Where the data lives: `sqlite://PATH` (the default, created if
     /// missing) or `postgres://USER@HOST/DB` (several servers may share it;
@@ -121,6 +126,14 @@ async fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    let mut argv = std::env::args();
+    if argv.nth(1).as_deref() == Some("client") {
+        if let Err(e) = sync_server::client::run_cli(argv.collect()).await {
+            eprintln!("sync-server client: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = run(Args::parse()).await {
         eprintln!("sync-server: {e}");
         std::process::exit(1);

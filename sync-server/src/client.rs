@@ -1,0 +1,419 @@
+//! The native sync client: a tokio shell around [`ClientSession`].
+//!
+//! [`Client::connect`] spawns one task that owns the WebSocket. It sends
+//! what the session yields, feeds it every frame received, drives its
+//! heartbeat timer, and reconnects with jittered exponential backoff after
+//! any retryable disconnect; the session resumes from its cursor and
+//! re-sends the pending ops with their original op ids. A non-retryable
+//! refusal (a bad token, a forbidden namespace, a protocol error) stops the
+//! client with [`Update::Stopped`].
+//!
+//! The protocol rules all live in the session; this module only moves
+//! bytes, reads clocks and hands results to callers. The session sits behind
+//! a mutex shared by the handle and the task, never held across an `.await`.
+//!
+//! ```no_run
+//! use serde_json::json;
+//! use sync_server::client::{Client, ClientOptions};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::connect(ClientOptions::new("ws://127.0.0.1:8787/sync", "ns", "token", "laptop-1"));
+//! let write = client.set("task", "t1", json!({"title": "ship"}))?;
+//! assert_eq!(client.get("task", "t1"), Some(json!({"title": "ship"}))); // optimistic
+//! let ack = write.acked().await?; // durable on the server
+//! println!("version {}", ack.version);
+//! client.close().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod cli;
+mod driver;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_channel::mpsc;
+use futures_util::Stream;
+use parking_lot::Mutex;
+use serde_json::Value;
+use store_core::sync::session::{ClientConfig, ClientEvent, ClientSession, ClientState};
+use store_core::sync::{Ack, ErrorCode, OpAction};
+use tokio::sync::{Notify, oneshot, watch};
+
+pub use cli::run_cli;
+
+/// How to reach the server and who the client is.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The server's sync endpoint, e.g. `ws://127.0.0.1:8787/sync`.
+    pub url: String,
+    /// The namespace to sync.
+    pub namespace: String,
+    /// The credential sent in `hello`.
+    pub token: String,
+    /// A stable id of this installation (op ids are unique per client id).
+    pub client_id: String,
+    /// The kinds to sync; `None` is every kind.
+    pub kinds: Option<Vec<String>>,
+    /// What a previous run persisted (from [`Client::state`]); `None` starts
+    /// from nothing.
+    pub state: Option<ClientState>,
+    /// The first reconnect delay.
+    pub backoff_min: Duration,
+    /// The longest reconnect delay.
+    pub backoff_max: Duration,
+    /// The heartbeat period until the server's `welcome` gives its own: a
+    /// server silent for twice as long (even before `welcome`) is dropped
+    /// and retried.
+    pub heartbeat: Duration,
+}
+
+impl ClientOptions {
+    /// Options syncing every kind of `namespace`, reconnecting after 250 ms
+    /// up to 30 s, with a 30 s heartbeat until welcomed.
+    #[must_use]
+    pub fn new(
+        url: impl Into<String>,
+        namespace: impl Into<String>,
+        token: impl Into<String>,
+        client_id: impl Into<String>,
+    ) -> Self {
+        ClientOptions {
+            url: url.into(),
+            namespace: namespace.into(),
+            token: token.into(),
+            client_id: client_id.into(),
+            kinds: None,
+            state: None,
+            backoff_min: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the client stopped for good.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server refused the session and retrying would not help (bad
+    /// token, forbidden namespace, protocol error).
+    #[error("refused by the server: {message}")]
+    Refused {
+        /// The error code, when the server sent one.
+        code: Option<ErrorCode>,
+        /// Why, for people (with the code, when there is one).
+        message: String,
+    },
+    /// [`Client::close`] was called, or every handle was dropped.
+    #[error("client closed")]
+    Closed,
+}
+
+/// Why a write did not get an ack.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The server refused the op; nothing was written and it left the view.
+    #[error("rejected: {code}: {message}")]
+    Rejected {
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
+    /// The client stopped before the answer came; the op stays in
+    /// [`Client::state`] and is re-sent by the next client restored from it.
+    #[error("no answer: {0}")]
+    Stopped(ClientError),
+}
+
+/// What the client is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Opening a socket or waiting for `welcome`.
+    Connecting,
+    /// Welcomed by the server.
+    Online,
+    /// Disconnected, waiting to reconnect.
+    Offline,
+    /// Stopped for good (see [`Update::Stopped`]).
+    Stopped,
+}
+
+/// A snapshot of the client's condition, from [`Client::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The connection.
+    pub link: Link,
+    /// Whether the current connection caught up with the server.
+    pub synced: bool,
+    /// How many writes wait for an answer.
+    pub pending: usize,
+    /// The revision the confirmed state is at.
+    pub cursor: Option<u64>,
+}
+
+/// What [`Client::events`] yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// An event of the session: connected, synced, changes, acks, rejects,
+    /// server errors.
+    Session(ClientEvent),
+    /// The connection ended or could not be opened; the client reconnects.
+    Disconnected {
+        /// Why, for people.
+        reason: String,
+    },
+    /// The client stopped for good; nothing follows.
+    Stopped(ClientError),
+}
+
+/// A write queued by the client: its op id and its answer.
+#[derive(Debug)]
+#[must_use = "a write's answer is only seen through `acked` or the event stream"]
+pub struct PendingWrite {
+    op_id: String,
+    answer: oneshot::Receiver<Result<Ack, WriteError>>,
+}
+
+impl PendingWrite {
+    /// The op id of the write.
+    #[must_use]
+    pub fn op_id(&self) -> &str {
+        &self.op_id
+    }
+
+    /// Waits for the server's answer: its ack once the write is durable, or
+    /// why it was not applied. Waits across reconnects.
+    pub async fn acked(self) -> Result<Ack, WriteError> {
+        self.answer
+            .await
+            .unwrap_or(Err(WriteError::Stopped(ClientError::Closed)))
+    }
+}
+
+type Answer = oneshot::Sender<Result<Ack, WriteError>>;
+
+/// What the handle and the task share.
+struct Inner {
+    session: ClientSession,
+    link: Link,
+    waiters: HashMap<String, Answer>,
+    subscribers: Vec<mpsc::UnboundedSender<Update>>,
+    /// Set once the task ended.
+    stopped: Option<ClientError>,
+}
+
+impl Inner {
+    fn publish(&mut self, update: &Update) {
+        self.subscribers
+            .retain(|s| s.unbounded_send(update.clone()).is_ok());
+    }
+
+    /// Answers waiters and publishes the session's events.
+    fn dispatch(&mut self, event: ClientEvent) {
+        match &event {
+            ClientEvent::Connected { .. } => self.link = Link::Online,
+            ClientEvent::Acked(ack) => {
+                if let Some(w) = self.waiters.remove(&ack.op_id) {
+                    let _ = w.send(Ok(ack.clone()));
+                }
+            }
+            ClientEvent::Rejected { op, code, message } => {
+                if let Some(w) = self.waiters.remove(&op.op_id) {
+                    let _ = w.send(Err(WriteError::Rejected {
+                        code: *code,
+                        message: message.clone(),
+                    }));
+                }
+            }
+            _ => {}
+        }
+        self.publish(&Update::Session(event));
+    }
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Wakes the task when a write was queued.
+    wake: Notify,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A handle on a running client; clones share it. The client stops when
+/// [`Client::close`] is called or the last handle is dropped.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    /// Dropping the last one stops the task.
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("status", &self.status()).finish()
+    }
+}
+
+impl Client {
+    /// Starts a client: spawns the task that connects and stays connected.
+    /// Must be called inside a tokio runtime.
+    #[must_use]
+    pub fn connect(options: ClientOptions) -> Client {
+        let mut config = ClientConfig::new(&options.namespace, &options.token, &options.client_id);
+        config.kinds = options.kinds.clone();
+        config.heartbeat_ms = u64::try_from(options.heartbeat.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let session = ClientSession::restore(config, options.state.clone().unwrap_or_default());
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                session,
+                link: Link::Connecting,
+                waiters: HashMap::new(),
+                subscribers: Vec::new(),
+                stopped: None,
+            }),
+            wake: Notify::new(),
+            task: Mutex::new(None),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(driver::run(Arc::clone(&shared), options, stop_rx));
+        *shared.task.lock() = Some(task);
+        Client {
+            shared,
+            stop: Arc::new(stop),
+        }
+    }
+
+    /// Writes `value` at `kind`/`key`: visible in [`Client::get`] at once,
+    /// sent when connected.
+    pub fn set(&self, kind: &str, key: &str, value: Value) -> Result<PendingWrite, ClientError> {
+        self.write(kind, key, OpAction::Set, Some(value), None)
+    }
+
+    /// Like [`Client::set`], applied only if the entry's version is
+    /// `version` (0: only if it does not exist); else rejected `conflict`.
+    pub fn set_if_version(
+        &self,
+        kind: &str,
+        key: &str,
+        value: Value,
+        version: u64,
+    ) -> Result<PendingWrite, ClientError> {
+        self.write(kind, key, OpAction::Set, Some(value), Some(version))
+    }
+
+    /// Deletes `kind`/`key`.
+    pub fn delete(&self, kind: &str, key: &str) -> Result<PendingWrite, ClientError> {
+        self.write(kind, key, OpAction::Delete, None, None)
+    }
+
+    /// Like [`Client::delete`], applied only if the entry's version is
+    /// `version`; else rejected `conflict`.
+    pub fn delete_if_version(
+        &self,
+        kind: &str,
+        key: &str,
+        version: u64,
+    ) -> Result<PendingWrite, ClientError> {
+        self.write(kind, key, OpAction::Delete, None, Some(version))
+    }
+
+    fn write(
+        &self,
+        kind: &str,
+        key: &str,
+        action: OpAction,
+        value: Option<Value>,
+        if_version: Option<u64>,
+    ) -> Result<PendingWrite, ClientError> {
+        let (tx, answer) = oneshot::channel();
+        let op_id = {
+            let mut inner = self.shared.inner.lock();
+            if let Some(e) = &inner.stopped {
+                return Err(e.clone());
+            }
+            let op_id = inner.session.push_op(kind, key, action, value, if_version);
+            inner.waiters.insert(op_id.clone(), tx);
+            op_id
+        };
+        self.shared.wake.notify_one();
+        Ok(PendingWrite { op_id, answer })
+    }
+
+    /// The value of `kind`/`key` as the app should show it: the server's
+    /// state with the pending writes applied on top.
+    #[must_use]
+    pub fn get(&self, kind: &str, key: &str) -> Option<Value> {
+        self.shared.inner.lock().session.get(kind, key)
+    }
+
+    /// Every key of `kind` with its value (as [`Client::get`]), sorted by key.
+    #[must_use]
+    pub fn list(&self, kind: &str) -> Vec<(String, Value)> {
+        self.shared.inner.lock().session.list(kind)
+    }
+
+    /// A stream of what happens from now on. Each call is a new subscriber;
+    /// it buffers without bound, so keep reading it or drop it.
+    #[must_use]
+    pub fn events(&self) -> Events {
+        let (tx, rx) = mpsc::unbounded();
+        let mut inner = self.shared.inner.lock();
+        if let Some(e) = &inner.stopped {
+            let _ = tx.unbounded_send(Update::Stopped(e.clone()));
+        } else {
+            inner.subscribers.push(tx);
+        }
+        Events { rx }
+    }
+
+    /// The connection, the pending count and the cursor.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        let inner = self.shared.inner.lock();
+        Status {
+            link: inner.link,
+            synced: inner.session.is_synced(),
+            pending: inner.session.pending().len(),
+            cursor: inner.session.cursor(),
+        }
+    }
+
+    /// Everything to persist to resume later: pass it as
+    /// [`ClientOptions::state`].
+    #[must_use]
+    pub fn state(&self) -> ClientState {
+        self.shared.inner.lock().session.state()
+    }
+
+    /// Stops the client: closes the socket and waits for the task to end.
+    /// Unanswered writes stay in [`Client::state`].
+    pub async fn close(&self) {
+        self.stop.send_replace(true);
+        let task = self.shared.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The stream of [`Update`]s from [`Client::events`].
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<Update>,
+}
+
+impl Stream for Events {
+    type Item = Update;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Update>> {
+        Pin::new(&mut self.rx).poll_next(cx)
+    }
+}

@@ -1,0 +1,176 @@
+//! `sync-server client …`: put, get, delete and watch from a shell.
+
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use store_core::sync::session::ClientEvent;
+
+use super::{Client, ClientOptions, Events, Link, PendingWrite, Update};
+
+const USAGE: &str =
+    "usage: sync-server client [--url URL] [--namespace NS] [--token TOKEN] [--timeout SECS] COMMAND
+commands:
+  put <kind> <key> <json>   write a value and wait for the server's ack
+  get <kind> <key>          print the value as JSON
+  delete <kind> <key>       delete and wait for the server's ack
+  watch [kind]              print each change as a JSON line until Ctrl-C
+flags default to $ZESTOR_URL, $ZESTOR_NAMESPACE, $ZESTOR_TOKEN; the url to ws://127.0.0.1:8787/sync";
+
+/// Runs one client command; `args` are the words after `client`, e.g.
+/// `["put", "task", "t1", "{\"title\":\"ship\"}", "--namespace", "ns"]`.
+/// Prints results on stdout; the error is the message to show the user.
+pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
+    if args.iter().any(|a| a == "--help" || a == "-h") || args.is_empty() {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let cli = Cli::parse(args)?;
+    let words: Vec<&str> = cli.words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["put", kind, key, json] => {
+            let value: Value =
+                serde_json::from_str(json).map_err(|e| format!("the value is not JSON: {e}"))?;
+            let client = cli.connect(None);
+            let write = client.set(kind, key, value).map_err(|e| e.to_string())?;
+            cli.print_ack(&client, write).await
+        }
+        ["delete", kind, key] => {
+            let client = cli.connect(None);
+            let write = client.delete(kind, key).map_err(|e| e.to_string())?;
+            cli.print_ack(&client, write).await
+        }
+        ["get", kind, key] => {
+            let client = cli.connect(Some(kind));
+            let events = client.events();
+            let synced = tokio::time::timeout(cli.timeout, wait_synced(&client, events)).await;
+            let value = match synced {
+                Ok(Ok(())) => client.get(kind, key),
+                Ok(Err(e)) => Err(e)?,
+                Err(_) => Err(format!("not synced within {:?}", cli.timeout))?,
+            };
+            client.close().await;
+            let value = value.ok_or_else(|| format!("{kind}/{key} not found"))?;
+            println!("{value}");
+            Ok(())
+        }
+        ["watch", rest @ ..] if rest.len() <= 1 => {
+            let client = cli.connect(rest.first().copied());
+            let result = tokio::select! {
+                r = watch(client.events()) => r,
+                r = tokio::signal::ctrl_c() => r.map_err(|e| format!("cannot wait for Ctrl-C: {e}")),
+            };
+            client.close().await;
+            result
+        }
+        _ => Err(USAGE.to_owned()),
+    }
+}
+
+struct Cli {
+    url: String,
+    namespace: String,
+    token: String,
+    timeout: Duration,
+    words: Vec<String>,
+}
+
+impl Cli {
+    fn parse(args: Vec<String>) -> Result<Cli, String> {
+        let mut url = std::env::var("ZESTOR_URL").ok();
+        let mut namespace = std::env::var("ZESTOR_NAMESPACE").ok();
+        let mut token = std::env::var("ZESTOR_TOKEN").ok();
+        let mut timeout = 30.0_f64;
+        let mut words = Vec::new();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let Some(flag) = arg.strip_prefix("--") else {
+                words.push(arg);
+                continue;
+            };
+            let (name, value) = match flag.split_once('=') {
+                Some((name, value)) => (name.to_owned(), value.to_owned()),
+                None => {
+                    let value = args
+                        .next()
+                        .ok_or_else(|| format!("--{flag} needs a value\n{USAGE}"))?;
+                    (flag.to_owned(), value)
+                }
+            };
+            match name.as_str() {
+                "url" => url = Some(value),
+                "namespace" => namespace = Some(value),
+                "token" => token = Some(value),
+                "timeout" => {
+                    timeout = value
+                        .parse()
+                        .ok()
+                        .filter(|t: &f64| t.is_finite() && *t > 0.0)
+                        .ok_or_else(|| format!("--timeout takes seconds, not {value:?}"))?;
+                }
+                _ => return Err(format!("unknown flag --{name}\n{USAGE}")),
+            }
+        }
+        Ok(Cli {
+            url: url.unwrap_or_else(|| "ws://127.0.0.1:8787/sync".to_owned()),
+            namespace: namespace
+                .ok_or_else(|| format!("--namespace (or ZESTOR_NAMESPACE) is required\n{USAGE}"))?,
+            token: token.ok_or_else(|| format!("--token (or ZESTOR_TOKEN) is required\n{USAGE}"))?,
+            timeout: Duration::from_secs_f64(timeout),
+            words,
+        })
+    }
+
+    fn connect(&self, kind: Option<&str>) -> Client {
+        let id = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        let mut options =
+            ClientOptions::new(&self.url, &self.namespace, &self.token, format!("cli-{id:016x}"));
+        options.kinds = kind.map(|k| vec![k.to_owned()]);
+        options.backoff_max = Duration::from_secs(2);
+        Client::connect(options)
+    }
+
+    async fn print_ack(&self, client: &Client, write: PendingWrite) -> Result<(), String> {
+        let answer = tokio::time::timeout(self.timeout, write.acked()).await;
+        client.close().await;
+        let ack = answer
+            .map_err(|_| format!("no answer within {:?}; the write may still apply", self.timeout))?
+            .map_err(|e| e.to_string())?;
+        println!("{}", serde_json::to_string(&ack).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+}
+
+async fn wait_synced(client: &Client, mut events: Events) -> Result<(), String> {
+    loop {
+        let status = client.status();
+        if status.synced {
+            return Ok(());
+        }
+        if status.link == Link::Stopped {
+            return Err("the client stopped".into());
+        }
+        match events.next().await {
+            Some(Update::Stopped(e)) => return Err(e.to_string()),
+            None => return Err("the client stopped".into()),
+            Some(_) => {}
+        }
+    }
+}
+
+async fn watch(mut events: Events) -> Result<(), String> {
+    while let Some(update) = events.next().await {
+        match update {
+            Update::Session(ClientEvent::Changed { events }) => {
+                for event in events {
+                    println!("{}", serde_json::to_string(&event).map_err(|e| e.to_string())?);
+                }
+            }
+            Update::Disconnected { reason } => eprintln!("disconnected ({reason}); reconnecting"),
+            Update::Stopped(e) => return Err(e.to_string()),
+            Update::Session(_) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! The client's task: owns the socket, the clock and the reconnect loop.
+//! Every protocol decision is the session's; this only moves frames.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use store_core::sync::CloseCode;
+use store_core::sync::session::ClientEvent;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+use super::{ClientError, ClientOptions, Inner, Link, Shared, Update, WriteError};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How one connection ended.
+enum End {
+    /// Reconnect after a backoff.
+    Retry(String),
+    /// Stop for good.
+    Stop(ClientError),
+}
+
+pub(super) async fn run(shared: Arc<Shared>, options: ClientOptions, mut stop: watch::Receiver<bool>) {
+    let clock = Clock(Instant::now());
+    let mut backoff = Backoff::new(options.backoff_min, options.backoff_max);
+    let error = loop {
+        shared.inner.lock().link = Link::Connecting;
+        let opened = tokio::select! {
+            opened = connect_async(options.url.as_str()) => opened,
+            () = stopped(&mut stop) => break ClientError::Closed,
+        };
+        let end = match opened {
+            Ok((socket, _)) => drive(&shared, socket, clock, &mut stop, &mut backoff).await,
+            Err(e) => End::Retry(format!("cannot connect to {}: {e}", options.url)),
+        };
+        match end {
+            End::Stop(e) => break e,
+            End::Retry(reason) => {
+                {
+                    let mut inner = shared.inner.lock();
+                    inner.session.disconnected();
+                    inner.link = Link::Offline;
+                    inner.publish(&Update::Disconnected { reason });
+                }
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stopped(&mut stop) => break ClientError::Closed,
+                }
+            }
+        }
+    };
+    let mut inner = shared.inner.lock();
+    inner.session.disconnected();
+    inner.link = Link::Stopped;
+    inner.stopped = Some(error.clone());
+    for (_, waiter) in inner.waiters.drain() {
+        let _ = waiter.send(Err(WriteError::Stopped(error.clone())));
+    }
+    inner.publish(&Update::Stopped(error));
+    inner.subscribers.clear();
+}
+
+/// One connection, from `hello` to its end.
+async fn drive(
+    shared: &Shared,
+    socket: Socket,
+    clock: Clock,
+    stop: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> End {
+    let (mut sink, mut stream) = socket.split();
+    shared.inner.lock().session.connect(clock.now_ms());
+    let mut closed_with: Option<(u16, String)> = None;
+    loop {
+        let (frames, end, deadline) = {
+            let mut inner = shared.inner.lock();
+            let end = dispatch_events(&mut inner, backoff);
+            let mut frames = Vec::new();
+            while let Some(frame) = inner.session.poll_transmit_frame(clock.now_ms()) {
+                frames.push(frame);
+            }
+            (frames, end, inner.session.poll_timeout())
+        };
+        for frame in frames {
+            if let Err(e) = sink.send(Message::text(frame)).await {
+                return End::Retry(format!("send failed: {e}"));
+            }
+        }
+        if let Some(end) = end {
+            let _ = sink.close().await;
+            return end;
+        }
+        tokio::select! {
+            () = stopped(stop) => {
+                let bye = CloseFrame { code: WsCloseCode::Normal, reason: "client closed".into() };
+                let _ = sink.send(Message::Close(Some(bye))).await;
+                return End::Stop(ClientError::Closed);
+            }
+            () = shared.wake.notified() => {}
+            () = sleep_until(deadline.map(|t| clock.at(t))) => {
+                shared.inner.lock().session.handle_timeout(clock.now_ms());
+            }
+            message = stream.next() => {
+                let bytes = match message {
+                    Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+                    Some(Ok(Message::Close(frame))) => {
+                        // tungstenite answers the close; the stream ends next.
+                        closed_with = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                        continue;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) if closed_with.is_none() => return End::Retry(format!("connection lost: {e}")),
+                    Some(Err(_)) | None => return after_close(closed_with),
+                };
+                let handled = shared.inner.lock().session.handle_frame(&bytes, clock.now_ms());
+                if let Err(e) = handled {
+                    let _ = sink.close().await;
+                    return End::Retry(format!("bad frame from the server: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// Hands the session's events to waiters and subscribers; says whether the
+/// connection is over.
+fn dispatch_events(inner: &mut Inner, backoff: &mut Backoff) -> Option<End> {
+    let mut end = None;
+    while let Some(event) = inner.session.poll_event() {
+        match &event {
+            ClientEvent::Connected { .. } => backoff.reset(),
+            ClientEvent::Error(e) if e.fatal => {
+                end = Some(if e.code.close_code().retryable() {
+                    End::Retry(format!("server error {}: {}", e.code, e.message))
+                } else {
+                    End::Stop(ClientError::Refused {
+                        code: Some(e.code),
+                        message: format!("{}: {}", e.code, e.message),
+                    })
+                });
+            }
+            ClientEvent::TimedOut => end = Some(End::Retry("the server stopped answering".into())),
+            _ => {}
+        }
+        inner.dispatch(event);
+    }
+    end
+}
+
+/// The end after the server closed without a fatal `error` first: stop on
+/// the close codes that [`CloseCode::retryable`] refuses, except a normal
+/// close (this client always wants to stay connected).
+fn after_close(closed_with: Option<(u16, String)>) -> End {
+    const KNOWN: [CloseCode; 10] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::TooBig,
+        CloseCode::InternalError,
+        CloseCode::UnsupportedProtocol,
+        CloseCode::Unauthorized,
+        CloseCode::Forbidden,
+        CloseCode::SlowConsumer,
+        CloseCode::Timeout,
+    ];
+    let Some((code, reason)) = closed_with else {
+        return End::Retry("connection closed".into());
+    };
+    match KNOWN.into_iter().find(|c| c.code() == code) {
+        Some(c) if c != CloseCode::Normal && !c.retryable() => End::Stop(ClientError::Refused {
+            code: None,
+            message: format!("closed with {code}: {reason}"),
+        }),
+        _ => End::Retry(format!("closed with {code}: {reason}")),
+    }
+}
+
+/// Resolves when `close` was called or every handle is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The session's milliseconds, counted from the task's start.
+#[derive(Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now_ms(self) -> u64 {
+        u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn at(self, ms: u64) -> Instant {
+        self.0 + Duration::from_millis(ms)
+    }
+}
+
+/// Exponential backoff with jitter: each delay is drawn from the upper half
+/// of a doubling window, so clients dropped together do not return together.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    window: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        let max = max.max(min);
+        Backoff {
+            min,
+            max,
+            window: min,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.window = self.min;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let window = self.window;
+        self.window = window.saturating_mul(2).min(self.max);
+        let half = window / 2;
+        let span = u64::try_from(half.as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+        half + Duration::from_nanos(random % span)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_max_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let delays: Vec<Duration> = (0..5).map(|_| b.next_delay()).collect();
+        for (d, window) in delays.iter().zip([100, 200, 400, 400, 400]) {
+            let window = Duration::from_millis(window);
+            assert!(*d >= window / 2 && *d <= window, "{d:?} outside {window:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn only_refusals_stop_the_client() {
+        assert!(matches!(after_close(Some((4001, String::new()))), End::Stop(_)));
+        assert!(matches!(after_close(Some((1002, String::new()))), End::Stop(_)));
+        assert!(matches!(after_close(Some((4008, String::new()))), End::Retry(_)));
+        assert!(matches!(after_close(Some((1000, String::new()))), End::Retry(_)));
+        assert!(matches!(after_close(None), End::Retry(_)));
+    }
+}

@@ -1,0 +1,560 @@
+//! The native client against a real WebSocket: a minimal server in the test
+//! (tokio-tungstenite's `accept_async` on a port-0 listener) drives a
+//! `ServerSession` per connection against one `MemStore`, applying ops
+//! idempotently by `(client_id, op_id)` like the harness in
+//! `store-core/tests/sync_sessions.rs`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use store_core::sync::codec::encode_server;
+use store_core::sync::session::{
+    Authorized, ClientEvent, ServerConfig, ServerEffect, ServerSession, SyncStart,
+};
+use store_core::sync::{Ack, ErrorCode, Op, OpAction, Reject, Rights, SnapshotEntry, SnapshotReason};
+use store_core::{MemStore, SetOptions, StoreOptions, Watch, WatchOptions};
+use sync_server::client::{Client, ClientError, ClientOptions, Events, Link, Update, WriteError};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+const NS: &str = "ns";
+const KINDS: [&str; 2] = ["task", "note"];
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Applied {
+    answers: HashMap<(String, String), Result<Ack, Reject>>,
+    /// How many times each op id was really applied.
+    count: HashMap<String, usize>,
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    store: MemStore<Value>,
+    applied: Mutex<Applied>,
+    /// New connections are dropped before the WebSocket handshake.
+    refuse: AtomicBool,
+    /// The next connection that applies an op drops its socket before
+    /// answering (the write is durable, the ack is lost).
+    drop_before_ack: AtomicBool,
+}
+
+impl TestServer {
+    async fn start() -> Arc<TestServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Arc::new(TestServer {
+            addr: listener.local_addr().unwrap(),
+            store: MemStore::new(StoreOptions::new()),
+            applied: Mutex::default(),
+            refuse: AtomicBool::new(false),
+            drop_before_ack: AtomicBool::new(false),
+        });
+        let s = Arc::clone(&server);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                if s.refuse.load(Ordering::SeqCst) {
+                    continue;
+                }
+                tokio::spawn(Arc::clone(&s).serve(tcp));
+            }
+        });
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/sync", self.addr)
+    }
+
+    fn options(&self, token: &str, client_id: &str) -> ClientOptions {
+        let mut o = ClientOptions::new(self.url(), NS, token, client_id);
+        o.backoff_min = Duration::from_millis(10);
+        o.backoff_max = Duration::from_millis(100);
+        o
+    }
+
+    fn applied_count(&self, op_id: &str) -> usize {
+        self.applied.lock().count.get(op_id).copied().unwrap_or(0)
+    }
+
+    fn authenticate(token: &str) -> Result<Authorized, ErrorCode> {
+        let rights = match token {
+            "rw" => Rights::ReadWrite,
+            "ro" => Rights::Read,
+            _ => return Err(ErrorCode::Unauthorized),
+        };
+        Ok(Authorized {
+            rights,
+            schemas: Default::default(),
+        })
+    }
+
+    /// Answers `StartSync` atomically with subscribing the connection.
+    fn start_sync(&self, since: Option<u64>) -> (SyncStart, Watch<Value>) {
+        self.store.write_engine(|engine| {
+            let rev = engine.rev();
+            let reason = match since {
+                None => Some(SnapshotReason::Initial),
+                Some(s) if s > rev => Some(SnapshotReason::Reset),
+                Some(s) if s < engine.oldest_resumable() => Some(SnapshotReason::Compacted),
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                let mut entries = Vec::new();
+                for kind in KINDS {
+                    for (key, e) in engine.list(kind, &[]).unwrap() {
+                        entries.push(SnapshotEntry {
+                            kind: kind.to_owned(),
+                            key: key.to_owned(),
+                            value: e.value.clone(),
+                            version: e.version,
+                            rev: e.rev,
+                        });
+                    }
+                }
+                let watch = engine.watch_all(WatchOptions::new()).unwrap();
+                (SyncStart::Snapshot { rev, reason, entries }, watch)
+            } else {
+                let mut watch = engine
+                    .watch_all(WatchOptions::new().from_rev(since.unwrap_or(0)))
+                    .unwrap();
+                let events = drain(&mut watch);
+                (SyncStart::Changes { events, rev }, watch)
+            }
+        })
+    }
+
+    fn apply(&self, client_id: &str, ops: Vec<Op>) -> Vec<Result<Ack, Reject>> {
+        let mut applied = self.applied.lock();
+        ops.into_iter()
+            .map(|op| {
+                let slot = (client_id.to_owned(), op.op_id.clone());
+                if let Some(answer) = applied.answers.get(&slot) {
+                    return answer.clone();
+                }
+                let opts = SetOptions {
+                    if_version: op.if_version,
+                };
+                let answer = match op.action {
+                    OpAction::Set => self
+                        .store
+                        .set(&op.kind, &op.key, op.value.clone().unwrap(), opts)
+                        .map(|w| Ack::written(&op.op_id, w)),
+                    OpAction::Delete => self
+                        .store
+                        .delete(&op.kind, &op.key, opts)
+                        .map(|d| Ack::deleted(&op.op_id, d.as_ref(), self.store.rev().unwrap())),
+                }
+                .map_err(|e| Reject::of(&op.op_id, &e));
+                if answer.is_ok() {
+                    *applied.count.entry(op.op_id.clone()).or_default() += 1;
+                }
+                applied.answers.insert(slot, answer.clone());
+                answer
+            })
+            .collect()
+    }
+
+    /// One connection: the shell around a `ServerSession`.
+    async fn serve(self: Arc<Self>, tcp: TcpStream) {
+        let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+            return;
+        };
+        let (mut sink, mut stream) = ws.split();
+        let start = Instant::now();
+        let now = || u64::try_from(start.elapsed().as_millis()).unwrap();
+        let config = ServerConfig {
+            heartbeat_ms: 5_000,
+            ..ServerConfig::default()
+        };
+        let mut session = ServerSession::new(config, 0);
+        let mut watch: Option<Watch<Value>> = None;
+        loop {
+            while let Some(effect) = session.poll_effect() {
+                match effect {
+                    ServerEffect::Authenticate { namespace, token, .. } => {
+                        let answer = Self::authenticate(&token).and_then(|a| {
+                            if namespace == NS {
+                                Ok(a)
+                            } else {
+                                Err(ErrorCode::Forbidden)
+                            }
+                        });
+                        session.handle_auth(answer);
+                    }
+                    ServerEffect::StartSync { since, .. } => {
+                        let (start, w) = self.start_sync(since);
+                        watch = Some(w);
+                        session.handle_sync_start(start);
+                    }
+                    ServerEffect::Apply { client_id, ops } => {
+                        let results = self.apply(&client_id, ops);
+                        if self.drop_before_ack.swap(false, Ordering::SeqCst) {
+                            return; // the socket drops: no changes, no ack
+                        }
+                        // Publish before answering, as the protocol requires.
+                        if let Some(w) = &mut watch {
+                            let events = drain(w);
+                            session.handle_events(events, self.store.rev().unwrap());
+                        }
+                        session.handle_applied(results);
+                    }
+                }
+            }
+            while let Some(message) = session.poll_transmit() {
+                if sink.send(Message::text(encode_server(&message))).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(code) = session.poll_close() {
+                let frame = CloseFrame {
+                    code: code.code().into(),
+                    reason: "".into(),
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                return;
+            }
+            let deadline = session.poll_timeout().map(|t| start + Duration::from_millis(t));
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(Ok(Message::Text(text))) => session.handle_frame(text.as_bytes(), now()),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                },
+                Some(Ok(event)) = next_event(&mut watch) => {
+                    let mut events = vec![(*event).clone()];
+                    if let Some(w) = &mut watch {
+                        events.extend(drain(w));
+                    }
+                    session.handle_events(events, self.store.rev().unwrap());
+                }
+                () = tokio::time::sleep_until(deadline.unwrap_or(start + Duration::from_secs(3600)).into()) => {
+                    session.handle_timeout(now());
+                }
+            }
+        }
+    }
+}
+
+async fn next_event(
+    watch: &mut Option<Watch<Value>>,
+) -> Option<Result<Arc<store_core::Event<Value>>, store_core::Error>> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn drain(watch: &mut Watch<Value>) -> Vec<store_core::Event<Value>> {
+    let mut events = Vec::new();
+    while let Some(Some(item)) = watch.next().now_or_never() {
+        events.push((*item.unwrap()).clone());
+    }
+    events
+}
+
+/// The next update matching `pred`, failing the test after [`WAIT`].
+async fn expect(events: &mut Events, mut pred: impl FnMut(&Update) -> bool) -> Update {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let update = events.next().await.expect("the event stream ended");
+            if pred(&update) {
+                return update;
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for an update")
+}
+
+async fn until(mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("timed out waiting for a condition");
+}
+
+#[tokio::test]
+async fn put_get_and_watch_from_a_second_client() {
+    let server = TestServer::start().await;
+    let watcher = Client::connect(server.options("rw", "watcher"));
+    let mut watched = watcher.events();
+    expect(&mut watched, |u| {
+        matches!(u, Update::Session(ClientEvent::Synced { .. }))
+    })
+    .await;
+
+    let writer = Client::connect(server.options("rw", "writer"));
+    let write = writer.set("task", "t1", json!({"title": "ship"})).unwrap();
+    assert_eq!(
+        writer.get("task", "t1"),
+        Some(json!({"title": "ship"})),
+        "optimistic"
+    );
+    assert_eq!(writer.status().pending, 1);
+    let ack = write.acked().await.unwrap();
+    assert_eq!((ack.version, ack.rev), (1, 1));
+    assert_eq!(writer.status().pending, 0);
+    assert_eq!(writer.status().link, Link::Online);
+
+    let Update::Session(ClientEvent::Changed { events }) = expect(&mut watched, |u| {
+        matches!(u, Update::Session(ClientEvent::Changed { .. }))
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (events[0].key.as_str(), &events[0].value),
+        ("t1", &json!({"title": "ship"}))
+    );
+    assert_eq!(watcher.get("task", "t1"), Some(json!({"title": "ship"})));
+    assert_eq!(watcher.status().cursor, Some(1));
+
+    let deleted = writer.delete("task", "t1").unwrap().acked().await.unwrap();
+    assert_eq!(deleted.rev, 2);
+    until(|| watcher.list("task").is_empty()).await;
+    assert_eq!(server.store.get("task", "t1").unwrap(), None);
+
+    writer.close().await;
+    watcher.close().await;
+    assert_eq!(writer.status().link, Link::Stopped);
+    assert!(matches!(
+        writer.set("task", "t2", json!(1)),
+        Err(ClientError::Closed)
+    ));
+}
+
+#[tokio::test]
+async fn reconnects_resumes_and_resends_a_pending_op_once() {
+    let server = TestServer::start().await;
+    server
+        .store
+        .set("task", "old", json!(0), SetOptions::default())
+        .unwrap();
+    let client = Client::connect(server.options("rw", "c1"));
+    let mut events = client.events();
+    expect(&mut events, |u| {
+        matches!(u, Update::Session(ClientEvent::Synced { .. }))
+    })
+    .await;
+    assert_eq!(client.status().cursor, Some(1));
+
+    // The server applies the op, then the socket drops before the ack.
+    server.drop_before_ack.store(true, Ordering::SeqCst);
+    let write = client.set("task", "t1", json!("once")).unwrap();
+    expect(&mut events, |u| matches!(u, Update::Disconnected { .. })).await;
+    // Another writer moves the namespace on while the client is away.
+    server
+        .store
+        .set("note", "n1", json!("meanwhile"), SetOptions::default())
+        .unwrap();
+
+    let ack = write.acked().await.unwrap();
+    assert_eq!(ack.rev, 2, "the original answer, not a second write");
+    assert_eq!(server.applied_count(&ack.op_id), 1);
+    until(|| client.get("note", "n1").is_some() && client.status().cursor == Some(3)).await;
+    assert_eq!(client.get("task", "t1"), Some(json!("once")));
+    assert_eq!(client.status().pending, 0);
+
+    // Writes made while the server is unreachable are sent once it is back.
+    server.refuse.store(true, Ordering::SeqCst);
+    server.drop_before_ack.store(true, Ordering::SeqCst);
+    let offline = client.set("task", "t2", json!("offline")).unwrap();
+    expect(&mut events, |u| matches!(u, Update::Disconnected { .. })).await;
+    expect(
+        &mut events,
+        |u| matches!(u, Update::Disconnected { reason } if reason.starts_with("cannot connect")),
+    )
+    .await;
+    assert_ne!(client.status().link, Link::Online);
+    assert_eq!(client.get("task", "t2"), Some(json!("offline")));
+    server.refuse.store(false, Ordering::SeqCst);
+    let ack = offline.acked().await.unwrap();
+    assert_eq!(server.applied_count(&ack.op_id), 1);
+    assert_eq!(
+        server.store.get("task", "t2").unwrap().unwrap().value,
+        json!("offline")
+    );
+
+    // The persisted state resumes a new client from the cursor.
+    until(|| client.status().cursor == Some(4)).await;
+    let state = client.state();
+    client.close().await;
+    let mut options = server.options("rw", "c1");
+    options.state = Some(state);
+    let resumed = Client::connect(options);
+    let mut events = resumed.events();
+    let synced = expect(&mut events, |u| {
+        matches!(
+            u,
+            Update::Session(ClientEvent::Synced { .. } | ClientEvent::SnapshotApplied { .. })
+        )
+    })
+    .await;
+    assert_eq!(
+        synced,
+        Update::Session(ClientEvent::Synced { rev: 4 }),
+        "changes, not a snapshot"
+    );
+    assert_eq!(resumed.list("task").len(), 3);
+    resumed.close().await;
+}
+
+#[tokio::test]
+async fn a_reject_reaches_the_caller_and_rolls_back() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.options("rw", "c1"));
+    let mut events = client.events();
+    let write = client.set_if_version("task", "t1", json!("cas"), 5).unwrap();
+    assert_eq!(client.get("task", "t1"), Some(json!("cas")));
+    let err = write.acked().await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            WriteError::Rejected {
+                code: ErrorCode::Conflict,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(client.get("task", "t1"), None, "rolled back");
+    expect(&mut events, |u| {
+        matches!(
+            u,
+            Update::Session(ClientEvent::Rejected {
+                code: ErrorCode::Conflict,
+                ..
+            })
+        )
+    })
+    .await;
+
+    // A read-only token gets `forbidden` per write, and stays connected.
+    let reader = Client::connect(server.options("ro", "r1"));
+    let err = reader
+        .set("task", "t1", json!(1))
+        .unwrap()
+        .acked()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            WriteError::Rejected {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(reader.status().link, Link::Online);
+    client.close().await;
+    reader.close().await;
+}
+
+#[tokio::test]
+async fn an_unauthorized_token_stops_the_client() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.options("bad", "c1"));
+    let mut events = client.events();
+    let write = client.set("task", "t1", json!(1)).unwrap();
+    let stopped = expect(&mut events, |u| matches!(u, Update::Stopped(_))).await;
+    let Update::Stopped(ClientError::Refused { code, message }) = stopped else {
+        panic!("{stopped:?}")
+    };
+    assert_eq!(code, Some(ErrorCode::Unauthorized));
+    assert!(message.starts_with("unauthorized"), "{message}");
+    assert_eq!(client.status().link, Link::Stopped);
+    assert!(matches!(
+        write.acked().await,
+        Err(WriteError::Stopped(ClientError::Refused { .. }))
+    ));
+    assert_eq!(client.status().pending, 1, "kept in the state");
+    assert_eq!(server.store.get("task", "t1").unwrap(), None);
+    // A subscriber arriving late still learns why.
+    let late = client.events().next().await;
+    assert!(matches!(late, Some(Update::Stopped(ClientError::Refused { .. }))));
+}
+
+#[tokio::test]
+async fn the_cli_puts_gets_and_reports_rejects() {
+    let server = TestServer::start().await;
+    let args = |words: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
+        v.extend(["--url".to_owned(), server.url(), "--namespace=ns".to_owned()]);
+        v
+    };
+    let run = |words: &[&str], token: &str| {
+        let mut a = args(words);
+        a.extend([
+            "--token".to_owned(),
+            token.to_owned(),
+            "--timeout".to_owned(),
+            "5".to_owned(),
+        ]);
+        sync_server::client::run_cli(a)
+    };
+    run(&["put", "task", "t1", r#"{"title":"ship"}"#], "rw")
+        .await
+        .unwrap();
+    assert_eq!(
+        server.store.get("task", "t1").unwrap().unwrap().value,
+        json!({"title": "ship"})
+    );
+    run(&["get", "task", "t1"], "rw").await.unwrap();
+    let missing = run(&["get", "task", "nope"], "rw").await.unwrap_err();
+    assert!(missing.contains("not found"), "{missing}");
+    let refused = run(&["put", "task", "t1", "1"], "ro").await.unwrap_err();
+    assert!(refused.contains("forbidden"), "{refused}");
+    let unauthorized = run(&["delete", "task", "t1"], "bad").await.unwrap_err();
+    assert!(unauthorized.contains("unauthorized"), "{unauthorized}");
+    let bad = run(&["put", "task", "t1", "{oops"], "rw").await.unwrap_err();
+    assert!(bad.contains("not JSON"), "{bad}");
+    run(&["delete", "task", "t1"], "rw").await.unwrap();
+    assert_eq!(server.store.get("task", "t1").unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_silent_server_is_dropped_and_retried() {
+    // Accepts WebSockets and never answers (nor reads).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(ws);
+            }
+        }
+    });
+    let mut options = ClientOptions::new(format!("ws://{addr}/sync"), NS, "rw", "c1");
+    options.heartbeat = Duration::from_millis(50);
+    options.backoff_min = Duration::from_millis(10);
+    let client = Client::connect(options);
+    let mut events = client.events();
+    expect(&mut events, |u| {
+        matches!(u, Update::Session(ClientEvent::TimedOut))
+    })
+    .await;
+    expect(
+        &mut events,
+        |u| matches!(u, Update::Disconnected { reason } if reason.contains("stopped answering")),
+    )
+    .await;
+    until(|| accepted.load(Ordering::SeqCst) >= 2).await;
+    client.close().await;
+}
