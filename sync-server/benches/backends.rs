@@ -261,6 +261,30 @@ const ROWS_CHANGE: &str = "INSERT INTO {s}.raw_changes (ns, rev, kind, key, type
      SELECT $1::text, h.rev - $4::bigint, 'task', $2::text, 'update', $3::text::jsonb, 1
      FROM {s}.raw_heads h WHERE h.ns = $1::text";
 
+/// Joins `futures` so that each is first polled in the order given, which
+/// is the order tokio-postgres sends their queries in. (`try_join_all` over
+/// more than 30 futures polls them in no fixed order: a `COMMIT` joined
+/// after them could go out first and leave the rest outside the
+/// transaction.)
+async fn in_order<F, T, E>(futures: Vec<F>) -> Result<Vec<T>, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let mut chunks: Vec<Vec<F>> = Vec::new();
+    for f in futures {
+        match chunks.last_mut() {
+            Some(chunk) if chunk.len() < 16 => chunk.push(f),
+            _ => chunks.push(vec![f]),
+        }
+    }
+    assert!(chunks.len() <= 30, "in_order joins at most 480 futures");
+    Ok(try_join_all(chunks.into_iter().map(try_join_all))
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
 /// The error and its sources on one line (tokio-postgres keeps the server's
 /// message in the source).
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -461,10 +485,11 @@ impl Pg {
                 let (key, text) = &items[0];
                 client.execute(&upsert, &[key, text]).await.unwrap();
             } else {
-                let upserts = try_join_all(
+                let upserts = in_order(
                     items
                         .iter()
-                        .map(|(key, text)| async { client.execute(&upsert, &[key, text]).await }),
+                        .map(|(key, text)| async { client.execute(&upsert, &[key, text]).await })
+                        .collect(),
                 );
                 // First polled in this order, so sent in this order, in one
                 // round trip.
@@ -503,13 +528,18 @@ impl Pg {
                     (key, serde_json::to_string(&value(i)).unwrap(), n - 1 - j as i64)
                 })
                 .collect();
-            let writes = try_join_all(items.iter().map(|(key, text, back)| async {
-                try_join(
-                    client.execute(&entry, &[ns, key, text, back]),
-                    client.execute(&change, &[ns, key, text, back]),
-                )
-                .await
-            }));
+            let writes = in_order(
+                items
+                    .iter()
+                    .map(|(key, text, back)| async {
+                        try_join(
+                            client.execute(&entry, &[ns, key, text, back]),
+                            client.execute(&change, &[ns, key, text, back]),
+                        )
+                        .await
+                    })
+                    .collect(),
+            );
             try_join4(
                 client.batch_execute("BEGIN"),
                 client.execute(&head, &[ns, &n]),
