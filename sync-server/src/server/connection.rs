@@ -104,7 +104,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
             _ = shutdown.changed() => session.handle_shutdown(),
         }
     }
-    Metrics::add(&metrics.connections, u64::MAX); // -1, wrapping
+    Metrics::decrement(&metrics.connections);
 }
 
 async fn sleep(timer: Option<Duration>) {
