@@ -77,11 +77,17 @@ async fn sync(State(state): State<Arc<AppState>>, headers: HeaderMap, upgrade: W
     // Frames up to twice the limit reach the session, which answers the
     // ones over it with `too_large`; larger ones end the connection.
     let max = state.session.limits.max_frame_bytes.saturating_mul(2);
+    // A small read buffer: tungstenite's default (128 KiB, zero-filled) would
+    // make every idle connection cost that much.
     upgrade
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| connection::run(socket, state))
 }
+
+/// Each connection's WebSocket read buffer.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// How long shutdown waits for connections to finish their in-flight ops
 /// and close.
@@ -99,6 +105,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state.clone(), static_dir).into_make_service_with_connect_info::<SocketAddr>();
+    // Acks and changes are small frames: without TCP_NODELAY, Nagle's
+    // algorithm holds each one back for tens of milliseconds.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
