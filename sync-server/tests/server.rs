@@ -274,6 +274,15 @@ async fn bad_input_gets_its_error_code_and_close_code() {
         );
         assert_eq!(closed(&mut s).await, Some(close), "{code}");
     }
+    // A frame over the limit (1 MiB here) is refused with too_large / 1009.
+    let mut s = connect(&server).await;
+    send(&mut s, hello("writer", "team", "big", None)).await;
+    assert_eq!(recv(&mut s).await["type"], "welcome");
+    assert_eq!(recv(&mut s).await["type"], "snapshot");
+    let huge = json!({"type": "push", "ops": [set("o1", "k", json!({"title": "x".repeat(1_100_000)}))]});
+    send(&mut s, huge).await;
+    assert_eq!(recv(&mut s).await["code"], "too_large");
+    assert_eq!(closed(&mut s).await, Some(CloseCode::Size));
     let mut s = connect(&server).await;
     s.send(Message::Text("{not json".into())).await.unwrap();
     assert_eq!(recv(&mut s).await["code"], "bad_message");
