@@ -319,6 +319,7 @@ async fn health_and_metrics() {
         metrics.contains("# TYPE zestor_frames_in_total counter"),
         "{metrics}"
     );
+    assert!(metrics.contains("zestor_sync_lag_events_max 0"), "{metrics}");
     server.stop().await;
 }
 

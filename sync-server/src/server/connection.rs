@@ -40,6 +40,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
     let mut admitted: Option<Admitted> = None;
     let mut watch: Option<Watch<Value>> = None;
     let mut shutdown = state.shutdown.clone();
+    let lag = metrics.register_lag();
     let (mut tx, mut rx) = socket.split();
 
     'session: loop {
@@ -60,6 +61,8 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                 }
             }
         }
+        let backlog = watch.as_ref().map_or(0, Watch::ready) as u64;
+        lag.store(backlog, std::sync::atomic::Ordering::Relaxed);
         if let Some(code) = session.poll_close() {
             let frame = CloseFrame {
                 code: code.code(),

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 /// The server's counters.
 #[derive(Debug, Default)]
@@ -20,12 +21,24 @@ pub struct Metrics {
     pub ops_rejected: AtomicU64,
     /// Change events sent to clients.
     pub events_out: AtomicU64,
+    /// Each live connection's lag: changes committed but not yet sent.
+    lags: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
 impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A lag gauge for one connection; it stops counting when dropped.
+    pub fn register_lag(&self) -> Arc<AtomicU64> {
+        let lag = Arc::new(AtomicU64::new(0));
+        if let Ok(mut lags) = self.lags.lock() {
+            lags.retain(|l| l.strong_count() > 0);
+            lags.push(Arc::downgrade(&lag));
+        }
+        lag
     }
 
     /// Subtracts 1 from a gauge.
@@ -88,6 +101,20 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        let lags: Vec<u64> = match self.lags.lock() {
+            Ok(lags) => lags
+                .iter()
+                .filter_map(Weak::upgrade)
+                .map(|l| l.load(Ordering::Relaxed))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let max = lags.iter().copied().max().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "# HELP zestor_sync_lag_events_max changes committed but not yet sent, worst connection\n\
+             # TYPE zestor_sync_lag_events_max gauge\nzestor_sync_lag_events_max {max}"
+        );
         out
     }
 }
