@@ -52,6 +52,9 @@
 //!   the 32-writer raw case at once (raw kv on disjoint keys, raw rows on one
 //!   namespace, so the head lock serializes them as it does the stores).
 
+mod common;
+
+use common::{KEYS, value, write_loops};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -60,15 +63,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{join_all, try_join, try_join_all, try_join3, try_join4};
 use rusqlite::{Connection, params};
-use serde_json::{Value, json};
-use store_core::{SetOptions, StoreOptions};
+use serde_json::Value;
+use store_core::StoreOptions;
 use sync_server::backend::Durable;
 use sync_server::backend::postgres::{self, PgOptions};
 use sync_server::backend::sqlite::{self, SqliteOptions, Synchronous};
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls};
-
-const KEYS: u64 = 1_000;
 
 struct Bench {
     dir: tempfile::TempDir,
@@ -81,10 +82,6 @@ impl Bench {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         self.dir.path().join(format!("{name}-{n}.db"))
     }
-}
-
-fn value(i: u64) -> Value {
-    json!({"title": format!("task {i}"), "done": i.is_multiple_of(2), "n": i})
 }
 
 fn pragma(sync: Synchronous) -> &'static str {
@@ -164,28 +161,6 @@ fn raw_same_rows(b: &Bench, sync: Synchronous, batch: u64) -> f64 {
         conn.execute_batch("COMMIT").unwrap();
     }
     done as f64 / start.elapsed().as_secs_f64()
-}
-
-/// `writers` concurrent writers on `store`, each awaiting its write before
-/// the next, until `budget` has passed: (writes, elapsed).
-async fn write_loops(store: &Durable<Value>, writers: u64, budget: Duration) -> (u64, Duration) {
-    let start = Instant::now();
-    let loops = (0..writers).map(|w| async move {
-        let mut i = w;
-        let mut done = 0u64;
-        while start.elapsed() < budget {
-            let key = format!("k{}", i % KEYS);
-            store
-                .set("task", &key, value(i), SetOptions::default())
-                .await
-                .unwrap();
-            done += 1;
-            i += writers;
-        }
-        done
-    });
-    let done = join_all(loops).await.into_iter().sum();
-    (done, start.elapsed())
 }
 
 /// The SQLite store with `writers` concurrent writers: async loops driven by

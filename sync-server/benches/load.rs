@@ -32,6 +32,9 @@
 //! Server and clients of cases 1 and 2 share one tokio runtime with 2 worker
 //! threads in this process.
 
+mod common;
+
+use common::{KEYS, value, write_loops};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,8 +45,8 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt, stream};
 use serde_json::{Value, json};
+use store_core::StoreOptions;
 use store_core::sync::session::ServerConfig;
-use store_core::{SetOptions, StoreOptions};
 use sync_server::backend::sqlite::{self, SqliteOptions, Synchronous};
 use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, serve};
 use tokio::net::{TcpListener, TcpStream};
@@ -64,7 +67,6 @@ fn now_ns() -> u64 {
 const SUBSCRIBERS: usize = 100;
 const RATE: u64 = 200;
 const WRITERS: u64 = 32;
-const KEYS: u64 = 1_000;
 /// Makes a latency value about 130 bytes of JSON.
 const PAD: &str =
     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
@@ -411,10 +413,6 @@ fn latency_case(rt: &Runtime, dir: &Path, quick: bool) {
 
 // ---- case 2: acknowledged writes/s ----
 
-fn value(i: u64) -> Value {
-    json!({"title": format!("task {i}"), "done": i.is_multiple_of(2), "n": i})
-}
-
 /// One client pushing one op at a time, each awaited, until `budget` has
 /// passed since `start`: the number acknowledged.
 async fn push_loop(mut socket: Socket, w: u64, writers: u64, start: Instant, budget: Duration) -> u64 {
@@ -473,24 +471,8 @@ async fn direct(db: &Path, writers: u64, budget: Duration) -> f64 {
         StoreOptions::new(),
     )
     .unwrap();
-    let start = Instant::now();
-    let store = &store;
-    let loops = (0..writers).map(|w| async move {
-        let mut i = w;
-        let mut done = 0u64;
-        while start.elapsed() < budget {
-            let key = format!("k{}", i % KEYS);
-            store
-                .set("task", &key, value(i), SetOptions::default())
-                .await
-                .unwrap();
-            done += 1;
-            i += writers;
-        }
-        done
-    });
-    let done: u64 = join_all(loops).await.into_iter().sum();
-    let rate = done as f64 / start.elapsed().as_secs_f64();
+    let (done, elapsed) = write_loops(&store, writers, budget).await;
+    let rate = done as f64 / elapsed.as_secs_f64();
     store.close();
     rate
 }
