@@ -152,11 +152,9 @@ struct Server {
     done: tokio::task::JoinHandle<()>,
 }
 
-/// With `nodelay` the listening socket has `TCP_NODELAY`, which Linux
-/// copies to the sockets it accepts (the server does not set it itself):
-/// a diagnostic of what Nagle's algorithm costs. `sync` is SQLite's
-/// `synchronous` (FULL everywhere but one latency diagnostic).
-async fn start(db: &Path, nodelay: bool, sync: Synchronous) -> Server {
+/// A server on port 0; `sync` is SQLite's `synchronous` (FULL everywhere
+/// but one latency diagnostic).
+async fn start(db: &Path, sync: Synchronous) -> Server {
     let (stop_tx, shutdown) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         stores: Stores::new(Database::Sqlite(db.to_owned()), sync, StoreOptions::new()),
@@ -170,10 +168,7 @@ async fn start(db: &Path, nodelay: bool, sync: Synchronous) -> Server {
         send_timeout: Duration::from_secs(10),
         shutdown,
     });
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_nodelay(nodelay).unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(1_024).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(async move {
@@ -378,20 +373,16 @@ fn latency_case(rt: &Runtime, dir: &Path, quick: bool) {
     let (raw_address, raw_task) = rt.block_on(start_raw());
     let raw = rt.block_on(latency(raw_address, true, count));
     raw_task.abort();
-    let server = rt.block_on(start(&dir.join("latency.db"), false, Synchronous::Full));
+    let server = rt.block_on(start(&dir.join("latency.db"), Synchronous::Full));
     let zestor = rt.block_on(latency(server.address, false, count));
     rt.block_on(server.stop());
-    let server = rt.block_on(start(&dir.join("latency-nodelay.db"), true, Synchronous::Full));
-    let nodelay = rt.block_on(latency(server.address, false, count));
-    rt.block_on(server.stop());
-    let server = rt.block_on(start(&dir.join("latency-normal.db"), true, Synchronous::Normal));
+    let server = rt.block_on(start(&dir.join("latency-normal.db"), Synchronous::Normal));
     let normal = rt.block_on(latency(server.address, false, count));
     rt.block_on(server.stop());
     for (name, l) in [
         ("raw tungstenite broadcast", &raw),
         ("zestor sync-server", &zestor),
-        ("zestor + TCP_NODELAY (diagnostic)", &nodelay),
-        ("  … + sync=NORMAL (diagnostic)", &normal),
+        ("  … sync=NORMAL (diagnostic)", &normal),
     ] {
         println!(
             "{name:<34} | {:>9.0} | {:>9.0} | {:>9.0} | {:>8} / {:>7}",
@@ -447,8 +438,8 @@ async fn push_loop(mut socket: Socket, w: u64, writers: u64, start: Instant, bud
     done
 }
 
-async fn through_server(db: &Path, writers: u64, budget: Duration, nodelay: bool) -> f64 {
-    let server = start(db, nodelay, Synchronous::Full).await;
+async fn through_server(db: &Path, writers: u64, budget: Duration) -> f64 {
+    let server = start(db, Synchronous::Full).await;
     let mut sockets = Vec::new();
     for w in 0..writers {
         sockets.push(subscribe(server.address, &format!("c{w}")).await);
@@ -495,21 +486,15 @@ fn writes_case(rt: &Runtime, dir: &Path, quick: bool) {
         dir.join(format!("{name}-{n}.db"))
     };
     for writers in [1, WRITERS] {
-        let (mut server, mut nodelay, mut backend) = (0f64, 0f64, 0f64);
+        let (mut server, mut backend) = (0f64, 0f64);
         for _ in 0..2 {
             backend = backend.max(rt.block_on(direct(&path("direct"), writers, budget)));
-            server = server.max(rt.block_on(through_server(&path("server"), writers, budget, false)));
-            nodelay = nodelay.max(rt.block_on(through_server(&path("nodelay"), writers, budget, true)));
+            server = server.max(rt.block_on(through_server(&path("server"), writers, budget)));
         }
         println!(
             "{:<34} | {server:>12.0} | {backend:>12.0} | {:>6.0}% | recorded (no goal)",
             format!("{writers} client(s) / writer(s)"),
             server / backend * 100.0
-        );
-        println!(
-            "{:<34} | {nodelay:>12.0} | {backend:>12.0} | {:>6.0}% | diagnostic",
-            "  … + TCP_NODELAY",
-            nodelay / backend * 100.0
         );
     }
 }
