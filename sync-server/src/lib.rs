@@ -1,6 +1,6 @@
-//! Zestor's native side: durable homes for the store (SQLite, the embedded
-//! default, and PostgreSQL, shared by several processes), and the sync
-//! server built on them.
+//! Zestor's native side: durable homes for the store ([`backend`]: SQLite,
+//! the embedded default, and PostgreSQL, shared by several processes), the
+//! WebSocket sync [`server`] built on them, and a native sync [`client`].
 //!
 //! Every backend is a [`store_core::Store`] and passes the same conformance
 //! suite as `MemStore`: validation, the compare function, versions and
