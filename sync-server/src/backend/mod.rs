@@ -16,7 +16,7 @@
 //! 5. only then commits the engine transaction, which publishes to watchers,
 //!    and answers the callers.
 //!
-//! The backends differ only in [`Storage`]: how a transaction is begun,
+//! The backends differ only in `Storage`: how a transaction is begun,
 //! written and committed.
 
 use std::future::Future;
