@@ -1,0 +1,206 @@
+/** Any value JSON can hold: what a store keeps. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** A JSON Schema (draft 2020-12 subset; see the store-core docs). */
+export type JsonSchema = { [keyword: string]: Json } | boolean;
+
+/** How to open a store. */
+export interface OpenOptions {
+  /** The IndexedDB database name; one store per name. */
+  name: string;
+  /** Sync through a `sync-server`; without it the store is local only. */
+  sync?: SyncOptions;
+  /** JSON Schemas by kind, checked on every local write. The server's schemas (from its `welcome`) are checked too, once known. */
+  schemas?: Record<string, JsonSchema>;
+  /** Validators by kind: return nothing or `true` to accept; return `false` or a message, or throw, to refuse. */
+  validate?: Record<string, (value: Json, key: string) => void | boolean | string>;
+  /** When `compare(old, new)` is true the write is `unchanged` (default: semantic JSON equality). */
+  compare?: (oldValue: Json, newValue: Json) => boolean;
+  /** How many revisions of history watches can resume from (default 10,000). */
+  retention?: number;
+}
+
+export interface SyncOptions {
+  /** The server's sync endpoint, e.g. `ws://localhost:8787/sync`. */
+  url: string;
+  /** The namespace to sync. */
+  namespace: string;
+  /** The credential the server checks. */
+  token: string;
+  /** Sync only these kinds (default: every kind). */
+  kinds?: string[];
+  /** The first reconnect delay in ms (default 250); it doubles, with jitter, up to `backoffMaxMs`. */
+  backoffMinMs?: number;
+  /** The longest reconnect delay in ms (default 30,000). */
+  backoffMaxMs?: number;
+}
+
+/** A stored value with its metadata. */
+export interface Entry<T extends Json = Json> {
+  value: T;
+  /** Bumped by every change of this key; the server's version once confirmed. */
+  version: number;
+  /** The store revision of the change that wrote it. */
+  rev: number;
+  /** Written locally and not yet confirmed by the server. */
+  pending: boolean;
+}
+
+export interface KeyedEntry<T extends Json = Json> extends Entry<T> {
+  key: string;
+}
+
+export type WriteResultKind = "created" | "updated" | "unchanged";
+
+/** The outcome of a write, once it is durable locally. */
+export interface WriteResult {
+  result: WriteResultKind;
+  version: number;
+  rev: number;
+  /** The op sent to the server (synced stores, when something changed); pass it to `store.confirmed`. */
+  opId?: string;
+}
+
+export interface KeyedWriteResult extends WriteResult {
+  key: string;
+}
+
+export interface DeleteResult<T extends Json = Json> {
+  /** The value that was removed. */
+  value: T;
+  /** The version the delete carried. */
+  version: number;
+  rev: number;
+  opId?: string;
+}
+
+export interface WriteOptions {
+  /** Compare-and-set: refuse with code `conflict` unless the key is at this version (0: must not exist). */
+  ifVersion?: number;
+}
+
+/** The server's answer to an op. */
+export interface Ack {
+  opId: string;
+  result: WriteResultKind | "deleted" | "absent";
+  version: number;
+  /** The server revision of the change. */
+  rev: number;
+}
+
+export type EventType = "create" | "update" | "delete";
+
+export interface WatchEvent<T extends Json = Json> {
+  kind: string;
+  key: string;
+  type: EventType;
+  /** The new value; the removed value for `delete`. */
+  value: T;
+  version: number;
+  /** The store revision: every change has one, in order, without gaps for `watchAll`. */
+  rev: number;
+  /** A local write not yet confirmed by the server. */
+  pending: boolean;
+}
+
+export interface WatchOptions {
+  /** Deliver the current entries first (as `create` events), then changes. */
+  replay?: boolean;
+  /** Only these event types. */
+  types?: EventType[];
+  /** Buffered events before the watch ends with `overflow` (default 1,024). */
+  bufferSize?: number;
+  /** Resume after this revision; ends with `compacted` when it is older than the retained history. */
+  fromRev?: number;
+}
+
+export interface WatchIterOptions extends WatchOptions {
+  /** Ends the iteration when aborted. */
+  signal?: AbortSignal;
+}
+
+/** Called with each event; called once with an error when the watch ends abnormally (`overflow`, `compacted`, `closed`). */
+export type WatchCallback<T extends Json = Json> = (event: WatchEvent<T> | null, error?: ZestorError) => void;
+
+export type Connection = "local" | "offline" | "connecting" | "online";
+
+export interface SyncStatus {
+  /** `local` when the store does not sync. */
+  connection: Connection;
+  /** Ops written here and not yet answered by the server. */
+  pending: number;
+  /** The server revision the confirmed state is at; `null` before the first sync. */
+  lastSyncedRev: number | null;
+  /** Whether this tab holds the connection (other tabs of the same store relay through it). */
+  leader: boolean;
+  /** The last error reported by the server or the connection, if any. */
+  error: { code: string; message: string } | null;
+}
+
+export interface RejectedOp {
+  opId: string;
+  kind: string;
+  key: string;
+  code: string;
+  message: string;
+}
+
+export interface StoreEvents {
+  status: SyncStatus;
+  acked: Ack;
+  rejected: RejectedOp;
+}
+
+/** Errors thrown or rejected by the store. */
+export interface ZestorError extends Error {
+  name: "ZestorError";
+  /** Stable: the store's (`validation`, `conflict`, `key_not_found`, `kind_required`, `closed`, `overflow`, `compacted`, `revision_ahead`, `function`, `encoding`, `schema`, `storage`), `invalid_argument` for a bad call, and the server's codes (docs/protocol.md) for a refused op or session. */
+  code: string;
+}
+
+/**
+ * A store: reads from memory, writes durable in IndexedDB before they resolve,
+ * synced through a `sync-server` when opened with `sync`.
+ */
+export interface ZestorStore {
+  /** The entry at `kind`/`key`, or `undefined`. */
+  get<T extends Json = Json>(kind: string, key: string): Entry<T> | undefined;
+  /** The entries of `kind` (sorted by key) that pass `filter`. */
+  list<T extends Json = Json>(kind: string, filter?: (value: T, key: string) => boolean): KeyedEntry<T>[];
+  count(kind: string): number;
+  keys(kind: string): string[];
+  values<T extends Json = Json>(kind: string): T[];
+  getAll<T extends Json = Json>(kind: string): Record<string, Entry<T>>;
+  /** Every kind that holds a key, sorted. */
+  kinds(): string[];
+  /** The store revision of the last change. */
+  rev(): number;
+
+  set(kind: string, key: string, value: Json, options?: WriteOptions): Promise<WriteResult>;
+  /** Writes many keys of `kind` in one transaction, all or nothing; results in key order. */
+  setMany(kind: string, items: Record<string, Json> | Array<[string, Json]>): Promise<KeyedWriteResult[]>;
+  /** Read-modify-write of an existing key (`key_not_found` otherwise); `fn` must not call the store. */
+  setFn<T extends Json = Json>(kind: string, key: string, fn: (value: T) => Json, options?: WriteOptions): Promise<WriteResult>;
+  /** Removes `kind`/`key`; `null` if it did not exist. */
+  delete<T extends Json = Json>(kind: string, key: string, options?: WriteOptions): Promise<DeleteResult<T> | null>;
+  /** Resolves with the server's ack of `opId`; rejects with the server's code (`ZestorError`) if it refused the op. */
+  confirmed(opId: string): Promise<Ack>;
+
+  /** Calls `callback` with each change of `kind` (`null`: every kind); returns the unsubscribe function. */
+  watch<T extends Json = Json>(kind: string | null, options: WatchOptions, callback: WatchCallback<T>): () => void;
+  /** The same as an async iterator; ends when `signal` aborts, throws when the watch ends abnormally. */
+  watchIter<T extends Json = Json>(kind: string | null, options?: WatchIterOptions): AsyncIterableIterator<WatchEvent<T>>;
+
+  /** Where sync stands. */
+  status(): SyncStatus;
+  /** Subscribes to `status` changes, server acks and rejected (rolled back) ops; returns the unsubscribe function. */
+  on<E extends keyof StoreEvents>(event: E, callback: (payload: StoreEvents[E]) => void): () => void;
+  /** Closes the store: later calls fail with `closed`, watches end, the connection closes. */
+  close(): Promise<void>;
+}
+
+/** Opens (or creates) the store `options.name`, restored from IndexedDB before it resolves. */
+export function open(options: OpenOptions): Promise<ZestorStore>;
+
+/** Deletes a store's IndexedDB database (close it first). */
+export function deleteStore(name: string): Promise<void>;
