@@ -1,5 +1,16 @@
-//! Zestor in the browser.
+//! Zestor in the browser: the store-core engine compiled to WebAssembly,
+//! persisted in IndexedDB, usable offline and synced through `sync-server`.
+//!
+//! The JavaScript API is in [`api`]; its TypeScript declarations are
+//! `src/types.d.ts`. [`IdbStore`] is the same store for Rust code compiled
+//! to `wasm32` (it implements [`store_core::Store`]).
 #![cfg(target_arch = "wasm32")]
+
+mod idb;
+mod js;
+pub mod store;
+
+pub use store::IdbStore;
 
 use wasm_bindgen::prelude::*;
 

@@ -262,6 +262,13 @@ impl ClientSession {
         self.confirmed.get(&(kind.to_owned(), key.to_owned()))
     }
 
+    /// Every confirmed entry, by kind then key.
+    pub fn confirmed_entries(&self) -> impl Iterator<Item = (&str, &str, &Entry<Value>)> {
+        self.confirmed
+            .iter()
+            .map(|((kind, key), e)| (kind.as_str(), key.as_str(), e))
+    }
+
     /// The value of `kind`/`key` as the app should show it: confirmed state
     /// with every pending op applied on top, in order (optimistically:
     /// `if_version` is not checked locally).
@@ -327,13 +334,12 @@ impl ClientSession {
         value: Option<Value>,
         if_version: Option<u64>,
     ) -> String {
-        let op_id = format!("{}:{}", self.config.client_id, self.next_op_seq);
-        self.next_op_seq += 1;
+        let op_id = self.next_op_id();
         let value = match action {
             OpAction::Set => Some(value.unwrap_or(Value::Null)),
             OpAction::Delete => None,
         };
-        self.pending.push_back(Op {
+        self.enqueue(Op {
             op_id: op_id.clone(),
             kind: kind.to_owned(),
             key: key.to_owned(),
@@ -342,6 +348,21 @@ impl ClientSession {
             if_version,
         });
         op_id
+    }
+
+    /// Takes the next op id (never reused), for a shell that persists an op
+    /// before queuing it with [`ClientSession::enqueue`].
+    pub fn next_op_id(&mut self) -> String {
+        let op_id = format!("{}:{}", self.config.client_id, self.next_op_seq);
+        self.next_op_seq += 1;
+        op_id
+    }
+
+    /// Queues an op built by the shell (its id from
+    /// [`ClientSession::next_op_id`], or any id unique to this client). It
+    /// shows in [`ClientSession::get`] at once, and is sent when connected.
+    pub fn enqueue(&mut self, op: Op) {
+        self.pending.push_back(op);
     }
 
     /// Call when a socket to the server opened: queues `hello` resuming from

@@ -1,0 +1,358 @@
+//! The IndexedDB layer: one database per store, three object stores.
+//!
+//! - `entries`: key `[kind, key]`, value a JSON string of [`StoredEntry`]:
+//!   the store's entries (local store) or the server-confirmed entries
+//!   (synced store).
+//! - `pending`: key the op's place in the queue (a number), value a JSON
+//!   string of the protocol `Op`: ops written here and not yet answered.
+//! - `meta`: key a name, value a JSON string: the store's head revision and,
+//!   for a synced store, the sync cursor and queue counters.
+//!
+//! Values are stored as JSON text rather than structured-clone objects: it
+//! is what the engine already holds, and cloning one string is cheaper than
+//! cloning an object graph.
+//!
+//! Every write is one IndexedDB transaction whose requests are all issued
+//! before anything is awaited, so nothing but IndexedDB ever runs inside
+//! it. Reads at open are issued together in one read-only transaction.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{IdbDatabase, IdbFactory, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode};
+
+use crate::js::{JsError, JsResult, describe};
+
+const VERSION: u32 = 1;
+pub const ENTRIES: &str = "entries";
+pub const PENDING: &str = "pending";
+pub const META: &str = "meta";
+
+/// An entry as it is persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredEntry {
+    pub value: Value,
+    pub version: u64,
+    pub rev: u64,
+}
+
+/// An open database.
+pub struct Db {
+    db: IdbDatabase,
+    /// Set when the database was closed under us (another tab upgraded or
+    /// deleted it).
+    lost: Rc<Cell<bool>>,
+    _on_version_change: Closure<dyn FnMut()>,
+}
+
+/// Everything a store reads at open.
+pub struct Loaded {
+    pub entries: Vec<(String, String, StoredEntry)>,
+    /// `(place in the queue, op JSON)`, in queue order.
+    pub pending: Vec<(f64, String)>,
+    pub meta: Vec<(String, String)>,
+}
+
+/// The writes of one transaction.
+#[derive(Default)]
+pub struct Batch {
+    pub clear_entries: bool,
+    pub put_entries: Vec<(String, String, String)>,
+    pub delete_entries: Vec<(String, String)>,
+    pub put_pending: Vec<(f64, String)>,
+    pub delete_pending: Vec<f64>,
+    pub put_meta: Vec<(&'static str, String)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        !self.clear_entries
+            && self.put_entries.is_empty()
+            && self.delete_entries.is_empty()
+            && self.put_pending.is_empty()
+            && self.delete_pending.is_empty()
+            && self.put_meta.is_empty()
+    }
+}
+
+fn factory() -> JsResult<IdbFactory> {
+    let global = js_sys::global();
+    js_sys::Reflect::get(&global, &JsValue::from_str("indexedDB"))
+        .ok()
+        .and_then(|f| f.dyn_into::<IdbFactory>().ok())
+        .ok_or_else(|| JsError::storage("IndexedDB is not available here"))
+}
+
+fn dom_error(what: &str, e: JsValue) -> JsError {
+    JsError::storage(format!("{what}: {}", describe(&e)))
+}
+
+/// Resolves when `request` succeeds or fails.
+async fn settle(request: &IdbRequest) -> JsResult<JsValue> {
+    let (tx, rx) = oneshot::channel::<()>();
+    let tx = Rc::new(RefCell::new(Some(tx)));
+    let fire = {
+        let tx = tx.clone();
+        Closure::<dyn FnMut()>::new(move || {
+            if let Some(tx) = tx.borrow_mut().take() {
+                let _ = tx.send(());
+            }
+        })
+    };
+    request.set_onsuccess(Some(fire.as_ref().unchecked_ref()));
+    request.set_onerror(Some(fire.as_ref().unchecked_ref()));
+    let _ = rx.await;
+    request.set_onsuccess(None);
+    request.set_onerror(None);
+    match request.error() {
+        Ok(Some(e)) => Err(JsError::storage(format!("{}: {}", e.name(), e.message()))),
+        Ok(None) => request.result().map_err(|e| dom_error("request", e)),
+        Err(e) => Err(dom_error("request", e)),
+    }
+}
+
+/// Resolves when `tx` commits; an abort or error is an `Err`.
+async fn finish(tx: &IdbTransaction) -> JsResult<()> {
+    let (sender, rx) = oneshot::channel::<bool>();
+    let sender = Rc::new(RefCell::new(Some(sender)));
+    let on = |ok: bool| {
+        let sender = sender.clone();
+        Closure::<dyn FnMut()>::new(move || {
+            if let Some(s) = sender.borrow_mut().take() {
+                let _ = s.send(ok);
+            }
+        })
+    };
+    let complete = on(true);
+    let failed = on(false);
+    tx.set_oncomplete(Some(complete.as_ref().unchecked_ref()));
+    tx.set_onabort(Some(failed.as_ref().unchecked_ref()));
+    tx.set_onerror(Some(failed.as_ref().unchecked_ref()));
+    let ok = rx.await.unwrap_or(false);
+    tx.set_oncomplete(None);
+    tx.set_onabort(None);
+    tx.set_onerror(None);
+    if ok {
+        Ok(())
+    } else {
+        let reason = tx
+            .error()
+            .map(|e| format!("{}: {}", e.name(), e.message()))
+            .unwrap_or_else(|| "aborted".to_owned());
+        Err(JsError::storage(format!(
+            "IndexedDB transaction failed: {reason}"
+        )))
+    }
+}
+
+fn entry_key(kind: &str, key: &str) -> JsValue {
+    js_sys::Array::of2(&JsValue::from_str(kind), &JsValue::from_str(key)).into()
+}
+
+impl Db {
+    /// Opens (or creates) database `name`.
+    pub async fn open(name: &str) -> JsResult<Db> {
+        let request = factory()?
+            .open_with_u32(name, VERSION)
+            .map_err(|e| dom_error("open", e))?;
+        let upgrade = {
+            let request = request.clone();
+            Closure::<dyn FnMut()>::new(move || {
+                let Ok(result) = request.result() else { return };
+                let db: IdbDatabase = result.unchecked_into();
+                let names = db.object_store_names();
+                for store in [ENTRIES, PENDING, META] {
+                    if !names.contains(store) {
+                        // Failing here aborts the upgrade, which fails the open.
+                        let _ = db.create_object_store(store);
+                    }
+                }
+            })
+        };
+        request.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
+        let blocked = Closure::<dyn FnMut()>::new(|| {
+            web_sys::console::warn_1(&JsValue::from_str(
+                "zestor: waiting for another tab to close this store's database",
+            ));
+        });
+        request.set_onblocked(Some(blocked.as_ref().unchecked_ref()));
+        let result = settle(&request).await;
+        request.set_onupgradeneeded(None);
+        request.set_onblocked(None);
+        let db: IdbDatabase = result?.unchecked_into();
+        let lost = Rc::new(Cell::new(false));
+        // Another tab wants to upgrade or delete the database: step aside
+        // (this store then fails its writes with `closed`).
+        let on_version_change = {
+            let db = db.clone();
+            let lost = lost.clone();
+            Closure::<dyn FnMut()>::new(move || {
+                lost.set(true);
+                db.close();
+            })
+        };
+        db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
+        Ok(Db {
+            db,
+            lost,
+            _on_version_change: on_version_change,
+        })
+    }
+
+    /// Deletes database `name`.
+    pub async fn delete(name: &str) -> JsResult<()> {
+        let request = factory()?
+            .delete_database(name)
+            .map_err(|e| dom_error("delete", e))?;
+        settle(&request).await.map(|_| ())
+    }
+
+    /// Whether another tab closed the database under this store.
+    pub fn is_lost(&self) -> bool {
+        self.lost.get()
+    }
+
+    pub fn close(&self) {
+        self.db.set_onversionchange(None);
+        self.db.close();
+    }
+
+    fn transaction(&self, stores: &[&str], mode: IdbTransactionMode) -> JsResult<IdbTransaction> {
+        if self.lost.get() {
+            return Err(JsError::new(
+                "closed",
+                "the database was closed by another tab (upgraded or deleted); reopen the store",
+            ));
+        }
+        let names = js_sys::Array::new();
+        for s in stores {
+            names.push(&JsValue::from_str(s));
+        }
+        self.db
+            .transaction_with_str_sequence_and_mode(&names, mode)
+            .map_err(|e| dom_error("transaction", e))
+    }
+
+    /// Reads everything, in one read-only transaction.
+    pub async fn load(&self) -> JsResult<Loaded> {
+        let tx = self.transaction(&[ENTRIES, PENDING, META], IdbTransactionMode::Readonly)?;
+        let store = |name| tx.object_store(name).map_err(|e| dom_error("object store", e));
+        let (entries, pending, meta) = (store(ENTRIES)?, store(PENDING)?, store(META)?);
+        let all = |s: &IdbObjectStore| -> JsResult<(IdbRequest, IdbRequest)> {
+            Ok((
+                s.get_all_keys().map_err(|e| dom_error("getAllKeys", e))?,
+                s.get_all().map_err(|e| dom_error("getAll", e))?,
+            ))
+        };
+        let requests = [all(&entries)?, all(&pending)?, all(&meta)?];
+        let mut arrays = Vec::with_capacity(3);
+        for (keys, values) in &requests {
+            let keys: js_sys::Array = settle(keys).await?.unchecked_into();
+            let values: js_sys::Array = settle(values).await?.unchecked_into();
+            arrays.push((keys, values));
+        }
+        finish(&tx).await?;
+        let text = |v: JsValue, what: &str| {
+            v.as_string()
+                .ok_or_else(|| JsError::new("decode", format!("{what}: not a string record")))
+        };
+        let (keys, values) = &arrays[0];
+        let mut loaded = Loaded {
+            entries: Vec::with_capacity(keys.length() as usize),
+            pending: Vec::new(),
+            meta: Vec::new(),
+        };
+        for (k, v) in keys.iter().zip(values.iter()) {
+            let pair: js_sys::Array = k.unchecked_into();
+            let (kind, key) = (pair.get(0).as_string(), pair.get(1).as_string());
+            let (Some(kind), Some(key)) = (kind, key) else {
+                return Err(JsError::new("decode", "an entry key is not [kind, key]"));
+            };
+            let stored: StoredEntry = serde_json::from_str(&text(v, "entry")?)
+                .map_err(|e| JsError::new("decode", format!("entry {kind}/{key} does not decode: {e}")))?;
+            loaded.entries.push((kind, key, stored));
+        }
+        let (keys, values) = &arrays[1];
+        for (k, v) in keys.iter().zip(values.iter()) {
+            let place = k
+                .as_f64()
+                .ok_or_else(|| JsError::new("decode", "a pending op key is not a number"))?;
+            loaded.pending.push((place, text(v, "pending op")?));
+        }
+        let (keys, values) = &arrays[2];
+        for (k, v) in keys.iter().zip(values.iter()) {
+            let name = k
+                .as_string()
+                .ok_or_else(|| JsError::new("decode", "a meta key is not a string"))?;
+            loaded.meta.push((name, text(v, "meta")?));
+        }
+        Ok(loaded)
+    }
+
+    /// Writes `batch` in one transaction and resolves once it committed.
+    pub async fn write(&self, batch: &Batch) -> JsResult<()> {
+        let mut names = Vec::with_capacity(3);
+        if batch.clear_entries || !batch.put_entries.is_empty() || !batch.delete_entries.is_empty() {
+            names.push(ENTRIES);
+        }
+        if !batch.put_pending.is_empty() || !batch.delete_pending.is_empty() {
+            names.push(PENDING);
+        }
+        if !batch.put_meta.is_empty() {
+            names.push(META);
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let tx = self.transaction(&names, IdbTransactionMode::Readwrite)?;
+        if let Err(e) = issue(&tx, batch) {
+            let _ = tx.abort();
+            return Err(e);
+        }
+        finish(&tx).await
+    }
+}
+
+/// Issues every request of `batch` on `tx` without waiting for any.
+fn issue(tx: &IdbTransaction, batch: &Batch) -> JsResult<()> {
+    let store = |name| tx.object_store(name).map_err(|e| dom_error("object store", e));
+    let failed = |e| dom_error("write", e);
+    if batch.clear_entries || !batch.put_entries.is_empty() || !batch.delete_entries.is_empty() {
+        let entries = store(ENTRIES)?;
+        if batch.clear_entries {
+            entries.clear().map_err(failed)?;
+        }
+        for (kind, key) in &batch.delete_entries {
+            entries.delete(&entry_key(kind, key)).map_err(failed)?;
+        }
+        for (kind, key, value) in &batch.put_entries {
+            entries
+                .put_with_key(&JsValue::from_str(value), &entry_key(kind, key))
+                .map_err(failed)?;
+        }
+    }
+    if !batch.put_pending.is_empty() || !batch.delete_pending.is_empty() {
+        let pending = store(PENDING)?;
+        for place in &batch.delete_pending {
+            pending.delete(&JsValue::from_f64(*place)).map_err(failed)?;
+        }
+        for (place, op) in &batch.put_pending {
+            pending
+                .put_with_key(&JsValue::from_str(op), &JsValue::from_f64(*place))
+                .map_err(failed)?;
+        }
+    }
+    if !batch.put_meta.is_empty() {
+        let meta = store(META)?;
+        for (name, value) in &batch.put_meta {
+            meta.put_with_key(&JsValue::from_str(value), &JsValue::from_str(name))
+                .map_err(failed)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1035 @@
+//! [`IdbStore`]: the store-core engine persisted in IndexedDB.
+//!
+//! Reads come from the engine in memory. Writes are queued to one writer
+//! task that stages everything queued in one engine transaction, persists
+//! it in one IndexedDB transaction, then commits the engine (publishing to
+//! watchers) and answers: a write resolves once it is durable locally.
+//!
+//! A synced store keeps what [`ClientSession`] keeps: the server-confirmed
+//! entries, the cursor and the queue of pending ops, all in IndexedDB. Its
+//! engine holds the optimistic view, confirmed state with the pending ops
+//! applied on top. A local write stages on that view and persists its op in
+//! the same IndexedDB transaction; only then does the op join the
+//! session's queue to be sent. Whatever the session learns from the server
+//! (changes, a snapshot, acks, rejections) is persisted by the same writer,
+//! and the keys it touched are rebased: their optimistic value is
+//! recomputed and, where it differs from the engine's, applied as a change
+//! with the server's version. Every engine mutation goes through the one
+//! writer, so none can interleave with a transaction awaiting IndexedDB.
+
+use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use store_core::json::json_eq;
+use store_core::schema::Schema;
+use store_core::sync::session::{ClientConfig, ClientSession, ClientState};
+use store_core::sync::{Ack, ErrorCode, Op, OpAction};
+use store_core::{
+    BoxError, Deleted, Engine, Entry, Error, Event, EventType, Filter, Result, SetOptions, Store,
+    StoreOptions, Watch, WatchOptions, Written,
+};
+
+use crate::idb::{Batch, Db, StoredEntry};
+
+const HEAD: &str = "head";
+const CURSOR: &str = "cursor";
+const SCHEMAS: &str = "schemas";
+/// How many answered op ids `confirmed()` remembers.
+const ANSWERS_KEPT: usize = 4096;
+
+/// A write as the API hands it to the writer.
+pub enum LocalOp {
+    Set {
+        kind: String,
+        key: String,
+        value: Value,
+        if_version: Option<u64>,
+    },
+    SetFn {
+        kind: String,
+        key: String,
+        f: Box<dyn FnOnce(&Value) -> std::result::Result<Value, BoxError>>,
+        if_version: Option<u64>,
+    },
+    SetMany {
+        kind: String,
+        items: Vec<(String, Value)>,
+    },
+    Delete {
+        kind: String,
+        key: String,
+        if_version: Option<u64>,
+    },
+}
+
+/// What a write did, with the op sent to the server for each change.
+pub enum Outcome {
+    Written(Written, Option<String>),
+    Many(Vec<(String, Written, Option<String>)>),
+    Deleted(Option<(Deleted<Value>, Option<String>)>),
+}
+
+/// How the server answered an op.
+pub type Answer = std::result::Result<Ack, (ErrorCode, String)>;
+
+/// What the writer reports to the connection driver and the API.
+pub enum Notice {
+    /// Local writes queued ops: send them.
+    Queued,
+    /// The server acknowledged an op (persisted: it left the queue).
+    Acked(Ack),
+    /// The server refused an op; it left the queue and was rolled back.
+    Rejected {
+        op: Op,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl Notice {
+    fn op_id(&self) -> &str {
+        match self {
+            Notice::Queued => "",
+            Notice::Acked(ack) => &ack.op_id,
+            Notice::Rejected { op, .. } => &op.op_id,
+        }
+    }
+
+    fn answer(&self) -> Option<Answer> {
+        match self {
+            Notice::Queued => None,
+            Notice::Acked(ack) => Some(Ok(ack.clone())),
+            Notice::Rejected { code, message, .. } => Some(Err((*code, message.clone()))),
+        }
+    }
+}
+
+enum Job {
+    Write(LocalOp, oneshot::Sender<Result<Outcome>>),
+    /// Persist and rebase what the session learned since the last one.
+    Sync,
+}
+
+/// The sync state of a synced store, owned by the store so the writer can
+/// persist it; the connection driver feeds its session.
+pub struct SyncState {
+    pub session: ClientSession,
+    /// The schemas of the server's last `welcome` (kept offline too).
+    schemas: BTreeMap<String, Schema>,
+    schemas_json: BTreeMap<String, Value>,
+    /// Each pending op's place in the IndexedDB queue, kind and key.
+    places: HashMap<String, (f64, String, String)>,
+    next_place: f64,
+    /// How many pending ops each key has.
+    pending_keys: HashMap<(String, String), u32>,
+    /// Keys the session changed since the writer last persisted.
+    dirty: BTreeSet<(String, String)>,
+    /// A snapshot replaced the confirmed state since the last persist.
+    dirty_all: bool,
+    /// Ops answered since the last persist.
+    answered: Vec<Notice>,
+    /// The schemas changed since the last persist.
+    schemas_dirty: bool,
+    /// Recent answers, for `confirmed(opId)` after the fact.
+    answers: HashMap<String, Answer>,
+    answer_order: VecDeque<String>,
+    waiters: HashMap<String, Vec<oneshot::Sender<Answer>>>,
+}
+
+impl SyncState {
+    /// Records what the session reported, for the writer to persist.
+    pub fn changed(&mut self, kind: &str, key: &str) {
+        self.dirty.insert((kind.to_owned(), key.to_owned()));
+    }
+
+    pub fn snapshot_applied(&mut self) {
+        self.dirty_all = true;
+    }
+
+    /// Records the server's answer to an op (an `Acked` or `Rejected`).
+    pub fn answered(&mut self, notice: Notice) {
+        self.answered.push(notice);
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.session.pending().len()
+    }
+
+    pub fn set_schemas(&mut self, schemas: &BTreeMap<String, Value>) -> bool {
+        if &self.schemas_json == schemas {
+            return false;
+        }
+        self.schemas = schemas
+            .iter()
+            .filter_map(|(kind, s)| Schema::compile(s.clone()).ok().map(|c| (kind.clone(), c)))
+            .collect();
+        self.schemas_json = schemas.clone();
+        self.schemas_dirty = true;
+        true
+    }
+
+    fn remember(&mut self, op_id: &str, answer: Answer) {
+        if let Some(waiters) = self.waiters.remove(op_id) {
+            for w in waiters {
+                let _ = w.send(answer.clone());
+            }
+        }
+        self.answers.insert(op_id.to_owned(), answer);
+        self.answer_order.push_back(op_id.to_owned());
+        if self.answer_order.len() > ANSWERS_KEPT
+            && let Some(old) = self.answer_order.pop_front()
+        {
+            self.answers.remove(&old);
+        }
+    }
+
+    /// The confirmed state with the pending ops of `kind`/`key` applied in
+    /// order: what the engine should show, with its version.
+    fn optimistic(&self, kind: &str, key: &str) -> Option<(Value, u64)> {
+        let mut current = self
+            .session
+            .confirmed(kind, key)
+            .map(|e| (e.value.clone(), e.version));
+        if self.pending_keys.contains_key(&(kind.to_owned(), key.to_owned())) {
+            for op in self
+                .session
+                .pending()
+                .filter(|op| op.kind == kind && op.key == key)
+            {
+                current = match op.action {
+                    OpAction::Set => {
+                        let version = current.as_ref().map_or(1, |(_, v)| v + 1);
+                        Some((op.value.clone().unwrap_or(Value::Null), version))
+                    }
+                    OpAction::Delete => None,
+                };
+            }
+        }
+        current
+    }
+
+    fn add_pending(&mut self, op: &Op, place: f64) {
+        self.places
+            .insert(op.op_id.clone(), (place, op.kind.clone(), op.key.clone()));
+        *self
+            .pending_keys
+            .entry((op.kind.clone(), op.key.clone()))
+            .or_default() += 1;
+    }
+
+    /// Forgets an answered op; its place in the IndexedDB queue.
+    fn remove_pending(&mut self, op_id: &str) -> Option<(f64, String, String)> {
+        let (place, kind, key) = self.places.remove(op_id)?;
+        let slot = (kind.clone(), key.clone());
+        if let Some(n) = self.pending_keys.get_mut(&slot) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_keys.remove(&slot);
+            }
+        }
+        Some((place, kind, key))
+    }
+}
+
+/// What a synced store needs at open.
+pub struct SyncSetup {
+    pub namespace: String,
+    pub token: String,
+    pub kinds: Option<Vec<String>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CursorMeta {
+    cursor: Option<u64>,
+}
+
+struct Inner {
+    db: Db,
+    engine: RefCell<Engine<Value>>,
+    queue: RefCell<VecDeque<Job>>,
+    writing: Cell<bool>,
+    sync: Option<RefCell<SyncState>>,
+    /// Revisions of changes that were pending when published.
+    pending_revs: RefCell<BTreeSet<u64>>,
+    /// Called after the writer persisted sync answers.
+    on_notice: RefCell<Option<Box<dyn Fn(Vec<Notice>)>>>,
+    closed: Cell<bool>,
+}
+
+/// The store: an engine persisted in IndexedDB, optionally synced.
+#[derive(Clone)]
+pub struct IdbStore {
+    inner: Rc<Inner>,
+}
+
+fn storage(e: crate::js::JsError) -> Error {
+    if e.code == "closed" {
+        Error::Closed
+    } else {
+        Error::Storage(e.message.into())
+    }
+}
+
+fn reentrant() -> Error {
+    Error::Storage("the store was called from its own validator, compare or setFn function".into())
+}
+
+fn stored_json(entry: &StoredEntry) -> String {
+    serde_json::to_string(entry).unwrap_or_default()
+}
+
+impl IdbStore {
+    /// Opens (or creates) IndexedDB database `name`, restoring its state.
+    pub async fn open(name: &str, options: StoreOptions<Value>, sync: Option<SyncSetup>) -> Result<IdbStore> {
+        let db = Db::open(name).await.map_err(storage)?;
+        let loaded = db.load().await.map_err(storage)?;
+        let meta: HashMap<String, String> = loaded.meta.into_iter().collect();
+        let head: u64 = meta.get(HEAD).and_then(|h| h.parse().ok()).unwrap_or(0);
+        let Some(setup) = sync else {
+            let head = loaded
+                .entries
+                .iter()
+                .map(|(_, _, e)| e.rev)
+                .max()
+                .unwrap_or(0)
+                .max(head);
+            let entries = loaded.entries.into_iter().map(|(kind, key, e)| {
+                let entry = Entry {
+                    value: e.value,
+                    version: e.version,
+                    rev: e.rev,
+                };
+                (kind, key, entry)
+            });
+            let engine = Engine::restore(options, head, entries, Vec::new())?;
+            return Ok(IdbStore::assemble(db, engine, None));
+        };
+        let cursor = meta
+            .get(CURSOR)
+            .and_then(|c| serde_json::from_str::<CursorMeta>(c).ok())
+            .and_then(|c| c.cursor);
+        let mut pending = Vec::with_capacity(loaded.pending.len());
+        for (place, text) in &loaded.pending {
+            let op: Op = serde_json::from_str(text)
+                .map_err(|e| Error::Storage(format!("a pending op does not decode: {e}").into()))?;
+            pending.push((*place, op));
+        }
+        let client_id = format!("{name}-{:016x}", (js_sys::Math::random() * 2f64.powi(53)) as u64);
+        let mut config = ClientConfig::new(setup.namespace, setup.token, client_id);
+        config.kinds = setup.kinds;
+        let state = ClientState {
+            cursor,
+            entries: loaded
+                .entries
+                .into_iter()
+                .map(|(kind, key, e)| {
+                    let entry = Entry {
+                        value: e.value,
+                        version: e.version,
+                        rev: e.rev,
+                    };
+                    (kind, key, entry)
+                })
+                .collect(),
+            pending: pending.iter().map(|(_, op)| op.clone()).collect(),
+            next_op_seq: 0,
+        };
+        let mut sync = SyncState {
+            session: ClientSession::restore(config, state),
+            schemas: BTreeMap::new(),
+            schemas_json: BTreeMap::new(),
+            places: HashMap::new(),
+            next_place: pending.last().map_or(0.0, |(p, _)| p + 1.0),
+            pending_keys: HashMap::new(),
+            dirty: BTreeSet::new(),
+            dirty_all: false,
+            answered: Vec::new(),
+            schemas_dirty: false,
+            answers: HashMap::new(),
+            answer_order: VecDeque::new(),
+            waiters: HashMap::new(),
+        };
+        if let Some(schemas) = meta.get(SCHEMAS).and_then(|s| serde_json::from_str(s).ok()) {
+            sync.set_schemas(&schemas);
+            sync.schemas_dirty = false;
+        }
+        for (place, op) in &pending {
+            sync.add_pending(op, *place);
+        }
+        // The engine shows the optimistic view, restored at the persisted head.
+        let mut view: BTreeMap<(String, String), (Value, u64)> = BTreeMap::new();
+        for (kind, key, _) in sync.session.confirmed_entries() {
+            view.insert((kind.to_owned(), key.to_owned()), (Value::Null, 0));
+        }
+        for (_, op) in &pending {
+            view.insert((op.kind.clone(), op.key.clone()), (Value::Null, 0));
+        }
+        let entries: Vec<_> = view
+            .into_keys()
+            .filter_map(|(kind, key)| {
+                let (value, version) = sync.optimistic(&kind, &key)?;
+                let entry = Entry {
+                    value,
+                    version,
+                    rev: head,
+                };
+                Some((kind, key, entry))
+            })
+            .collect();
+        let engine = Engine::restore(options, head, entries, Vec::new())?;
+        Ok(IdbStore::assemble(db, engine, Some(sync)))
+    }
+
+    fn assemble(db: Db, engine: Engine<Value>, sync: Option<SyncState>) -> IdbStore {
+        IdbStore {
+            inner: Rc::new(Inner {
+                db,
+                engine: RefCell::new(engine),
+                queue: RefCell::new(VecDeque::new()),
+                writing: Cell::new(false),
+                sync: sync.map(RefCell::new),
+                pending_revs: RefCell::new(BTreeSet::new()),
+                on_notice: RefCell::new(None),
+                closed: Cell::new(false),
+            }),
+        }
+    }
+
+    /// The engine, for reads; fails when called from inside a write's
+    /// callback.
+    pub fn engine(&self) -> Result<Ref<'_, Engine<Value>>> {
+        self.inner.engine.try_borrow().map_err(|_| reentrant())
+    }
+
+    fn engine_mut(&self) -> Result<RefMut<'_, Engine<Value>>> {
+        self.inner.engine.try_borrow_mut().map_err(|_| reentrant())
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.inner.sync.is_some()
+    }
+
+    /// The sync state; `None` for a local store.
+    pub fn sync(&self) -> Option<RefMut<'_, SyncState>> {
+        self.inner.sync.as_ref().map(|s| s.borrow_mut())
+    }
+
+    /// Whether `kind`/`key` has ops not yet answered by the server.
+    pub fn is_pending(&self, kind: &str, key: &str) -> bool {
+        self.inner.sync.as_ref().is_some_and(|s| {
+            s.try_borrow()
+                .is_ok_and(|s| s.pending_keys.contains_key(&(kind.to_owned(), key.to_owned())))
+        })
+    }
+
+    /// Whether the change at `rev` was a pending (unconfirmed) one.
+    pub fn is_pending_rev(&self, rev: u64) -> bool {
+        self.inner.pending_revs.borrow().contains(&rev)
+    }
+
+    /// Where the API hears about answered ops once they are persisted.
+    pub fn on_notice(&self, f: impl Fn(Vec<Notice>) + 'static) {
+        *self.inner.on_notice.borrow_mut() = Some(Box::new(f));
+    }
+
+    /// Waits for the server's answer to `op_id`; `None` if the id is neither
+    /// pending nor recently answered.
+    pub fn answer(&self, op_id: &str) -> Option<oneshot::Receiver<Answer>> {
+        let mut sync = self.sync()?;
+        let (tx, rx) = oneshot::channel();
+        if let Some(answer) = sync.answers.get(op_id) {
+            let _ = tx.send(answer.clone());
+        } else if sync.places.contains_key(op_id) {
+            sync.waiters.entry(op_id.to_owned()).or_default().push(tx);
+        } else {
+            return None;
+        }
+        Some(rx)
+    }
+
+    /// Queues a write; resolves once it is durable in IndexedDB.
+    pub async fn submit(&self, op: LocalOp) -> Result<Outcome> {
+        if self.inner.closed.get() {
+            return Err(Error::Closed);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.push(Job::Write(op, tx));
+        rx.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// Tells the writer the session learned something to persist and rebase.
+    pub fn sync_changed(&self) {
+        self.push(Job::Sync);
+    }
+
+    fn push(&self, job: Job) {
+        self.inner.queue.borrow_mut().push_back(job);
+        if !self.inner.writing.replace(true) {
+            let store = self.clone();
+            wasm_bindgen_futures::spawn_local(async move { store.run_writer().await });
+        }
+    }
+
+    async fn run_writer(self) {
+        loop {
+            let jobs: Vec<Job> = {
+                let mut queue = self.inner.queue.borrow_mut();
+                match queue.front() {
+                    None => {
+                        self.inner.writing.set(false);
+                        return;
+                    }
+                    Some(Job::Sync) => {
+                        // Every queued sync job is served by one pass.
+                        queue.retain(|j| !matches!(j, Job::Sync));
+                        vec![Job::Sync]
+                    }
+                    Some(Job::Write(..)) => {
+                        let n = queue.iter().take_while(|j| matches!(j, Job::Write(..))).count();
+                        queue.drain(..n).collect()
+                    }
+                }
+            };
+            if matches!(jobs.first(), Some(Job::Sync)) {
+                self.persist_sync().await;
+            } else {
+                self.write_batch(jobs).await;
+            }
+        }
+    }
+
+    /// Stages, persists and commits one batch of local writes.
+    async fn write_batch(&self, jobs: Vec<Job>) {
+        let writes = jobs.into_iter().filter_map(|j| match j {
+            Job::Write(op, reply) => Some((op, reply)),
+            Job::Sync => None,
+        });
+        // Staging needs only a shared borrow, so validators, compare and
+        // setFn functions may read the store; none is held across an await.
+        let engine = self.inner.engine.borrow();
+        let mut txn = engine.begin();
+        let mut batch = Batch::default();
+        let mut answers = Vec::new();
+        let mut ops = Vec::new();
+        let mut sync = self.inner.sync.as_ref().map(|s| s.borrow_mut());
+        for (op, reply) in writes {
+            let savepoint = txn.savepoint();
+            let ops_before = ops.len();
+            let staged = stage(&engine, &mut txn, op, sync.as_deref_mut(), &mut ops);
+
+            match staged {
+                Ok(outcome) => answers.push((reply, Ok(outcome))),
+                Err(e) => {
+                    txn.rollback_to(savepoint);
+                    ops.truncate(ops_before);
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        if txn.is_empty() {
+            drop((engine, sync));
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome);
+            }
+            return;
+        }
+        let last_rev = txn.events().last().map_or(0, |e| e.rev);
+        batch.put_meta.push((HEAD, last_rev.to_string()));
+        match sync.as_deref_mut() {
+            None => {
+                for event in txn.events() {
+                    if event.event_type == EventType::Delete {
+                        batch.delete_entries.push((event.kind.clone(), event.key.clone()));
+                    } else {
+                        let stored = StoredEntry {
+                            value: event.value.clone(),
+                            version: event.version,
+                            rev: event.rev,
+                        };
+                        batch
+                            .put_entries
+                            .push((event.kind.clone(), event.key.clone(), stored_json(&stored)));
+                    }
+                }
+            }
+            Some(sync) => {
+                for op in &ops {
+                    let place = sync.next_place;
+                    sync.next_place += 1.0;
+                    batch
+                        .put_pending
+                        .push((place, serde_json::to_string(op).unwrap_or_default()));
+                }
+            }
+        }
+        drop((sync, engine));
+        // Only this writer mutates the engine, so nothing commits between
+        // staging and the commit below.
+        let persisted = self.inner.db.write(&batch).await;
+        if let Err(e) = persisted {
+            let e = storage(e);
+            for (reply, _) in answers {
+                let _ = reply.send(Err(Error::Storage(e.to_string().into())));
+            }
+            return;
+        }
+        if let Some(sync) = &self.inner.sync {
+            let mut sync = sync.borrow_mut();
+            let mut revs = self.inner.pending_revs.borrow_mut();
+            for event in txn.events() {
+                revs.insert(event.rev);
+            }
+            for (op, (place, _)) in ops.iter().zip(batch.put_pending.iter()) {
+                sync.add_pending(op, *place);
+                sync.session.enqueue(op.clone());
+            }
+        }
+        let mut engine = self.inner.engine.borrow_mut();
+        let committed = engine.commit(txn);
+        self.trim_pending_revs(&engine);
+        drop(engine);
+        for (reply, outcome) in answers {
+            let _ = reply.send(
+                committed
+                    .as_ref()
+                    .map_err(|e| Error::Storage(e.to_string().into()))
+                    .and(outcome),
+            );
+        }
+        if !ops.is_empty() {
+            self.push_notices(vec![Notice::Queued]);
+        }
+    }
+
+    fn trim_pending_revs(&self, engine: &Engine<Value>) {
+        let oldest = engine.oldest_resumable();
+        let mut revs = self.inner.pending_revs.borrow_mut();
+        if revs.first().is_some_and(|r| *r <= oldest) {
+            *revs = revs.split_off(&(oldest + 1));
+        }
+    }
+
+    /// Persists what the session learned and rebases the touched keys.
+    async fn persist_sync(&self) {
+        let Some(sync_cell) = &self.inner.sync else { return };
+        let engine = self.inner.engine.borrow();
+        let mut sync = sync_cell.borrow_mut();
+        let dirty_all = std::mem::take(&mut sync.dirty_all);
+        let mut keys = std::mem::take(&mut sync.dirty);
+        let answered = std::mem::take(&mut sync.answered);
+        let mut batch = Batch::default();
+        let mut places = Vec::new();
+        for notice in &answered {
+            if let Some((place, kind, key)) = sync.remove_pending(notice.op_id()) {
+                batch.delete_pending.push(place);
+                places.push((place, kind.clone(), key.clone()));
+                keys.insert((kind, key));
+            }
+        }
+        if dirty_all {
+            batch.clear_entries = true;
+            for (kind, key, e) in sync.session.confirmed_entries() {
+                let stored = StoredEntry {
+                    value: e.value.clone(),
+                    version: e.version,
+                    rev: e.rev,
+                };
+                batch
+                    .put_entries
+                    .push((kind.to_owned(), key.to_owned(), stored_json(&stored)));
+            }
+            // Rebase every key the view or the confirmed state holds.
+            for kind in engine.kinds().unwrap_or_default() {
+                for (key, _) in engine.list(kind, &[]).unwrap_or_default() {
+                    keys.insert((kind.to_owned(), key.to_owned()));
+                }
+            }
+            for (kind, key, _) in sync.session.confirmed_entries() {
+                keys.insert((kind.to_owned(), key.to_owned()));
+            }
+        } else {
+            for (kind, key) in &keys {
+                match sync.session.confirmed(kind, key) {
+                    Some(e) => {
+                        let stored = StoredEntry {
+                            value: e.value.clone(),
+                            version: e.version,
+                            rev: e.rev,
+                        };
+                        batch
+                            .put_entries
+                            .push((kind.clone(), key.clone(), stored_json(&stored)));
+                    }
+                    None => batch.delete_entries.push((kind.clone(), key.clone())),
+                }
+            }
+        }
+        let cursor = CursorMeta {
+            cursor: sync.session.cursor(),
+        };
+        batch
+            .put_meta
+            .push((CURSOR, serde_json::to_string(&cursor).unwrap_or_default()));
+        if std::mem::take(&mut sync.schemas_dirty) {
+            batch.put_meta.push((
+                SCHEMAS,
+                serde_json::to_string(&sync.schemas_json).unwrap_or_default(),
+            ));
+        }
+        // The rebase: each touched key's optimistic value against the view.
+        let mut rev = engine.rev();
+        let mut events = Vec::new();
+        let mut pending_revs = Vec::new();
+        for (kind, key) in &keys {
+            let current = engine.get(kind, key).ok().flatten();
+            let desired = sync.optimistic(kind, key);
+            let event = match (current, desired) {
+                (None, None) => None,
+                (Some(cur), None) => Some((EventType::Delete, cur.value.clone(), cur.version)),
+                (None, Some((value, version))) => Some((EventType::Create, value, version)),
+                (Some(cur), Some((value, version))) => {
+                    if cur.version == version && json_eq(cur.value, &value) {
+                        None
+                    } else {
+                        Some((EventType::Update, value, version))
+                    }
+                }
+            };
+            if let Some((event_type, value, version)) = event {
+                rev += 1;
+                if sync.pending_keys.contains_key(&(kind.clone(), key.clone())) {
+                    pending_revs.push(rev);
+                }
+                events.push(Event {
+                    kind: kind.clone(),
+                    key: key.clone(),
+                    event_type,
+                    value,
+                    version,
+                    rev,
+                });
+            }
+        }
+        if !events.is_empty() {
+            batch.put_meta.push((HEAD, rev.to_string()));
+        }
+        drop((sync, engine));
+        let persisted = self.inner.db.write(&batch).await;
+        let mut sync = sync_cell.borrow_mut();
+        if let Err(e) = persisted {
+            // Keep it all for the next pass.
+            web_sys::console::error_1(&format!("zestor: persisting sync state failed: {e}").into());
+            sync.dirty_all |= dirty_all;
+            sync.dirty.extend(keys);
+            sync.schemas_dirty = true;
+            for (notice, (place, kind, key)) in answered.iter().zip(places) {
+                let op = Op {
+                    op_id: notice.op_id().to_owned(),
+                    kind,
+                    key,
+                    action: OpAction::Set,
+                    value: None,
+                    if_version: None,
+                };
+                sync.add_pending(&op, place);
+            }
+            sync.answered.extend(answered);
+            return;
+        }
+        self.inner.pending_revs.borrow_mut().extend(pending_revs);
+        let mut engine = self.inner.engine.borrow_mut();
+        if let Err(e) = engine.apply_committed(events) {
+            web_sys::console::error_1(&format!("zestor: applying synced changes failed: {e}").into());
+        }
+        self.trim_pending_revs(&engine);
+        drop(engine);
+        for notice in &answered {
+            if let Some(answer) = notice.answer() {
+                sync.remember(notice.op_id(), answer);
+            }
+        }
+        drop(sync);
+        self.push_notices(answered);
+    }
+
+    fn push_notices(&self, notices: Vec<Notice>) {
+        let callback = self.inner.on_notice.borrow();
+        if let Some(f) = callback.as_ref() {
+            f(notices);
+        }
+    }
+
+    /// Closes the store: pending writes finish, later calls fail with
+    /// `closed`, watches end.
+    pub async fn close(&self) {
+        if self.inner.closed.replace(true) {
+            return;
+        }
+        // Let queued writes drain.
+        while self.inner.writing.get() {
+            let (tx, rx) = oneshot::channel::<()>();
+            wasm_bindgen_futures::spawn_local(async move {
+                let _ = tx.send(());
+            });
+            let _ = rx.await;
+        }
+        if let Ok(mut engine) = self.inner.engine.try_borrow_mut() {
+            engine.close();
+        }
+        self.inner.db.close();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.get()
+    }
+}
+
+/// Stages one local write on `txn`; for a synced store, also builds its op.
+fn stage(
+    engine: &Engine<Value>,
+    txn: &mut store_core::WriteTxn<Value>,
+    op: LocalOp,
+    mut sync: Option<&mut SyncState>,
+    ops: &mut Vec<Op>,
+) -> Result<Outcome> {
+    let check = |sync: &Option<&mut SyncState>, kind: &str, key: &str, value: &Value| -> Result<()> {
+        let Some(schema) = sync.as_ref().and_then(|s| s.schemas.get(kind)) else {
+            return Ok(());
+        };
+        schema.validate(value).map_err(|e| Error::Validation {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            message: e.to_string(),
+        })
+    };
+    let mut queue_op = |sync: &mut Option<&mut SyncState>,
+                        kind: &str,
+                        key: &str,
+                        action: OpAction,
+                        value: Option<Value>,
+                        if_version: Option<u64>|
+     -> Option<String> {
+        let sync = sync.as_deref_mut()?;
+        let op_id = sync.session.next_op_id();
+        ops.push(Op {
+            op_id: op_id.clone(),
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            action,
+            value,
+            if_version,
+        });
+        Some(op_id)
+    };
+    let opts = |v: Option<u64>| SetOptions { if_version: v };
+    match op {
+        LocalOp::Set {
+            kind,
+            key,
+            value,
+            if_version,
+        } => {
+            check(&sync, &kind, &key, &value)?;
+            let written = engine.set(txn, &kind, &key, value.clone(), opts(if_version))?;
+            let op_id = written
+                .changed()
+                .then(|| queue_op(&mut sync, &kind, &key, OpAction::Set, Some(value), if_version));
+            Ok(Outcome::Written(written, op_id.flatten()))
+        }
+        LocalOp::SetFn {
+            kind,
+            key,
+            f,
+            if_version,
+        } => {
+            let schema_ok = |v: &Value| check(&sync, &kind, &key, v);
+            let mut checked: Option<Result<()>> = None;
+            let written = engine.set_fn(
+                txn,
+                &kind,
+                &key,
+                |old: &Value| -> std::result::Result<Value, BoxError> {
+                    let new = f(old)?;
+                    checked = Some(schema_ok(&new));
+                    Ok(new)
+                },
+                opts(if_version),
+            )?;
+            if let Some(Err(e)) = checked {
+                return Err(e);
+            }
+            let op_id = if written.changed() {
+                let value = engine_value(txn, &kind, &key);
+                queue_op(&mut sync, &kind, &key, OpAction::Set, value, None)
+            } else {
+                None
+            };
+            Ok(Outcome::Written(written, op_id))
+        }
+        LocalOp::SetMany { kind, items } => {
+            for (key, value) in &items {
+                check(&sync, &kind, key, value)?;
+            }
+            let values: HashMap<String, Value> = if sync.is_some() {
+                items.iter().cloned().collect()
+            } else {
+                HashMap::new()
+            };
+            let written = engine.set_many(txn, &kind, items)?;
+            let mut out = Vec::with_capacity(written.len());
+            for (key, w) in written {
+                let op_id = if w.changed() {
+                    let value = values.get(&key).cloned();
+                    queue_op(&mut sync, &kind, &key, OpAction::Set, value, None)
+                } else {
+                    None
+                };
+                out.push((key, w, op_id));
+            }
+            Ok(Outcome::Many(out))
+        }
+        LocalOp::Delete {
+            kind,
+            key,
+            if_version,
+        } => {
+            let deleted = engine.delete(txn, &kind, &key, opts(if_version))?;
+            Ok(Outcome::Deleted(deleted.map(|d| {
+                let op_id = queue_op(&mut sync, &kind, &key, OpAction::Delete, None, if_version);
+                (d, op_id)
+            })))
+        }
+    }
+}
+
+/// The value `txn` staged last for `kind`/`key`.
+fn engine_value(txn: &store_core::WriteTxn<Value>, kind: &str, key: &str) -> Option<Value> {
+    txn.events()
+        .iter()
+        .rev()
+        .find(|e| e.kind == kind && e.key == key)
+        .map(|e| e.value.clone())
+}
+
+impl Store<Value> for IdbStore {
+    async fn get(&self, kind: &str, key: &str) -> Result<Option<Entry<Value>>> {
+        Ok(self.engine()?.get(kind, key)?.map(|e| e.cloned()))
+    }
+
+    async fn list(&self, kind: &str, filters: &[Filter<Value>]) -> Result<Vec<(String, Entry<Value>)>> {
+        let engine = self.engine()?;
+        Ok(engine
+            .list(kind, filters)?
+            .into_iter()
+            .map(|(k, e)| (k.to_owned(), e.cloned()))
+            .collect())
+    }
+
+    async fn count(&self, kind: &str) -> Result<usize> {
+        self.engine()?.count(kind)
+    }
+
+    async fn keys(&self, kind: &str) -> Result<Vec<String>> {
+        let engine = self.engine()?;
+        Ok(engine
+            .list(kind, &[])?
+            .into_iter()
+            .map(|(k, _)| k.to_owned())
+            .collect())
+    }
+
+    async fn values(&self, kind: &str) -> Result<Vec<Value>> {
+        let engine = self.engine()?;
+        Ok(engine
+            .list(kind, &[])?
+            .into_iter()
+            .map(|(_, e)| e.value.clone())
+            .collect())
+    }
+
+    async fn get_all(&self, kind: &str) -> Result<BTreeMap<String, Entry<Value>>> {
+        let engine = self.engine()?;
+        Ok(engine
+            .list(kind, &[])?
+            .into_iter()
+            .map(|(k, e)| (k.to_owned(), e.cloned()))
+            .collect())
+    }
+
+    async fn set(&self, kind: &str, key: &str, value: Value, opts: SetOptions) -> Result<Written> {
+        let op = LocalOp::Set {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            value,
+            if_version: opts.if_version,
+        };
+        match self.submit(op).await? {
+            Outcome::Written(w, _) => Ok(w),
+            _ => unreachable!("a set answers Written"),
+        }
+    }
+
+    async fn set_fn<F, E>(&self, kind: &str, key: &str, f: F, opts: SetOptions) -> Result<Written>
+    where
+        F: FnOnce(&Value) -> std::result::Result<Value, E> + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let op = LocalOp::SetFn {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            f: Box::new(move |v| f(v).map_err(Into::into)),
+            if_version: opts.if_version,
+        };
+        match self.submit(op).await? {
+            Outcome::Written(w, _) => Ok(w),
+            _ => unreachable!("a set_fn answers Written"),
+        }
+    }
+
+    async fn set_many(&self, kind: &str, items: Vec<(String, Value)>) -> Result<Vec<(String, Written)>> {
+        let op = LocalOp::SetMany {
+            kind: kind.to_owned(),
+            items,
+        };
+        match self.submit(op).await? {
+            Outcome::Many(out) => Ok(out.into_iter().map(|(k, w, _)| (k, w)).collect()),
+            _ => unreachable!("a set_many answers Many"),
+        }
+    }
+
+    async fn delete(&self, kind: &str, key: &str, opts: SetOptions) -> Result<Option<Deleted<Value>>> {
+        let op = LocalOp::Delete {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            if_version: opts.if_version,
+        };
+        match self.submit(op).await? {
+            Outcome::Deleted(d) => Ok(d.map(|(d, _)| d)),
+            _ => unreachable!("a delete answers Deleted"),
+        }
+    }
+
+    async fn watch(&self, kind: &str, opts: WatchOptions) -> Result<Watch<Value>> {
+        self.engine_mut()?.watch(kind, opts)
+    }
+
+    async fn watch_all(&self, opts: WatchOptions) -> Result<Watch<Value>> {
+        self.engine_mut()?.watch_all(opts)
+    }
+
+    async fn rev(&self) -> Result<u64> {
+        let engine = self.engine()?;
+        if engine.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(engine.rev())
+    }
+
+    async fn close(&self) {
+        IdbStore::close(self).await;
+    }
+}
