@@ -69,17 +69,6 @@ pub struct Batch {
     pub put_meta: Vec<(&'static str, String)>,
 }
 
-impl Batch {
-    pub fn is_empty(&self) -> bool {
-        !self.clear_entries
-            && self.put_entries.is_empty()
-            && self.delete_entries.is_empty()
-            && self.put_pending.is_empty()
-            && self.delete_pending.is_empty()
-            && self.put_meta.is_empty()
-    }
-}
-
 fn factory() -> JsResult<IdbFactory> {
     let global = js_sys::global();
     js_sys::Reflect::get(&global, &JsValue::from_str("indexedDB"))
@@ -210,11 +199,6 @@ impl Db {
             .delete_database(name)
             .map_err(|e| dom_error("delete", e))?;
         settle(&request).await.map(|_| ())
-    }
-
-    /// Whether another tab closed the database under this store.
-    pub fn is_lost(&self) -> bool {
-        self.lost.get()
     }
 
     pub fn close(&self) {

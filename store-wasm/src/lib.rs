@@ -6,9 +6,11 @@
 //! to `wasm32` (it implements [`store_core::Store`]).
 #![cfg(target_arch = "wasm32")]
 
+pub mod api;
 mod idb;
 mod js;
 pub mod store;
+mod sync;
 
 pub use store::IdbStore;
 

@@ -41,6 +41,12 @@ const SCHEMAS: &str = "schemas";
 /// How many answered op ids `confirmed()` remembers.
 const ANSWERS_KEPT: usize = 4096;
 
+/// A `setFn` function.
+pub type UpdateFn = Box<dyn FnOnce(&Value) -> std::result::Result<Value, BoxError>>;
+
+/// Hears what the writer persisted.
+type NoticeFn = Box<dyn Fn(Vec<Notice>)>;
+
 /// A write as the API hands it to the writer.
 pub enum LocalOp {
     Set {
@@ -52,7 +58,7 @@ pub enum LocalOp {
     SetFn {
         kind: String,
         key: String,
-        f: Box<dyn FnOnce(&Value) -> std::result::Result<Value, BoxError>>,
+        f: UpdateFn,
         if_version: Option<u64>,
     },
     SetMany {
@@ -106,6 +112,25 @@ impl Notice {
             Notice::Rejected { code, message, .. } => Some(Err((*code, message.clone()))),
         }
     }
+}
+
+/// The sync news to persist, with the rebase events to apply after.
+struct SyncPlan {
+    batch: Batch,
+    events: Vec<Event<Value>>,
+    pending_revs: Vec<u64>,
+    answered: Vec<Notice>,
+    places: Vec<(f64, String, String)>,
+    keys: BTreeSet<(String, String)>,
+    dirty_all: bool,
+}
+
+/// A staged batch of local writes, ready to persist.
+struct Staged {
+    txn: store_core::WriteTxn<Value>,
+    batch: Batch,
+    answers: Vec<(oneshot::Sender<Result<Outcome>>, Result<Outcome>)>,
+    ops: Vec<Op>,
 }
 
 enum Job {
@@ -256,7 +281,7 @@ struct Inner {
     /// Revisions of changes that were pending when published.
     pending_revs: RefCell<BTreeSet<u64>>,
     /// Called after the writer persisted sync answers.
-    on_notice: RefCell<Option<Box<dyn Fn(Vec<Notice>)>>>,
+    on_notice: RefCell<Option<NoticeFn>>,
     closed: Cell<bool>,
 }
 
@@ -405,7 +430,7 @@ impl IdbStore {
         self.inner.engine.try_borrow().map_err(|_| reentrant())
     }
 
-    fn engine_mut(&self) -> Result<RefMut<'_, Engine<Value>>> {
+    pub(crate) fn engine_mut(&self) -> Result<RefMut<'_, Engine<Value>>> {
         self.inner.engine.try_borrow_mut().map_err(|_| reentrant())
     }
 
@@ -504,69 +529,15 @@ impl IdbStore {
 
     /// Stages, persists and commits one batch of local writes.
     async fn write_batch(&self, jobs: Vec<Job>) {
-        let writes = jobs.into_iter().filter_map(|j| match j {
-            Job::Write(op, reply) => Some((op, reply)),
-            Job::Sync => None,
-        });
-        // Staging needs only a shared borrow, so validators, compare and
-        // setFn functions may read the store; none is held across an await.
-        let engine = self.inner.engine.borrow();
-        let mut txn = engine.begin();
-        let mut batch = Batch::default();
-        let mut answers = Vec::new();
-        let mut ops = Vec::new();
-        let mut sync = self.inner.sync.as_ref().map(|s| s.borrow_mut());
-        for (op, reply) in writes {
-            let savepoint = txn.savepoint();
-            let ops_before = ops.len();
-            let staged = stage(&engine, &mut txn, op, sync.as_deref_mut(), &mut ops);
-
-            match staged {
-                Ok(outcome) => answers.push((reply, Ok(outcome))),
-                Err(e) => {
-                    txn.rollback_to(savepoint);
-                    ops.truncate(ops_before);
-                    let _ = reply.send(Err(e));
-                }
-            }
-        }
-        if txn.is_empty() {
-            drop((engine, sync));
-            for (reply, outcome) in answers {
-                let _ = reply.send(outcome);
-            }
+        let Some(Staged {
+            txn,
+            batch,
+            answers,
+            ops,
+        }) = self.stage_batch(jobs)
+        else {
             return;
-        }
-        let last_rev = txn.events().last().map_or(0, |e| e.rev);
-        batch.put_meta.push((HEAD, last_rev.to_string()));
-        match sync.as_deref_mut() {
-            None => {
-                for event in txn.events() {
-                    if event.event_type == EventType::Delete {
-                        batch.delete_entries.push((event.kind.clone(), event.key.clone()));
-                    } else {
-                        let stored = StoredEntry {
-                            value: event.value.clone(),
-                            version: event.version,
-                            rev: event.rev,
-                        };
-                        batch
-                            .put_entries
-                            .push((event.kind.clone(), event.key.clone(), stored_json(&stored)));
-                    }
-                }
-            }
-            Some(sync) => {
-                for op in &ops {
-                    let place = sync.next_place;
-                    sync.next_place += 1.0;
-                    batch
-                        .put_pending
-                        .push((place, serde_json::to_string(op).unwrap_or_default()));
-                }
-            }
-        }
-        drop((sync, engine));
+        };
         // Only this writer mutates the engine, so nothing commits between
         // staging and the commit below.
         let persisted = self.inner.db.write(&batch).await;
@@ -605,6 +576,78 @@ impl IdbStore {
         }
     }
 
+    /// Stages a batch of writes and builds what to persist; answers the
+    /// writes that failed (or changed nothing, when none changed anything).
+    fn stage_batch(&self, jobs: Vec<Job>) -> Option<Staged> {
+        let writes = jobs.into_iter().filter_map(|j| match j {
+            Job::Write(op, reply) => Some((op, reply)),
+            Job::Sync => None,
+        });
+        // Staging needs only a shared borrow, so validators, compare and
+        // setFn functions may read the store; none is held across an await.
+        let engine = self.inner.engine.borrow();
+        let mut txn = engine.begin();
+        let mut batch = Batch::default();
+        let mut answers = Vec::new();
+        let mut ops = Vec::new();
+        let mut sync = self.inner.sync.as_ref().map(|s| s.borrow_mut());
+        for (op, reply) in writes {
+            let savepoint = txn.savepoint();
+            let ops_before = ops.len();
+            let staged = stage(&engine, &mut txn, op, sync.as_deref_mut(), &mut ops);
+
+            match staged {
+                Ok(outcome) => answers.push((reply, Ok(outcome))),
+                Err(e) => {
+                    txn.rollback_to(savepoint);
+                    ops.truncate(ops_before);
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        if txn.is_empty() {
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome);
+            }
+            return None;
+        }
+        let last_rev = txn.events().last().map_or(0, |e| e.rev);
+        batch.put_meta.push((HEAD, last_rev.to_string()));
+        match sync.as_deref_mut() {
+            None => {
+                for event in txn.events() {
+                    if event.event_type == EventType::Delete {
+                        batch.delete_entries.push((event.kind.clone(), event.key.clone()));
+                    } else {
+                        let stored = StoredEntry {
+                            value: event.value.clone(),
+                            version: event.version,
+                            rev: event.rev,
+                        };
+                        batch
+                            .put_entries
+                            .push((event.kind.clone(), event.key.clone(), stored_json(&stored)));
+                    }
+                }
+            }
+            Some(sync) => {
+                for op in &ops {
+                    let place = sync.next_place;
+                    sync.next_place += 1.0;
+                    batch
+                        .put_pending
+                        .push((place, serde_json::to_string(op).unwrap_or_default()));
+                }
+            }
+        }
+        Some(Staged {
+            txn,
+            batch,
+            answers,
+            ops,
+        })
+    }
+
     fn trim_pending_revs(&self, engine: &Engine<Value>) {
         let oldest = engine.oldest_resumable();
         let mut revs = self.inner.pending_revs.borrow_mut();
@@ -616,6 +659,55 @@ impl IdbStore {
     /// Persists what the session learned and rebases the touched keys.
     async fn persist_sync(&self) {
         let Some(sync_cell) = &self.inner.sync else { return };
+        let SyncPlan {
+            batch,
+            events,
+            pending_revs,
+            answered,
+            places,
+            keys,
+            dirty_all,
+        } = self.plan_sync(sync_cell);
+        let persisted = self.inner.db.write(&batch).await;
+        let mut sync = sync_cell.borrow_mut();
+        if let Err(e) = persisted {
+            // Keep it all for the next pass.
+            web_sys::console::error_1(&format!("zestor: persisting sync state failed: {e}").into());
+            sync.dirty_all |= dirty_all;
+            sync.dirty.extend(keys);
+            sync.schemas_dirty = true;
+            for (notice, (place, kind, key)) in answered.iter().zip(places) {
+                let op = Op {
+                    op_id: notice.op_id().to_owned(),
+                    kind,
+                    key,
+                    action: OpAction::Set,
+                    value: None,
+                    if_version: None,
+                };
+                sync.add_pending(&op, place);
+            }
+            sync.answered.extend(answered);
+            return;
+        }
+        self.inner.pending_revs.borrow_mut().extend(pending_revs);
+        let mut engine = self.inner.engine.borrow_mut();
+        if let Err(e) = engine.apply_committed(events) {
+            web_sys::console::error_1(&format!("zestor: applying synced changes failed: {e}").into());
+        }
+        self.trim_pending_revs(&engine);
+        drop(engine);
+        for notice in &answered {
+            if let Some(answer) = notice.answer() {
+                sync.remember(notice.op_id(), answer);
+            }
+        }
+        drop(sync);
+        self.push_notices(answered);
+    }
+
+    /// What to persist for the session's news, and the rebase events.
+    fn plan_sync(&self, sync_cell: &RefCell<SyncState>) -> SyncPlan {
         let engine = self.inner.engine.borrow();
         let mut sync = sync_cell.borrow_mut();
         let dirty_all = std::mem::take(&mut sync.dirty_all);
@@ -717,43 +809,15 @@ impl IdbStore {
         if !events.is_empty() {
             batch.put_meta.push((HEAD, rev.to_string()));
         }
-        drop((sync, engine));
-        let persisted = self.inner.db.write(&batch).await;
-        let mut sync = sync_cell.borrow_mut();
-        if let Err(e) = persisted {
-            // Keep it all for the next pass.
-            web_sys::console::error_1(&format!("zestor: persisting sync state failed: {e}").into());
-            sync.dirty_all |= dirty_all;
-            sync.dirty.extend(keys);
-            sync.schemas_dirty = true;
-            for (notice, (place, kind, key)) in answered.iter().zip(places) {
-                let op = Op {
-                    op_id: notice.op_id().to_owned(),
-                    kind,
-                    key,
-                    action: OpAction::Set,
-                    value: None,
-                    if_version: None,
-                };
-                sync.add_pending(&op, place);
-            }
-            sync.answered.extend(answered);
-            return;
+        SyncPlan {
+            batch,
+            events,
+            pending_revs,
+            answered,
+            places,
+            keys,
+            dirty_all,
         }
-        self.inner.pending_revs.borrow_mut().extend(pending_revs);
-        let mut engine = self.inner.engine.borrow_mut();
-        if let Err(e) = engine.apply_committed(events) {
-            web_sys::console::error_1(&format!("zestor: applying synced changes failed: {e}").into());
-        }
-        self.trim_pending_revs(&engine);
-        drop(engine);
-        for notice in &answered {
-            if let Some(answer) = notice.answer() {
-                sync.remember(notice.op_id(), answer);
-            }
-        }
-        drop(sync);
-        self.push_notices(answered);
     }
 
     fn push_notices(&self, notices: Vec<Notice>) {

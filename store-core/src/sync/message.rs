@@ -460,6 +460,25 @@ impl CloseCode {
         }
     }
 
+    /// The close code with this number, if the protocol defines one.
+    #[must_use]
+    pub fn from_code(code: u16) -> Option<CloseCode> {
+        [
+            CloseCode::Normal,
+            CloseCode::GoingAway,
+            CloseCode::ProtocolError,
+            CloseCode::TooBig,
+            CloseCode::InternalError,
+            CloseCode::UnsupportedProtocol,
+            CloseCode::Unauthorized,
+            CloseCode::Forbidden,
+            CloseCode::SlowConsumer,
+            CloseCode::Timeout,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
+
     /// Whether a client should reconnect after this close.
     #[must_use]
     pub fn retryable(self) -> bool {

@@ -1,0 +1,796 @@
+//! The JavaScript API: `open`, `deleteStore` and the `ZestorStore` class.
+//!
+//! Every export returns a `Result`, so a failure reaches JavaScript as a
+//! thrown (or rejected) `ZestorError` with a stable `code`. The TypeScript
+//! declarations are written by hand in `types.d.ts` (emitted into the
+//! package's `.d.ts`), since they carry generics and unions wasm-bindgen
+//! cannot infer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use futures_util::{FutureExt, Stream, StreamExt, future};
+use serde::Deserialize;
+use serde_json::Value;
+use store_core::schema::Schema;
+use store_core::sync::{Ack, OpResult, Rights};
+use store_core::{BoxError, Error, EventType, StoreOptions, Watch, WatchOptions, Written};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::idb::Db;
+use crate::js::{self, JsError, JsResult, describe, from_json, get, set, to_json};
+use crate::store::{IdbStore, LocalOp, Notice, Outcome, SyncSetup};
+use crate::sync::{Driver, DriverOptions};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = include_str!("types.d.ts");
+
+#[wasm_bindgen(inline_js = r#"
+export function iterate(handle, signal) {
+  const done = () => ({ done: true, value: undefined });
+  if (signal) signal.addEventListener('abort', () => handle.close(), { once: true });
+  return {
+    next() {
+      if (signal && signal.aborted) { handle.close(); return Promise.resolve(done()); }
+      return handle.next().then((value) => (value === undefined ? done() : { done: false, value }));
+    },
+    return() { handle.close(); return Promise.resolve(done()); },
+    [Symbol.asyncIterator]() { return this; },
+  };
+}
+"#)]
+extern "C" {
+    fn iterate(handle: WatchHandle, signal: JsValue) -> JsValue;
+}
+
+/// A JS function kept by the store's options.
+///
+/// The options require `Send + Sync` closures (they are shared across
+/// threads on native targets); in the browser there is one thread.
+struct JsFn(js_sys::Function);
+
+// SAFETY: without the `atomics` target feature, wasm32 runs on one thread:
+// the function is never sent to or used from another thread.
+#[cfg(not(target_feature = "atomics"))]
+unsafe impl Send for JsFn {}
+// SAFETY: as above.
+#[cfg(not(target_feature = "atomics"))]
+unsafe impl Sync for JsFn {}
+
+fn string_arg(value: &JsValue, what: &str) -> JsResult<String> {
+    value
+        .as_string()
+        .ok_or_else(|| JsError::invalid(format!("{what} must be a string")))
+}
+
+fn kind_arg(value: &JsValue) -> JsResult<String> {
+    let kind = string_arg(value, "kind")?;
+    if kind.is_empty() {
+        return Err(Error::KindRequired.into());
+    }
+    Ok(kind)
+}
+
+fn write_options(options: &JsValue) -> JsResult<Option<u64>> {
+    js::opt_u64(options, "ifVersion")
+}
+
+fn written(w: &Written, op_id: Option<&str>) -> JsValue {
+    let object = js_sys::Object::new();
+    set(&object, "result", &JsValue::from_str(js::result_name(w.result)));
+    set(&object, "version", &JsValue::from_f64(w.version as f64));
+    set(&object, "rev", &JsValue::from_f64(w.rev as f64));
+    if let Some(id) = op_id {
+        set(&object, "opId", &JsValue::from_str(id));
+    }
+    object.into()
+}
+
+fn ack_js(ack: &Ack) -> JsValue {
+    let result = match ack.result {
+        OpResult::Created => "created",
+        OpResult::Updated => "updated",
+        OpResult::Unchanged => "unchanged",
+        OpResult::Deleted => "deleted",
+        OpResult::Absent => "absent",
+    };
+    let object = js_sys::Object::new();
+    set(&object, "opId", &JsValue::from_str(&ack.op_id));
+    set(&object, "result", &JsValue::from_str(result));
+    set(&object, "version", &JsValue::from_f64(ack.version as f64));
+    set(&object, "rev", &JsValue::from_f64(ack.rev as f64));
+    object.into()
+}
+
+fn watch_options(options: &JsValue) -> JsResult<WatchOptions> {
+    let mut opts = WatchOptions::new();
+    if options.is_undefined() || options.is_null() {
+        return Ok(opts);
+    }
+    if get(options, "replay").is_truthy() {
+        opts = opts.replay();
+    }
+    if let Some(rev) = js::opt_u64(options, "fromRev")? {
+        opts = opts.from_rev(rev);
+    }
+    if let Some(n) = js::opt_u64(options, "bufferSize")? {
+        if n == 0 {
+            return Err(JsError::invalid("bufferSize must be at least 1"));
+        }
+        opts = opts.buffer_size(n as usize);
+    }
+    let types = get(options, "types");
+    if !types.is_undefined() && !types.is_null() {
+        let list: Vec<String> = serde_wasm_bindgen::from_value(types)
+            .map_err(|_| JsError::invalid("types must be an array of \"create\", \"update\", \"delete\""))?;
+        let mut parsed = Vec::with_capacity(list.len());
+        for t in list {
+            parsed.push(match t.as_str() {
+                "create" => EventType::Create,
+                "update" => EventType::Update,
+                "delete" => EventType::Delete,
+                other => return Err(JsError::invalid(format!("unknown event type {other:?}"))),
+            });
+        }
+        opts = opts.types(parsed);
+    }
+    Ok(opts)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SyncIn {
+    url: String,
+    namespace: String,
+    token: String,
+    #[serde(default)]
+    kinds: Option<Vec<String>>,
+    #[serde(default)]
+    backoff_min_ms: Option<f64>,
+    #[serde(default)]
+    backoff_max_ms: Option<f64>,
+}
+
+fn store_options(options: &JsValue) -> JsResult<StoreOptions<Value>> {
+    let mut opts = StoreOptions::new();
+    let schemas = get(options, "schemas");
+    if !schemas.is_undefined() && !schemas.is_null() {
+        let schemas: BTreeMap<String, Value> = serde_wasm_bindgen::from_value(schemas)
+            .map_err(|e| JsError::invalid(format!("schemas must map kinds to JSON Schemas: {e}")))?;
+        for (kind, source) in schemas {
+            let schema = Schema::compile(source).map_err(Error::Schema)?;
+            opts = opts.schema(kind, schema);
+        }
+    }
+    let validate = get(options, "validate");
+    if !validate.is_undefined() && !validate.is_null() {
+        let entries = js_sys::Object::entries(validate.unchecked_ref());
+        for pair in entries.iter() {
+            let pair: js_sys::Array = pair.unchecked_into();
+            let kind = string_arg(&pair.get(0), "a validate key")?;
+            let f = pair
+                .get(1)
+                .dyn_into::<js_sys::Function>()
+                .map_err(|_| JsError::invalid(format!("validate.{kind} must be a function")))?;
+            let f = JsFn(f);
+            opts = opts.validator(kind, move |key: &str, value: &Value| {
+                match f
+                    .0
+                    .call2(&JsValue::NULL, &from_json(value), &JsValue::from_str(key))
+                {
+                    Err(thrown) => Err(describe(&thrown)),
+                    Ok(v) if v.is_undefined() || v.is_null() || v.as_bool() == Some(true) => Ok(()),
+                    Ok(v) if v.as_bool() == Some(false) => Err("refused by the validator".to_owned()),
+                    Ok(v) => Err(v
+                        .as_string()
+                        .unwrap_or_else(|| "refused by the validator".to_owned())),
+                }
+            });
+        }
+    }
+    let compare = get(options, "compare");
+    if !compare.is_undefined() && !compare.is_null() {
+        let f = JsFn(
+            compare
+                .dyn_into::<js_sys::Function>()
+                .map_err(|_| JsError::invalid("compare must be a function"))?,
+        );
+        opts = opts.compare(move |a: &Value, b: &Value| {
+            f.0.call2(&JsValue::NULL, &from_json(a), &from_json(b))
+                .is_ok_and(|v| v.is_truthy())
+        });
+    }
+    if let Some(retention) = js::opt_u64(options, "retention")? {
+        opts = opts.retention(retention as usize);
+    }
+    Ok(opts)
+}
+
+/// Listeners of `status`, `acked` and `rejected`.
+#[derive(Default)]
+struct Listeners {
+    next_id: Cell<u32>,
+    list: RefCell<Vec<(u32, String, js_sys::Function)>>,
+}
+
+impl Listeners {
+    fn emit(&self, event: &str, payload: &JsValue) {
+        let targets: Vec<js_sys::Function> = self
+            .list
+            .borrow()
+            .iter()
+            .filter(|(_, e, _)| e == event)
+            .map(|(_, _, f)| f.clone())
+            .collect();
+        for f in targets {
+            if let Err(e) = f.call1(&JsValue::NULL, payload) {
+                web_sys::console::error_2(&JsValue::from_str("zestor: an event listener threw"), &e);
+            }
+        }
+    }
+}
+
+struct Shared {
+    store: IdbStore,
+    driver: RefCell<Option<Driver>>,
+    listeners: Listeners,
+    last_status: RefCell<String>,
+}
+
+impl Shared {
+    fn status(&self) -> JsValue {
+        let object = js_sys::Object::new();
+        let (connection, error) = match self.driver.borrow().as_ref() {
+            None => ("local", None),
+            Some(d) => (d.connection().as_str(), d.error()),
+        };
+        let (pending, cursor) = self
+            .store
+            .sync()
+            .map_or((0, None), |s| (s.pending_count(), s.session.cursor()));
+        set(&object, "connection", &JsValue::from_str(connection));
+        set(&object, "pending", &JsValue::from_f64(pending as f64));
+        let cursor = cursor.map_or(JsValue::NULL, |c| JsValue::from_f64(c as f64));
+        set(&object, "lastSyncedRev", &cursor);
+        set(&object, "leader", &JsValue::from_bool(self.store.is_synced()));
+        let error = match error {
+            Some((code, message)) => {
+                let e = js_sys::Object::new();
+                set(&e, "code", &JsValue::from_str(&code));
+                set(&e, "message", &JsValue::from_str(&message));
+                e.into()
+            }
+            None => JsValue::NULL,
+        };
+        set(&object, "error", &error);
+        object.into()
+    }
+
+    /// Emits `status` if anything in it changed.
+    fn status_changed(&self) {
+        let status = self.status();
+        let text = js_sys::JSON::stringify(&status)
+            .map(String::from)
+            .unwrap_or_default();
+        if *self.last_status.borrow() == text {
+            return;
+        }
+        *self.last_status.borrow_mut() = text;
+        self.listeners.emit("status", &status);
+    }
+
+    fn notices(&self, notices: Vec<Notice>) {
+        for notice in notices {
+            match notice {
+                Notice::Queued => {
+                    if let Some(d) = self.driver.borrow().as_ref() {
+                        d.flush();
+                    }
+                }
+                Notice::Acked(ack) => self.listeners.emit("acked", &ack_js(&ack)),
+                Notice::Rejected { op, code, message } => {
+                    let object = js_sys::Object::new();
+                    set(&object, "opId", &JsValue::from_str(&op.op_id));
+                    set(&object, "kind", &JsValue::from_str(&op.kind));
+                    set(&object, "key", &JsValue::from_str(&op.key));
+                    set(&object, "code", &JsValue::from_str(code.as_str()));
+                    set(&object, "message", &JsValue::from_str(&message));
+                    self.listeners.emit("rejected", &object.into());
+                }
+            }
+        }
+        self.status_changed();
+    }
+}
+
+/// A store, as JavaScript sees it (see `ZestorStore` in `types.d.ts`).
+#[wasm_bindgen(js_name = ZestorStore, skip_typescript)]
+pub struct JsStore {
+    shared: Rc<Shared>,
+}
+
+/// Opens (or creates) a store, restored from IndexedDB before it resolves.
+#[wasm_bindgen(skip_typescript)]
+pub async fn open(options: JsValue) -> Result<JsStore, JsValue> {
+    console_error_panic_hook::set_once();
+    Ok(open_store(options).await?)
+}
+
+async fn open_store(options: JsValue) -> JsResult<JsStore> {
+    if !options.is_object() {
+        return Err(JsError::invalid("open() takes an options object with a name"));
+    }
+    let name = string_arg(&get(&options, "name"), "name")?;
+    if name.is_empty() {
+        return Err(JsError::invalid("name must not be empty"));
+    }
+    let sync_in = get(&options, "sync");
+    let sync: Option<SyncIn> = if sync_in.is_undefined() || sync_in.is_null() {
+        None
+    } else {
+        Some(serde_wasm_bindgen::from_value(sync_in).map_err(|e| {
+            JsError::invalid(format!("sync must be {{ url, namespace, token, kinds? }}: {e}"))
+        })?)
+    };
+    let store_opts = store_options(&options)?;
+    let setup = sync.as_ref().map(|s| SyncSetup {
+        namespace: s.namespace.clone(),
+        token: s.token.clone(),
+        kinds: s.kinds.clone(),
+    });
+    let store = IdbStore::open(&name, store_opts, setup).await?;
+    let shared = Rc::new(Shared {
+        store: store.clone(),
+        driver: RefCell::new(None),
+        listeners: Listeners::default(),
+        last_status: RefCell::new(String::new()),
+    });
+    let weak = Rc::downgrade(&shared);
+    store.on_notice(move |notices| {
+        if let Some(shared) = weak.upgrade() {
+            shared.notices(notices);
+        }
+    });
+    if let Some(s) = sync {
+        let weak = Rc::downgrade(&shared);
+        let options = DriverOptions {
+            url: s.url,
+            backoff_min_ms: s.backoff_min_ms.unwrap_or(250.0).max(10.0),
+            backoff_max_ms: s.backoff_max_ms.unwrap_or(30_000.0).max(10.0),
+        };
+        let driver = Driver::start(store, options, move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.status_changed();
+            }
+        });
+        *shared.driver.borrow_mut() = Some(driver);
+    }
+    Ok(JsStore { shared })
+}
+
+/// Deletes a store's IndexedDB database.
+#[wasm_bindgen(js_name = deleteStore, skip_typescript)]
+pub async fn delete_store(name: JsValue) -> Result<(), JsValue> {
+    let name = string_arg(&name, "name")?;
+    Ok(Db::delete(&name).await?)
+}
+
+fn promise(f: impl Future<Output = JsResult<JsValue>> + 'static) -> js_sys::Promise {
+    future_to_promise(f.map(|r| r.map_err(JsValue::from)))
+}
+
+impl JsStore {
+    fn store(&self) -> &IdbStore {
+        &self.shared.store
+    }
+
+    fn check_writable(&self) -> JsResult<()> {
+        if let Some(sync) = self.store().sync()
+            && sync.session.rights() == Some(Rights::Read)
+        {
+            return Err(JsError::new("forbidden", "this store's token may only read"));
+        }
+        Ok(())
+    }
+
+    fn submit(&self, op: JsResult<LocalOp>) -> js_sys::Promise {
+        let store = self.store().clone();
+        let writable = self.check_writable();
+        promise(async move {
+            writable?;
+            let outcome = store.submit(op?).await?;
+            Ok(match outcome {
+                Outcome::Written(w, op_id) => written(&w, op_id.as_deref()),
+                Outcome::Many(items) => {
+                    let out = js_sys::Array::new();
+                    for (key, w, op_id) in items {
+                        let object = written(&w, op_id.as_deref());
+                        set(&object, "key", &JsValue::from_str(&key));
+                        out.push(&object);
+                    }
+                    out.into()
+                }
+                Outcome::Deleted(None) => JsValue::NULL,
+                Outcome::Deleted(Some((d, op_id))) => {
+                    let object = js_sys::Object::new();
+                    set(&object, "value", &from_json(&d.prev.value));
+                    set(&object, "version", &JsValue::from_f64(d.prev.version as f64));
+                    set(&object, "rev", &JsValue::from_f64(d.rev as f64));
+                    if let Some(id) = op_id {
+                        set(&object, "opId", &JsValue::from_str(&id));
+                    }
+                    object.into()
+                }
+            })
+        })
+    }
+
+    fn entries_of(
+        &self,
+        kind: &JsValue,
+        f: impl FnMut(&str, &store_core::Entry<&Value>, bool),
+    ) -> JsResult<()> {
+        let kind = kind_arg(kind)?;
+        let engine = self.store().engine()?;
+        let mut f = f;
+        for (key, entry) in engine.list(&kind, &[])? {
+            f(key, &entry, self.store().is_pending(&kind, key));
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self, kind: &JsValue, options: &JsValue) -> JsResult<Watch<Value>> {
+        let opts = watch_options(options)?;
+        let mut engine = self.store().engine_mut()?;
+        Ok(if kind.is_null() || kind.is_undefined() {
+            engine.watch_all(opts)?
+        } else {
+            engine.watch(&kind_arg(kind)?, opts)?
+        })
+    }
+}
+
+#[wasm_bindgen(js_class = ZestorStore)]
+impl JsStore {
+    pub fn get(&self, kind: JsValue, key: JsValue) -> Result<JsValue, JsValue> {
+        let (kind, key) = (kind_arg(&kind)?, string_arg(&key, "key")?);
+        let engine = self.store().engine().map_err(JsError::from)?;
+        Ok(match engine.get(&kind, &key).map_err(JsError::from)? {
+            Some(entry) => js::entry(&entry, self.store().is_pending(&kind, &key)),
+            None => JsValue::UNDEFINED,
+        })
+    }
+
+    pub fn list(&self, kind: JsValue, filter: JsValue) -> Result<js_sys::Array, JsValue> {
+        let filter = if filter.is_undefined() || filter.is_null() {
+            None
+        } else {
+            Some(
+                filter
+                    .dyn_into::<js_sys::Function>()
+                    .map_err(|_| JsError::invalid("filter must be a function"))?,
+            )
+        };
+        let out = js_sys::Array::new();
+        let mut thrown = None;
+        self.entries_of(&kind, |key, entry, pending| {
+            if thrown.is_some() {
+                return;
+            }
+            let value = from_json(entry.value);
+            if let Some(f) = &filter {
+                match f.call2(&JsValue::NULL, &value, &JsValue::from_str(key)) {
+                    Ok(keep) if keep.is_truthy() => {}
+                    Ok(_) => return,
+                    Err(e) => {
+                        thrown = Some(e);
+                        return;
+                    }
+                }
+            }
+            let object = js::entry(entry, pending);
+            set(&object, "value", &value);
+            set(&object, "key", &JsValue::from_str(key));
+            out.push(&object);
+        })?;
+        match thrown {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    pub fn count(&self, kind: JsValue) -> Result<f64, JsValue> {
+        let kind = kind_arg(&kind)?;
+        let engine = self.store().engine().map_err(JsError::from)?;
+        Ok(engine.count(&kind).map_err(JsError::from)? as f64)
+    }
+
+    pub fn keys(&self, kind: JsValue) -> Result<js_sys::Array, JsValue> {
+        let out = js_sys::Array::new();
+        self.entries_of(&kind, |key, _, _| {
+            out.push(&JsValue::from_str(key));
+        })?;
+        Ok(out)
+    }
+
+    pub fn values(&self, kind: JsValue) -> Result<js_sys::Array, JsValue> {
+        let out = js_sys::Array::new();
+        self.entries_of(&kind, |_, entry, _| {
+            out.push(&from_json(entry.value));
+        })?;
+        Ok(out)
+    }
+
+    #[wasm_bindgen(js_name = getAll)]
+    pub fn get_all(&self, kind: JsValue) -> Result<js_sys::Object, JsValue> {
+        let out = js_sys::Object::new();
+        self.entries_of(&kind, |key, entry, pending| {
+            set(&out, key, &js::entry(entry, pending));
+        })?;
+        Ok(out)
+    }
+
+    pub fn kinds(&self) -> Result<js_sys::Array, JsValue> {
+        let engine = self.store().engine().map_err(JsError::from)?;
+        let kinds = engine.kinds().map_err(JsError::from)?;
+        Ok(kinds.into_iter().map(JsValue::from_str).collect())
+    }
+
+    pub fn rev(&self) -> Result<f64, JsValue> {
+        let engine = self.store().engine().map_err(JsError::from)?;
+        if engine.is_closed() {
+            return Err(JsError::from(Error::Closed).into());
+        }
+        Ok(engine.rev() as f64)
+    }
+
+    pub fn set(&self, kind: JsValue, key: JsValue, value: JsValue, options: JsValue) -> js_sys::Promise {
+        let op = (|| {
+            Ok(LocalOp::Set {
+                kind: kind_arg(&kind)?,
+                key: string_arg(&key, "key")?,
+                value: to_json(&value, "value")?,
+                if_version: write_options(&options)?,
+            })
+        })();
+        self.submit(op)
+    }
+
+    #[wasm_bindgen(js_name = setMany)]
+    pub fn set_many(&self, kind: JsValue, items: JsValue) -> js_sys::Promise {
+        let op = (|| {
+            let kind = kind_arg(&kind)?;
+            let pairs: js_sys::Array = if js_sys::Array::is_array(&items) {
+                items.unchecked_into()
+            } else if items.is_object() {
+                js_sys::Object::entries(items.unchecked_ref())
+            } else {
+                return Err(JsError::invalid(
+                    "items must be an object or an array of [key, value]",
+                ));
+            };
+            let mut out = Vec::with_capacity(pairs.length() as usize);
+            for pair in pairs.iter() {
+                let pair: js_sys::Array = pair
+                    .dyn_into()
+                    .map_err(|_| JsError::invalid("items must be an array of [key, value] pairs"))?;
+                let key = string_arg(&pair.get(0), "an item's key")?;
+                let value = to_json(&pair.get(1), "an item's value")?;
+                out.push((key, value));
+            }
+            Ok(LocalOp::SetMany { kind, items: out })
+        })();
+        self.submit(op)
+    }
+
+    #[wasm_bindgen(js_name = setFn)]
+    pub fn set_fn(&self, kind: JsValue, key: JsValue, f: JsValue, options: JsValue) -> js_sys::Promise {
+        let op = (|| {
+            let f: js_sys::Function = f
+                .dyn_into()
+                .map_err(|_| JsError::invalid("setFn takes a function"))?;
+            let f = move |old: &Value| -> Result<Value, BoxError> {
+                let new = f
+                    .call1(&JsValue::NULL, &from_json(old))
+                    .map_err(|e| BoxError::from(describe(&e)))?;
+                to_json(&new, "the function's result").map_err(|e| BoxError::from(e.message))
+            };
+            Ok(LocalOp::SetFn {
+                kind: kind_arg(&kind)?,
+                key: string_arg(&key, "key")?,
+                f: Box::new(f),
+                if_version: write_options(&options)?,
+            })
+        })();
+        self.submit(op)
+    }
+
+    pub fn delete(&self, kind: JsValue, key: JsValue, options: JsValue) -> js_sys::Promise {
+        let op = (|| {
+            Ok(LocalOp::Delete {
+                kind: kind_arg(&kind)?,
+                key: string_arg(&key, "key")?,
+                if_version: write_options(&options)?,
+            })
+        })();
+        self.submit(op)
+    }
+
+    pub fn confirmed(&self, op_id: JsValue) -> js_sys::Promise {
+        let store = self.store().clone();
+        promise(async move {
+            let op_id = string_arg(&op_id, "opId")?;
+            let rx = store
+                .answer(&op_id)
+                .ok_or_else(|| JsError::invalid(format!("no pending or recent op {op_id:?}")))?;
+            match rx.await {
+                Ok(Ok(ack)) => Ok(ack_js(&ack)),
+                Ok(Err((code, message))) => Err(JsError::new(code.as_str(), message)),
+                Err(_) => Err(JsError::from(Error::Closed)),
+            }
+        })
+    }
+
+    pub fn watch(
+        &self,
+        kind: JsValue,
+        options: JsValue,
+        callback: JsValue,
+    ) -> Result<js_sys::Function, JsValue> {
+        let callback: js_sys::Function = callback
+            .dyn_into()
+            .map_err(|_| JsError::invalid("watch takes a callback function"))?;
+        let mut watch = self.subscribe(&kind, &options)?;
+        let store = self.store().clone();
+        let (cancel, cancelled) = futures_channel::oneshot::channel::<()>();
+        wasm_bindgen_futures::spawn_local(async move {
+            let mut cancelled = cancelled.fuse();
+            loop {
+                let next = future::select(watch.next(), &mut cancelled).await;
+                let item = match next {
+                    future::Either::Left((item, _)) => item,
+                    future::Either::Right(_) => return,
+                };
+                let (event, error) = match item {
+                    None => return,
+                    Some(Ok(e)) => (js::event(&e, store.is_pending_rev(e.rev)), JsValue::UNDEFINED),
+                    Some(Err(e)) => (JsValue::NULL, JsValue::from(JsError::from(e))),
+                };
+                let ended = event.is_null();
+                if let Err(e) = callback.call2(&JsValue::NULL, &event, &error) {
+                    web_sys::console::error_2(&JsValue::from_str("zestor: a watch callback threw"), &e);
+                }
+                if ended {
+                    return;
+                }
+            }
+        });
+        let cancel = RefCell::new(Some(cancel));
+        let unsubscribe = Closure::<dyn Fn()>::new(move || {
+            if let Some(c) = cancel.borrow_mut().take() {
+                let _ = c.send(());
+            }
+        });
+        Ok(unsubscribe.into_js_value().unchecked_into())
+    }
+
+    #[wasm_bindgen(js_name = watchIter)]
+    pub fn watch_iter(&self, kind: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+        let watch = self.subscribe(&kind, &options)?;
+        let signal = get(&options, "signal");
+        let handle = WatchHandle {
+            inner: Rc::new(RefCell::new(HandleState {
+                watch: Some(watch),
+                waker: None,
+            })),
+            store: self.store().clone(),
+        };
+        Ok(iterate(handle, signal))
+    }
+
+    pub fn status(&self) -> JsValue {
+        self.shared.status()
+    }
+
+    pub fn on(&self, event: JsValue, callback: JsValue) -> Result<js_sys::Function, JsValue> {
+        let event = string_arg(&event, "event")?;
+        if !matches!(event.as_str(), "status" | "acked" | "rejected") {
+            return Err(
+                JsError::invalid(format!("unknown event {event:?}: status, acked or rejected")).into(),
+            );
+        }
+        let callback: js_sys::Function = callback
+            .dyn_into()
+            .map_err(|_| JsError::invalid("on() takes a callback function"))?;
+        let listeners = &self.shared.listeners;
+        let id = listeners.next_id.get();
+        listeners.next_id.set(id + 1);
+        listeners.list.borrow_mut().push((id, event, callback));
+        let weak = Rc::downgrade(&self.shared);
+        let off = Closure::<dyn Fn()>::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.listeners.list.borrow_mut().retain(|(i, _, _)| *i != id);
+            }
+        });
+        Ok(off.into_js_value().unchecked_into())
+    }
+
+    pub fn close(&self) -> js_sys::Promise {
+        let shared = self.shared.clone();
+        promise(async move {
+            if let Some(d) = shared.driver.borrow_mut().take() {
+                d.stop();
+            }
+            shared.store.close().await;
+            shared.listeners.list.borrow_mut().clear();
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}
+
+struct HandleState {
+    watch: Option<Watch<Value>>,
+    waker: Option<Waker>,
+}
+
+/// The pull side of `watchIter`: one `next()` at a time, so the watch's
+/// buffer (and its overflow) applies to a slow consumer.
+#[wasm_bindgen(skip_typescript)]
+pub struct WatchHandle {
+    inner: Rc<RefCell<HandleState>>,
+    store: IdbStore,
+}
+
+struct NextEvent(Rc<RefCell<HandleState>>);
+
+impl Future for NextEvent {
+    type Output = Option<store_core::Result<std::sync::Arc<store_core::Event<Value>>>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.0.borrow_mut();
+        let Some(watch) = state.watch.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(watch).poll_next(cx) {
+            Poll::Ready(item) => Poll::Ready(item),
+            Poll::Pending => {
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[wasm_bindgen]
+impl WatchHandle {
+    /// The next event; `undefined` once the watch ended or was closed.
+    pub fn next(&self) -> js_sys::Promise {
+        let next = NextEvent(self.inner.clone());
+        let store = self.store.clone();
+        let state = self.inner.clone();
+        promise(async move {
+            match next.await {
+                None => Ok(JsValue::UNDEFINED),
+                Some(Ok(e)) => Ok(js::event(&e, store.is_pending_rev(e.rev))),
+                Some(Err(e)) => {
+                    state.borrow_mut().watch = None;
+                    Err(JsError::from(e))
+                }
+            }
+        })
+    }
+
+    /// Ends the watch; a pending `next()` resolves with `undefined`.
+    pub fn close(&self) {
+        let mut state = self.inner.borrow_mut();
+        state.watch = None;
+        if let Some(w) = state.waker.take() {
+            w.wake();
+        }
+    }
+}
