@@ -365,6 +365,36 @@ impl ClientSession {
         self.pending.push_back(op);
     }
 
+    // ---- mirroring ----
+    //
+    // A client that shares its persisted state with another live client
+    // (a second browser tab on the same database, where only one tab holds
+    // the connection) keeps its session in step with what that one learned.
+
+    /// Sets (or with `None` removes) the confirmed entry of `kind`/`key`, as
+    /// the client holding the connection learned it.
+    pub fn mirror_confirmed(&mut self, kind: &str, key: &str, entry: Option<Entry<Value>>) {
+        let slot = (kind.to_owned(), key.to_owned());
+        match entry {
+            Some(e) => {
+                self.confirmed.insert(slot, e);
+            }
+            None => {
+                self.confirmed.remove(&slot);
+            }
+        }
+    }
+
+    /// Sets the cursor to the one the client holding the connection reached.
+    pub fn mirror_cursor(&mut self, cursor: Option<u64>) {
+        self.cursor = cursor;
+    }
+
+    /// Drops a pending op that was answered on another connection.
+    pub fn forget_pending(&mut self, op_id: &str) -> Option<Op> {
+        self.take_pending(op_id)
+    }
+
     /// Call when a socket to the server opened: queues `hello` resuming from
     /// the cursor. Pending ops are sent once welcomed.
     pub fn connect(&mut self, now_ms: u64) {
