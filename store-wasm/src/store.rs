@@ -542,9 +542,10 @@ impl IdbStore {
         // staging and the commit below.
         let persisted = self.inner.db.write(&batch).await;
         if let Err(e) = persisted {
-            let e = storage(e);
+            // `closed` (another tab deleted or upgraded the database) stays
+            // `Error::Closed`; anything else is a storage error.
             for (reply, _) in answers {
-                let _ = reply.send(Err(Error::Storage(e.to_string().into())));
+                let _ = reply.send(Err(storage(e.clone())));
             }
             return;
         }
