@@ -6,7 +6,8 @@
 //! - `pending`: key the op's place in the queue (a number), value a JSON
 //!   string of the protocol `Op`: ops written here and not yet answered.
 //! - `meta`: key a name, value a JSON string: the store's head revision and,
-//!   for a synced store, the sync cursor and queue counters.
+//!   for a synced store, the sync cursor and queue counters; the database's
+//!   client id ([`CLIENT_ID`]), set when the database is created.
 //!
 //! Values are stored as JSON text rather than structured-clone objects: it
 //! is what the engine already holds, and cloning one string is cheaper than
@@ -32,6 +33,17 @@ const VERSION: u32 = 1;
 pub const ENTRIES: &str = "entries";
 pub const PENDING: &str = "pending";
 pub const META: &str = "meta";
+/// The `meta` record holding the database's client id (a JSON string): the
+/// id a synced store says `hello` with, the same in every tab and after
+/// every reload, since the server recognizes a re-sent op by client id and
+/// op id.
+pub const CLIENT_ID: &str = "client_id";
+
+/// `name` and 53 random bits: a client id, or a prefix for op ids unique to
+/// one open store.
+pub fn unique_id(name: &str) -> String {
+    format!("{name}-{:016x}", (js_sys::Math::random() * 2f64.powi(53)) as u64)
+}
 
 /// An entry as it is persisted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +163,7 @@ impl Db {
             .map_err(|e| dom_error("open", e))?;
         let upgrade = {
             let request = request.clone();
+            let client_id = serde_json::to_string(&unique_id(name)).unwrap_or_default();
             Closure::<dyn FnMut()>::new(move || {
                 let Ok(result) = request.result() else { return };
                 let db: IdbDatabase = result.unchecked_into();
@@ -158,7 +171,13 @@ impl Db {
                 for store in [ENTRIES, PENDING, META] {
                     if !names.contains(store) {
                         // Failing here aborts the upgrade, which fails the open.
-                        let _ = db.create_object_store(store);
+                        let created = db.create_object_store(store);
+                        // The upgrade runs once, in a transaction no other
+                        // connection shares: every tab reads this one id.
+                        if let (META, Ok(meta)) = (store, created) {
+                            let _ = meta
+                                .put_with_key(&JsValue::from_str(&client_id), &JsValue::from_str(CLIENT_ID));
+                        }
                     }
                 }
             })

@@ -33,7 +33,7 @@ use store_core::{
     StoreOptions, Watch, WatchOptions, Written,
 };
 
-use crate::idb::{Batch, Db, StoredEntry};
+use crate::idb::{Batch, CLIENT_ID, Db, StoredEntry, unique_id};
 
 const HEAD: &str = "head";
 const CURSOR: &str = "cursor";
@@ -143,6 +143,10 @@ enum Job {
 /// persist it; the connection driver feeds its session.
 pub struct SyncState {
     pub session: ClientSession,
+    /// Op ids are `{op_prefix}:{n}`: the client id is shared by every tab and
+    /// reload of the database, so the prefix is unique to this open store.
+    op_prefix: String,
+    next_op_seq: u64,
     /// The schemas of the server's last `welcome` (kept offline too).
     schemas: BTreeMap<String, Schema>,
     schemas_json: BTreeMap<String, Value>,
@@ -178,6 +182,13 @@ impl SyncState {
     /// Records the server's answer to an op (an `Acked` or `Rejected`).
     pub fn answered(&mut self, notice: Notice) {
         self.answered.push(notice);
+    }
+
+    /// A new op id, never used before under this database's client id.
+    fn next_op_id(&mut self) -> String {
+        let op_id = format!("{}:{}", self.op_prefix, self.next_op_seq);
+        self.next_op_seq += 1;
+        op_id
     }
 
     pub fn pending_count(&self) -> usize {
@@ -343,7 +354,19 @@ impl IdbStore {
                 .map_err(|e| Error::Storage(format!("a pending op does not decode: {e}").into()))?;
             pending.push((*place, op));
         }
-        let client_id = format!("{name}-{:016x}", (js_sys::Math::random() * 2f64.powi(53)) as u64);
+        let client_id = match meta.get(CLIENT_ID).and_then(|c| serde_json::from_str(c).ok()) {
+            Some(id) => id,
+            None => {
+                // A database created without one.
+                let id = unique_id(name);
+                let batch = Batch {
+                    put_meta: vec![(CLIENT_ID, serde_json::to_string(&id).unwrap_or_default())],
+                    ..Batch::default()
+                };
+                db.write(&batch).await.map_err(storage)?;
+                id
+            }
+        };
         let mut config = ClientConfig::new(setup.namespace, setup.token, client_id);
         config.kinds = setup.kinds;
         let state = ClientState {
@@ -365,6 +388,8 @@ impl IdbStore {
         };
         let mut sync = SyncState {
             session: ClientSession::restore(config, state),
+            op_prefix: unique_id(name),
+            next_op_seq: 0,
             schemas: BTreeMap::new(),
             schemas_json: BTreeMap::new(),
             places: HashMap::new(),
@@ -879,7 +904,7 @@ fn stage(
                         if_version: Option<u64>|
      -> Option<String> {
         let sync = sync.as_deref_mut()?;
-        let op_id = sync.session.next_op_id();
+        let op_id = sync.next_op_id();
         ops.push(Op {
             op_id: op_id.clone(),
             kind: kind.to_owned(),
