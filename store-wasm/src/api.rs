@@ -26,6 +26,7 @@ use crate::idb::Db;
 use crate::js::{self, JsError, JsResult, describe, from_json, get, set, to_json};
 use crate::store::{IdbStore, LocalOp, Notice, Outcome, SyncSetup};
 use crate::sync::{Driver, DriverOptions};
+use crate::tabs::{self, TabMessage};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = include_str!("types.d.ts");
@@ -238,6 +239,9 @@ impl Listeners {
 struct Shared {
     store: IdbStore,
     driver: RefCell<Option<Driver>>,
+    /// The store's Web Lock: held by the tab syncing (or using a local
+    /// store), awaited by the other tabs of a synced store.
+    lock: RefCell<Option<tabs::Lock>>,
     listeners: Listeners,
     last_status: RefCell<String>,
 }
@@ -245,19 +249,26 @@ struct Shared {
 impl Shared {
     fn status(&self) -> JsValue {
         let object = js_sys::Object::new();
+        let leader = self.driver.borrow().is_some();
         let (connection, error) = match self.driver.borrow().as_ref() {
-            None => ("local", None),
-            Some(d) => (d.connection().as_str(), d.error()),
+            Some(d) => (d.connection().as_str().to_owned(), d.error()),
+            None => match self.store.sync() {
+                None => ("local".to_owned(), None),
+                // Another tab holds the connection: show what it posted.
+                Some(s) => s
+                    .leader_status()
+                    .unwrap_or_else(|| ("connecting".to_owned(), None)),
+            },
         };
         let (pending, cursor) = self
             .store
             .sync()
             .map_or((0, None), |s| (s.pending_count(), s.session.cursor()));
-        set(&object, "connection", &JsValue::from_str(connection));
+        set(&object, "connection", &JsValue::from_str(&connection));
         set(&object, "pending", &JsValue::from_f64(pending as f64));
         let cursor = cursor.map_or(JsValue::NULL, |c| JsValue::from_f64(c as f64));
         set(&object, "lastSyncedRev", &cursor);
-        set(&object, "leader", &JsValue::from_bool(self.store.is_synced()));
+        set(&object, "leader", &JsValue::from_bool(leader));
         let error = match error {
             Some((code, message)) => {
                 let e = js_sys::Object::new();
@@ -281,7 +292,28 @@ impl Shared {
             return;
         }
         *self.last_status.borrow_mut() = text;
+        if let Some(d) = self.driver.borrow().as_ref() {
+            let rights = self.store.sync().and_then(|s| s.session.rights());
+            self.store.post(&TabMessage::Status {
+                connection: d.connection().as_str().to_owned(),
+                error: d.error(),
+                rights,
+            });
+        }
         self.listeners.emit("status", &status);
+    }
+
+    /// Takes the connection: this tab syncs for every tab of the store.
+    fn lead(self: &Rc<Self>, options: DriverOptions) {
+        self.store.set_leader(true);
+        let weak = Rc::downgrade(self);
+        let driver = Driver::start(self.store.clone(), options, move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.status_changed();
+            }
+        });
+        *self.driver.borrow_mut() = Some(driver);
+        self.status_changed();
     }
 
     fn notices(&self, notices: Vec<Notice>) {
@@ -344,9 +376,26 @@ async fn open_store(options: JsValue) -> JsResult<JsStore> {
         kinds: s.kinds.clone(),
     });
     let store = IdbStore::open(&name, store_opts, setup).await?;
+    let lock_name = format!("zestor:{name}");
+    // Whether the lock is free now; a local store needs it for itself.
+    let (granted_tx, granted_rx) = futures_channel::oneshot::channel();
+    let lock = tabs::request(&lock_name, true, move |granted| {
+        let _ = granted_tx.send(granted);
+    });
+    let leading = granted_rx.await.unwrap_or(false);
+    if !leading && sync.is_none() {
+        store.close().await;
+        return Err(JsError::new(
+            "locked",
+            format!(
+                "store {name:?} is open in another tab; a local store serves one tab (sync it to share it)"
+            ),
+        ));
+    }
     let shared = Rc::new(Shared {
         store: store.clone(),
         driver: RefCell::new(None),
+        lock: RefCell::new(leading.then_some(lock)),
         listeners: Listeners::default(),
         last_status: RefCell::new(String::new()),
     });
@@ -357,18 +406,34 @@ async fn open_store(options: JsValue) -> JsResult<JsStore> {
         }
     });
     if let Some(s) = sync {
-        let weak = Rc::downgrade(&shared);
+        store.join_tabs(&name);
         let options = DriverOptions {
             url: s.url,
             backoff_min_ms: s.backoff_min_ms.unwrap_or(250.0).max(10.0),
             backoff_max_ms: s.backoff_max_ms.unwrap_or(30_000.0).max(10.0),
         };
-        let driver = Driver::start(store, options, move || {
-            if let Some(shared) = weak.upgrade() {
-                shared.status_changed();
-            }
-        });
-        *shared.driver.borrow_mut() = Some(driver);
+        if leading {
+            shared.lead(options);
+        } else {
+            // Another tab syncs; take over when it lets go of the lock,
+            // after reading what it left in IndexedDB.
+            store.set_leader(false);
+            let weak = Rc::downgrade(&shared);
+            let waiting = tabs::request(&lock_name, false, move |_| {
+                let Some(shared) = weak.upgrade() else { return };
+                wasm_bindgen_futures::spawn_local(async move {
+                    if shared.store.is_closed() {
+                        return;
+                    }
+                    if let Err(e) = shared.store.reload().await {
+                        web_sys::console::error_1(&format!("zestor: taking over sync failed: {e}").into());
+                        return;
+                    }
+                    shared.lead(options);
+                });
+            });
+            *shared.lock.borrow_mut() = Some(waiting);
+        }
     }
     Ok(JsStore { shared })
 }
@@ -391,7 +456,7 @@ impl JsStore {
 
     fn check_writable(&self) -> JsResult<()> {
         if let Some(sync) = self.store().sync()
-            && sync.session.rights() == Some(Rights::Read)
+            && sync.rights() == Some(Rights::Read)
         {
             return Err(JsError::new("forbidden", "this store's token may only read"));
         }
@@ -727,6 +792,8 @@ impl JsStore {
                 d.stop();
             }
             shared.store.close().await;
+            // Lets the next tab take over.
+            shared.lock.borrow_mut().take();
             shared.listeners.list.borrow_mut().clear();
             Ok(JsValue::UNDEFINED)
         })

@@ -3,8 +3,10 @@
 //! - `entries`: key `[kind, key]`, value a JSON string of [`StoredEntry`]:
 //!   the store's entries (local store) or the server-confirmed entries
 //!   (synced store).
-//! - `pending`: key the op's place in the queue (a number), value a JSON
-//!   string of the protocol `Op`: ops written here and not yet answered.
+//! - `pending`: key the op's place in the queue (a number from the store's
+//!   key generator, so places are unique and ordered across tabs), value a
+//!   JSON string of the protocol `Op`: ops written here and not yet
+//!   answered.
 //! - `meta`: key a name, value a JSON string: the store's head revision and,
 //!   for a synced store, the sync cursor and queue counters; the database's
 //!   client id ([`CLIENT_ID`]), set when the database is created.
@@ -76,7 +78,8 @@ pub struct Batch {
     pub clear_entries: bool,
     pub put_entries: Vec<(String, String, String)>,
     pub delete_entries: Vec<(String, String)>,
-    pub put_pending: Vec<(f64, String)>,
+    /// Ops to queue (JSON); their places are assigned by IndexedDB.
+    pub put_pending: Vec<String>,
     pub delete_pending: Vec<f64>,
     pub put_meta: Vec<(&'static str, String)>,
 }
@@ -171,7 +174,13 @@ impl Db {
                 for store in [ENTRIES, PENDING, META] {
                     if !names.contains(store) {
                         // Failing here aborts the upgrade, which fails the open.
-                        let created = db.create_object_store(store);
+                        let created = if store == PENDING {
+                            let params = web_sys::IdbObjectStoreParameters::new();
+                            params.set_auto_increment(true);
+                            db.create_object_store_with_optional_parameters(store, &params)
+                        } else {
+                            db.create_object_store(store)
+                        };
                         // The upgrade runs once, in a transaction no other
                         // connection shares: every tab reads this one id.
                         if let (META, Ok(meta)) = (store, created) {
@@ -297,8 +306,10 @@ impl Db {
         Ok(loaded)
     }
 
-    /// Writes `batch` in one transaction and resolves once it committed.
-    pub async fn write(&self, batch: &Batch) -> JsResult<()> {
+    /// Writes `batch` in one transaction and resolves once it committed,
+    /// with the places IndexedDB gave the queued ops (in `put_pending`
+    /// order).
+    pub async fn write(&self, batch: &Batch) -> JsResult<Vec<f64>> {
         let mut names = Vec::with_capacity(3);
         if batch.clear_entries || !batch.put_entries.is_empty() || !batch.delete_entries.is_empty() {
             names.push(ENTRIES);
@@ -310,19 +321,33 @@ impl Db {
             names.push(META);
         }
         if names.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let tx = self.transaction(&names, IdbTransactionMode::Readwrite)?;
-        if let Err(e) = issue(&tx, batch) {
-            let _ = tx.abort();
-            return Err(e);
-        }
-        finish(&tx).await
+        let queued = match issue(&tx, batch) {
+            Ok(queued) => queued,
+            Err(e) => {
+                let _ = tx.abort();
+                return Err(e);
+            }
+        };
+        finish(&tx).await?;
+        queued
+            .iter()
+            .map(|r| {
+                r.result()
+                    .ok()
+                    .and_then(|k| k.as_f64())
+                    .ok_or_else(|| JsError::storage("IndexedDB gave a queued op no place"))
+            })
+            .collect()
     }
 }
 
-/// Issues every request of `batch` on `tx` without waiting for any.
-fn issue(tx: &IdbTransaction, batch: &Batch) -> JsResult<()> {
+/// Issues every request of `batch` on `tx` without waiting for any; the
+/// requests queuing ops, whose results are their places.
+fn issue(tx: &IdbTransaction, batch: &Batch) -> JsResult<Vec<IdbRequest>> {
+    let mut queued = Vec::with_capacity(batch.put_pending.len());
     let store = |name| tx.object_store(name).map_err(|e| dom_error("object store", e));
     let failed = |e| dom_error("write", e);
     if batch.clear_entries || !batch.put_entries.is_empty() || !batch.delete_entries.is_empty() {
@@ -344,10 +369,8 @@ fn issue(tx: &IdbTransaction, batch: &Batch) -> JsResult<()> {
         for place in &batch.delete_pending {
             pending.delete(&JsValue::from_f64(*place)).map_err(failed)?;
         }
-        for (place, op) in &batch.put_pending {
-            pending
-                .put_with_key(&JsValue::from_str(op), &JsValue::from_f64(*place))
-                .map_err(failed)?;
+        for op in &batch.put_pending {
+            queued.push(pending.add(&JsValue::from_str(op)).map_err(failed)?);
         }
     }
     if !batch.put_meta.is_empty() {
@@ -357,5 +380,5 @@ fn issue(tx: &IdbTransaction, batch: &Batch) -> JsResult<()> {
                 .map_err(failed)?;
         }
     }
-    Ok(())
+    Ok(queued)
 }

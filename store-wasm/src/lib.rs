@@ -11,6 +11,7 @@ mod idb;
 mod js;
 pub mod store;
 mod sync;
+mod tabs;
 
 pub use store::IdbStore;
 

@@ -34,6 +34,7 @@ use store_core::{
 };
 
 use crate::idb::{Batch, CLIENT_ID, Db, StoredEntry, unique_id};
+use crate::tabs::{Channel, TabMessage};
 
 const HEAD: &str = "head";
 const CURSOR: &str = "cursor";
@@ -82,7 +83,9 @@ pub enum Outcome {
 /// How the server answered an op.
 pub type Answer = std::result::Result<Ack, (ErrorCode, String)>;
 
-/// What the writer reports to the connection driver and the API.
+/// What the writer reports to the connection driver and the API (and the
+/// leader posts to the other tabs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Notice {
     /// Local writes queued ops: send them.
     Queued,
@@ -117,10 +120,13 @@ impl Notice {
 /// The sync news to persist, with the rebase events to apply after.
 struct SyncPlan {
     batch: Batch,
+    /// What the leader posts to the other tabs once persisted.
+    messages: Vec<TabMessage>,
     events: Vec<Event<Value>>,
     pending_revs: Vec<u64>,
     answered: Vec<Notice>,
-    places: Vec<(f64, String, String)>,
+    /// The answered ops' op ids, places, kinds and keys.
+    places: Vec<(String, f64, String, String)>,
     keys: BTreeSet<(String, String)>,
     dirty_all: bool,
 }
@@ -137,12 +143,20 @@ enum Job {
     Write(LocalOp, oneshot::Sender<Result<Outcome>>),
     /// Persist and rebase what the session learned since the last one.
     Sync,
+    /// Re-read the sync state from IndexedDB and rebase every key.
+    Reload(oneshot::Sender<Result<()>>),
 }
 
 /// The sync state of a synced store, owned by the store so the writer can
 /// persist it; the connection driver feeds its session.
 pub struct SyncState {
     pub session: ClientSession,
+    config: ClientConfig,
+    /// This tab holds the connection (and persists what the server says);
+    /// other tabs mirror what it posts.
+    leader: bool,
+    /// The leader's connection status and rights, as it last posted them.
+    status: Option<LeaderStatus>,
     /// Op ids are `{op_prefix}:{n}`: the client id is shared by every tab and
     /// reload of the database, so the prefix is unique to this open store.
     op_prefix: String,
@@ -152,13 +166,14 @@ pub struct SyncState {
     schemas_json: BTreeMap<String, Value>,
     /// Each pending op's place in the IndexedDB queue, kind and key.
     places: HashMap<String, (f64, String, String)>,
-    next_place: f64,
     /// How many pending ops each key has.
     pending_keys: HashMap<(String, String), u32>,
     /// Keys the session changed since the writer last persisted.
     dirty: BTreeSet<(String, String)>,
     /// A snapshot replaced the confirmed state since the last persist.
     dirty_all: bool,
+    /// The session was reloaded from IndexedDB: rebase every key.
+    rebase_all: bool,
     /// Ops answered since the last persist.
     answered: Vec<Notice>,
     /// The schemas changed since the last persist.
@@ -182,6 +197,61 @@ impl SyncState {
     /// Records the server's answer to an op (an `Acked` or `Rejected`).
     pub fn answered(&mut self, notice: Notice) {
         self.answered.push(notice);
+    }
+
+    /// Replaces the session's state with a persisted one.
+    fn restore(&mut self, p: Persisted) {
+        let state = ClientState {
+            cursor: p.cursor,
+            entries: p.entries,
+            pending: p.pending.iter().map(|(_, op)| op.clone()).collect(),
+            next_op_seq: 0,
+        };
+        self.session = ClientSession::restore(self.config.clone(), state);
+        self.places.clear();
+        self.pending_keys.clear();
+        for (place, op) in &p.pending {
+            self.add_pending(op, *place);
+        }
+        if let Some(schemas) = p.schemas {
+            self.set_schemas(&schemas);
+            self.schemas_dirty = false;
+        }
+    }
+
+    /// The optimistic view of every key, as entries at revision `rev`.
+    fn view(&self, rev: u64) -> Vec<(String, String, Entry<Value>)> {
+        let keys: BTreeSet<(String, String)> = self
+            .session
+            .confirmed_entries()
+            .map(|(kind, key, _)| (kind.to_owned(), key.to_owned()))
+            .chain(self.pending_keys.keys().cloned())
+            .collect();
+        keys.into_iter()
+            .filter_map(|(kind, key)| {
+                let (value, version) = self.optimistic(&kind, &key)?;
+                Some((kind, key, Entry { value, version, rev }))
+            })
+            .collect()
+    }
+
+    /// Whether this tab holds the connection.
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+
+    /// The leader's last posted status: connection, error.
+    pub fn leader_status(&self) -> Option<(String, Option<(String, String)>)> {
+        self.status
+            .as_ref()
+            .map(|s| (s.connection.clone(), s.error.clone()))
+    }
+
+    /// What the token allows, as this tab's or the leader's session learned.
+    pub fn rights(&self) -> Option<store_core::sync::Rights> {
+        self.session
+            .rights()
+            .or(self.status.as_ref().and_then(|s| s.rights))
     }
 
     /// A new op id, never used before under this database's client id.
@@ -278,6 +348,55 @@ pub struct SyncSetup {
     pub kinds: Option<Vec<String>>,
 }
 
+/// The connection status the leading tab posted.
+struct LeaderStatus {
+    connection: String,
+    error: Option<(String, String)>,
+    rights: Option<store_core::sync::Rights>,
+}
+
+/// What a synced store persisted, as read at open or reload.
+struct Persisted {
+    cursor: Option<u64>,
+    entries: Vec<(String, String, Entry<Value>)>,
+    pending: Vec<(f64, Op)>,
+    schemas: Option<BTreeMap<String, Value>>,
+}
+
+impl Persisted {
+    fn read(
+        entries: Vec<(String, String, StoredEntry)>,
+        pending: &[(f64, String)],
+        meta: &HashMap<String, String>,
+    ) -> Result<Persisted> {
+        let mut ops = Vec::with_capacity(pending.len());
+        for (place, text) in pending {
+            let op: Op = serde_json::from_str(text)
+                .map_err(|e| Error::Storage(format!("a pending op does not decode: {e}").into()))?;
+            ops.push((*place, op));
+        }
+        Ok(Persisted {
+            cursor: meta
+                .get(CURSOR)
+                .and_then(|c| serde_json::from_str::<CursorMeta>(c).ok())
+                .and_then(|c| c.cursor),
+            entries: entries
+                .into_iter()
+                .map(|(kind, key, e)| {
+                    let entry = Entry {
+                        value: e.value,
+                        version: e.version,
+                        rev: e.rev,
+                    };
+                    (kind, key, entry)
+                })
+                .collect(),
+            pending: ops,
+            schemas: meta.get(SCHEMAS).and_then(|s| serde_json::from_str(s).ok()),
+        })
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct CursorMeta {
     cursor: Option<u64>,
@@ -293,6 +412,8 @@ struct Inner {
     pending_revs: RefCell<BTreeSet<u64>>,
     /// Called after the writer persisted sync answers.
     on_notice: RefCell<Option<NoticeFn>>,
+    /// The other tabs of a synced store.
+    channel: RefCell<Option<Channel>>,
     closed: Cell<bool>,
 }
 
@@ -344,16 +465,7 @@ impl IdbStore {
             let engine = Engine::restore(options, head, entries, Vec::new())?;
             return Ok(IdbStore::assemble(db, engine, None));
         };
-        let cursor = meta
-            .get(CURSOR)
-            .and_then(|c| serde_json::from_str::<CursorMeta>(c).ok())
-            .and_then(|c| c.cursor);
-        let mut pending = Vec::with_capacity(loaded.pending.len());
-        for (place, text) in &loaded.pending {
-            let op: Op = serde_json::from_str(text)
-                .map_err(|e| Error::Storage(format!("a pending op does not decode: {e}").into()))?;
-            pending.push((*place, op));
-        }
+        let persisted = Persisted::read(loaded.entries, &loaded.pending, &meta)?;
         let client_id = match meta.get(CLIENT_ID).and_then(|c| serde_json::from_str(c).ok()) {
             Some(id) => id,
             None => {
@@ -369,68 +481,28 @@ impl IdbStore {
         };
         let mut config = ClientConfig::new(setup.namespace, setup.token, client_id);
         config.kinds = setup.kinds;
-        let state = ClientState {
-            cursor,
-            entries: loaded
-                .entries
-                .into_iter()
-                .map(|(kind, key, e)| {
-                    let entry = Entry {
-                        value: e.value,
-                        version: e.version,
-                        rev: e.rev,
-                    };
-                    (kind, key, entry)
-                })
-                .collect(),
-            pending: pending.iter().map(|(_, op)| op.clone()).collect(),
-            next_op_seq: 0,
-        };
         let mut sync = SyncState {
-            session: ClientSession::restore(config, state),
+            session: ClientSession::new(config.clone()),
+            config,
+            leader: true,
             op_prefix: unique_id(name),
             next_op_seq: 0,
             schemas: BTreeMap::new(),
             schemas_json: BTreeMap::new(),
             places: HashMap::new(),
-            next_place: pending.last().map_or(0.0, |(p, _)| p + 1.0),
             pending_keys: HashMap::new(),
             dirty: BTreeSet::new(),
             dirty_all: false,
+            rebase_all: false,
             answered: Vec::new(),
             schemas_dirty: false,
             answers: HashMap::new(),
             answer_order: VecDeque::new(),
             waiters: HashMap::new(),
+            status: None,
         };
-        if let Some(schemas) = meta.get(SCHEMAS).and_then(|s| serde_json::from_str(s).ok()) {
-            sync.set_schemas(&schemas);
-            sync.schemas_dirty = false;
-        }
-        for (place, op) in &pending {
-            sync.add_pending(op, *place);
-        }
-        // The engine shows the optimistic view, restored at the persisted head.
-        let mut view: BTreeMap<(String, String), (Value, u64)> = BTreeMap::new();
-        for (kind, key, _) in sync.session.confirmed_entries() {
-            view.insert((kind.to_owned(), key.to_owned()), (Value::Null, 0));
-        }
-        for (_, op) in &pending {
-            view.insert((op.kind.clone(), op.key.clone()), (Value::Null, 0));
-        }
-        let entries: Vec<_> = view
-            .into_keys()
-            .filter_map(|(kind, key)| {
-                let (value, version) = sync.optimistic(&kind, &key)?;
-                let entry = Entry {
-                    value,
-                    version,
-                    rev: head,
-                };
-                Some((kind, key, entry))
-            })
-            .collect();
-        let engine = Engine::restore(options, head, entries, Vec::new())?;
+        sync.restore(persisted);
+        let engine = Engine::restore(options, head, sync.view(head), Vec::new())?;
         Ok(IdbStore::assemble(db, engine, Some(sync)))
     }
 
@@ -444,6 +516,7 @@ impl IdbStore {
                 sync: sync.map(RefCell::new),
                 pending_revs: RefCell::new(BTreeSet::new()),
                 on_notice: RefCell::new(None),
+                channel: RefCell::new(None),
                 closed: Cell::new(false),
             }),
         }
@@ -538,16 +611,21 @@ impl IdbStore {
                         queue.retain(|j| !matches!(j, Job::Sync));
                         vec![Job::Sync]
                     }
+                    Some(Job::Reload(_)) => queue.pop_front().into_iter().collect(),
                     Some(Job::Write(..)) => {
                         let n = queue.iter().take_while(|j| matches!(j, Job::Write(..))).count();
                         queue.drain(..n).collect()
                     }
                 }
             };
-            if matches!(jobs.first(), Some(Job::Sync)) {
-                self.persist_sync().await;
-            } else {
-                self.write_batch(jobs).await;
+            match jobs.first() {
+                Some(Job::Sync) => self.persist_sync().await,
+                Some(Job::Reload(_)) => {
+                    if let Some(Job::Reload(reply)) = jobs.into_iter().next() {
+                        let _ = reply.send(self.reload_now().await);
+                    }
+                }
+                _ => self.write_batch(jobs).await,
             }
         }
     }
@@ -565,24 +643,30 @@ impl IdbStore {
         };
         // Only this writer mutates the engine, so nothing commits between
         // staging and the commit below.
-        let persisted = self.inner.db.write(&batch).await;
-        if let Err(e) = persisted {
-            // `closed` (another tab deleted or upgraded the database) stays
-            // `Error::Closed`; anything else is a storage error.
-            for (reply, _) in answers {
-                let _ = reply.send(Err(storage(e.clone())));
+        let places = match self.inner.db.write(&batch).await {
+            Ok(places) => places,
+            Err(e) => {
+                // `closed` (another tab deleted or upgraded the database)
+                // stays `Error::Closed`; anything else is a storage error.
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(storage(e.clone())));
+                }
+                return;
             }
-            return;
-        }
+        };
         if let Some(sync) = &self.inner.sync {
             let mut sync = sync.borrow_mut();
             let mut revs = self.inner.pending_revs.borrow_mut();
             for event in txn.events() {
                 revs.insert(event.rev);
             }
-            for (op, (place, _)) in ops.iter().zip(batch.put_pending.iter()) {
+            let queued: Vec<(f64, Op)> = places.into_iter().zip(ops.iter().cloned()).collect();
+            for (place, op) in &queued {
                 sync.add_pending(op, *place);
                 sync.session.enqueue(op.clone());
+            }
+            if !queued.is_empty() {
+                self.post(&TabMessage::Pending { ops: queued });
             }
         }
         let mut engine = self.inner.engine.borrow_mut();
@@ -607,7 +691,7 @@ impl IdbStore {
     fn stage_batch(&self, jobs: Vec<Job>) -> Option<Staged> {
         let writes = jobs.into_iter().filter_map(|j| match j {
             Job::Write(op, reply) => Some((op, reply)),
-            Job::Sync => None,
+            Job::Sync | Job::Reload(_) => None,
         });
         // Staging needs only a shared borrow, so validators, compare and
         // setFn functions may read the store; none is held across an await.
@@ -656,13 +740,11 @@ impl IdbStore {
                     }
                 }
             }
-            Some(sync) => {
+            Some(_) => {
                 for op in &ops {
-                    let place = sync.next_place;
-                    sync.next_place += 1.0;
                     batch
                         .put_pending
-                        .push((place, serde_json::to_string(op).unwrap_or_default()));
+                        .push(serde_json::to_string(op).unwrap_or_default());
                 }
             }
         }
@@ -687,6 +769,7 @@ impl IdbStore {
         let Some(sync_cell) = &self.inner.sync else { return };
         let SyncPlan {
             batch,
+            messages,
             events,
             pending_revs,
             answered,
@@ -702,9 +785,9 @@ impl IdbStore {
             sync.dirty_all |= dirty_all;
             sync.dirty.extend(keys);
             sync.schemas_dirty = true;
-            for (notice, (place, kind, key)) in answered.iter().zip(places) {
+            for (op_id, place, kind, key) in places {
                 let op = Op {
-                    op_id: notice.op_id().to_owned(),
+                    op_id,
                     kind,
                     key,
                     action: OpAction::Set,
@@ -715,6 +798,9 @@ impl IdbStore {
             }
             sync.answered.extend(answered);
             return;
+        }
+        for message in &messages {
+            self.post(message);
         }
         self.inner.pending_revs.borrow_mut().extend(pending_revs);
         let mut engine = self.inner.engine.borrow_mut();
@@ -736,30 +822,75 @@ impl IdbStore {
     fn plan_sync(&self, sync_cell: &RefCell<SyncState>) -> SyncPlan {
         let engine = self.inner.engine.borrow();
         let mut sync = sync_cell.borrow_mut();
+        // Only the tab holding the connection persists; the others mirror.
+        let persist = sync.leader;
         let dirty_all = std::mem::take(&mut sync.dirty_all);
+        let rebase_all = std::mem::take(&mut sync.rebase_all);
         let mut keys = std::mem::take(&mut sync.dirty);
         let answered = std::mem::take(&mut sync.answered);
         let mut batch = Batch::default();
         let mut places = Vec::new();
         for notice in &answered {
             if let Some((place, kind, key)) = sync.remove_pending(notice.op_id()) {
-                batch.delete_pending.push(place);
-                places.push((place, kind.clone(), key.clone()));
+                if persist {
+                    batch.delete_pending.push(place);
+                }
+                places.push((notice.op_id().to_owned(), place, kind.clone(), key.clone()));
                 keys.insert((kind, key));
             }
         }
-        if dirty_all {
-            batch.clear_entries = true;
-            for (kind, key, e) in sync.session.confirmed_entries() {
-                let stored = StoredEntry {
+        let mut messages = Vec::new();
+        if persist {
+            let confirmed = |kind: &str, key: &str| {
+                sync.session.confirmed(kind, key).map(|e| StoredEntry {
                     value: e.value.clone(),
                     version: e.version,
                     rev: e.rev,
-                };
-                batch
-                    .put_entries
-                    .push((kind.to_owned(), key.to_owned(), stored_json(&stored)));
+                })
+            };
+            let mut entries = Vec::new();
+            if dirty_all {
+                batch.clear_entries = true;
+                for (kind, key, _) in sync.session.confirmed_entries() {
+                    let stored = confirmed(kind, key).unwrap_or_else(|| unreachable!("listed"));
+                    batch
+                        .put_entries
+                        .push((kind.to_owned(), key.to_owned(), stored_json(&stored)));
+                }
+            } else {
+                for (kind, key) in &keys {
+                    let stored = confirmed(kind, key);
+                    match &stored {
+                        Some(e) => batch
+                            .put_entries
+                            .push((kind.clone(), key.clone(), stored_json(e))),
+                        None => batch.delete_entries.push((kind.clone(), key.clone())),
+                    }
+                    entries.push((kind.clone(), key.clone(), stored));
+                }
             }
+            let cursor = sync.session.cursor();
+            batch.put_meta.push((
+                CURSOR,
+                serde_json::to_string(&CursorMeta { cursor }).unwrap_or_default(),
+            ));
+            let schemas = std::mem::take(&mut sync.schemas_dirty).then(|| sync.schemas_json.clone());
+            if let Some(schemas) = &schemas {
+                batch
+                    .put_meta
+                    .push((SCHEMAS, serde_json::to_string(schemas).unwrap_or_default()));
+            }
+            messages.push(TabMessage::Synced {
+                cursor,
+                entries,
+                answered: answered.clone(),
+                schemas,
+            });
+            if dirty_all {
+                messages.push(TabMessage::Reload);
+            }
+        }
+        if dirty_all || rebase_all {
             // Rebase every key the view or the confirmed state holds.
             for kind in engine.kinds().unwrap_or_default() {
                 for (key, _) in engine.list(kind, &[]).unwrap_or_default() {
@@ -769,34 +900,6 @@ impl IdbStore {
             for (kind, key, _) in sync.session.confirmed_entries() {
                 keys.insert((kind.to_owned(), key.to_owned()));
             }
-        } else {
-            for (kind, key) in &keys {
-                match sync.session.confirmed(kind, key) {
-                    Some(e) => {
-                        let stored = StoredEntry {
-                            value: e.value.clone(),
-                            version: e.version,
-                            rev: e.rev,
-                        };
-                        batch
-                            .put_entries
-                            .push((kind.clone(), key.clone(), stored_json(&stored)));
-                    }
-                    None => batch.delete_entries.push((kind.clone(), key.clone())),
-                }
-            }
-        }
-        let cursor = CursorMeta {
-            cursor: sync.session.cursor(),
-        };
-        batch
-            .put_meta
-            .push((CURSOR, serde_json::to_string(&cursor).unwrap_or_default()));
-        if std::mem::take(&mut sync.schemas_dirty) {
-            batch.put_meta.push((
-                SCHEMAS,
-                serde_json::to_string(&sync.schemas_json).unwrap_or_default(),
-            ));
         }
         // The rebase: each touched key's optimistic value against the view.
         let mut rev = engine.rev();
@@ -832,10 +935,11 @@ impl IdbStore {
                 });
             }
         }
-        if !events.is_empty() {
+        if persist && !events.is_empty() {
             batch.put_meta.push((HEAD, rev.to_string()));
         }
         SyncPlan {
+            messages,
             batch,
             events,
             pending_revs,
@@ -843,6 +947,144 @@ impl IdbStore {
             places,
             keys,
             dirty_all,
+        }
+    }
+
+    /// Re-reads the sync state from IndexedDB (the truth every tab
+    /// persists to) and rebases the view onto it: for a tab that takes over
+    /// the connection, or after the leader applied a snapshot.
+    pub async fn reload(&self) -> Result<()> {
+        if self.inner.closed.get() {
+            return Err(Error::Closed);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.push(Job::Reload(tx));
+        rx.await.unwrap_or(Err(Error::Closed))
+    }
+
+    async fn reload_now(&self) -> Result<()> {
+        let Some(sync) = &self.inner.sync else {
+            return Ok(());
+        };
+        let loaded = self.inner.db.load().await.map_err(storage)?;
+        let meta: HashMap<String, String> = loaded.meta.into_iter().collect();
+        let persisted = Persisted::read(loaded.entries, &loaded.pending, &meta)?;
+        {
+            let mut sync = sync.borrow_mut();
+            sync.restore(persisted);
+            sync.dirty.clear();
+            sync.rebase_all = true;
+        }
+        self.persist_sync().await;
+        Ok(())
+    }
+
+    /// Makes this tab the one holding the connection (or not).
+    pub fn set_leader(&self, leader: bool) {
+        if let Some(mut sync) = self.sync() {
+            sync.leader = leader;
+        }
+    }
+
+    /// Joins the channel to the other tabs of this (synced) store.
+    pub fn join_tabs(&self, name: &str) {
+        if self.inner.sync.is_none() {
+            return;
+        }
+        let weak = Rc::downgrade(&self.inner);
+        let channel = Channel::join(name, move |message| {
+            if let Some(inner) = weak.upgrade() {
+                IdbStore { inner }.receive(message);
+            }
+        });
+        *self.inner.channel.borrow_mut() = channel;
+    }
+
+    /// Posts to the other tabs.
+    pub fn post(&self, message: &TabMessage) {
+        if let Some(channel) = self.inner.channel.borrow().as_ref() {
+            channel.post(message);
+        }
+    }
+
+    /// Applies what another tab posted.
+    fn receive(&self, message: TabMessage) {
+        if self.inner.closed.get() {
+            return;
+        }
+        let Some(mut sync) = self.sync() else { return };
+        match message {
+            TabMessage::Pending { ops } => {
+                let mut any = false;
+                for (place, op) in ops {
+                    if sync.places.contains_key(&op.op_id) {
+                        continue;
+                    }
+                    sync.add_pending(&op, place);
+                    sync.changed(&op.kind, &op.key);
+                    sync.session.enqueue(op);
+                    any = true;
+                }
+                drop(sync);
+                if any {
+                    self.sync_changed();
+                    // The leader sends them.
+                    self.push_notices(vec![Notice::Queued]);
+                }
+            }
+            // The leader persists for itself; a second leader (no Web
+            // Locks) hears the server directly.
+            _ if sync.leader => {}
+            TabMessage::Synced {
+                cursor,
+                entries,
+                answered,
+                schemas,
+            } => {
+                for (kind, key, entry) in entries {
+                    let entry = entry.map(|e| Entry {
+                        value: e.value,
+                        version: e.version,
+                        rev: e.rev,
+                    });
+                    sync.session.mirror_confirmed(&kind, &key, entry);
+                    sync.changed(&kind, &key);
+                }
+                sync.session.mirror_cursor(cursor);
+                for notice in answered {
+                    sync.session.forget_pending(notice.op_id());
+                    sync.answered(notice);
+                }
+                if let Some(schemas) = schemas {
+                    sync.set_schemas(&schemas);
+                }
+                drop(sync);
+                self.sync_changed();
+            }
+            TabMessage::Reload => {
+                drop(sync);
+                let store = self.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Err(e) = store.reload().await {
+                        web_sys::console::error_1(
+                            &format!("zestor: reloading after a snapshot failed: {e}").into(),
+                        );
+                    }
+                });
+            }
+            TabMessage::Status {
+                connection,
+                error,
+                rights,
+            } => {
+                sync.status = Some(LeaderStatus {
+                    connection,
+                    error,
+                    rights,
+                });
+                drop(sync);
+                self.push_notices(Vec::new());
+            }
         }
     }
 
@@ -870,6 +1112,7 @@ impl IdbStore {
         if let Ok(mut engine) = self.inner.engine.try_borrow_mut() {
             engine.close();
         }
+        self.inner.channel.borrow_mut().take();
         self.inner.db.close();
     }
 
