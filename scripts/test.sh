@@ -15,3 +15,9 @@ scripts/check-core-no-io.sh
 
 echo "== cargo test (workspace, all features)"
 cargo test --workspace --all-features
+
+echo "== browser tools (Chromium, wasm-pack, wasm-bindgen, binaryen)"
+scripts/install-browser-tools.sh
+
+echo "== store-wasm in headless Chromium (wasm-bindgen-test)"
+scripts/test-wasm.sh
