@@ -407,6 +407,8 @@ struct Inner {
     engine: RefCell<Engine<Value>>,
     queue: RefCell<VecDeque<Job>>,
     writing: Cell<bool>,
+    /// Told when the writer runs out of work.
+    idle: RefCell<Vec<oneshot::Sender<()>>>,
     sync: Option<RefCell<SyncState>>,
     /// Revisions of changes that were pending when published.
     pending_revs: RefCell<BTreeSet<u64>>,
@@ -513,6 +515,7 @@ impl IdbStore {
                 engine: RefCell::new(engine),
                 queue: RefCell::new(VecDeque::new()),
                 writing: Cell::new(false),
+                idle: RefCell::new(Vec::new()),
                 sync: sync.map(RefCell::new),
                 pending_revs: RefCell::new(BTreeSet::new()),
                 on_notice: RefCell::new(None),
@@ -604,6 +607,9 @@ impl IdbStore {
                 match queue.front() {
                     None => {
                         self.inner.writing.set(false);
+                        for waiter in self.inner.idle.borrow_mut().drain(..) {
+                            let _ = waiter.send(());
+                        }
                         return;
                     }
                     Some(Job::Sync) => {
@@ -1102,11 +1108,9 @@ impl IdbStore {
             return;
         }
         // Let queued writes drain.
-        while self.inner.writing.get() {
+        if self.inner.writing.get() {
             let (tx, rx) = oneshot::channel::<()>();
-            wasm_bindgen_futures::spawn_local(async move {
-                let _ = tx.send(());
-            });
+            self.inner.idle.borrow_mut().push(tx);
             let _ = rx.await;
         }
         if let Ok(mut engine) = self.inner.engine.try_borrow_mut() {
