@@ -30,9 +30,14 @@ function fail(message) {
   process.exit(1);
 }
 
-const usage = 'usage: node run.mjs [--quick] [--profile]';
+const usage = 'usage: node run.mjs [--quick] [--profile] [--only batched,single,reads,watch,sync]';
 const args = process.argv.slice(2);
-for (const a of args) if (a !== '--quick' && a !== '--profile') fail(`unknown argument ${a}; ${usage}`);
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--only') {
+    i++;
+    if (!args[i]) fail(`--only needs a list; ${usage}`);
+  } else if (args[i] !== '--quick' && args[i] !== '--profile') fail(`unknown argument ${args[i]}; ${usage}`);
+}
 const quick = args.includes('--quick');
 // --profile: every side of every round is CPU-profiled (the page's main
 // thread: JS, WebAssembly, GC; IndexedDB's own work runs in the browser
@@ -40,6 +45,14 @@ const quick = args.includes('--quick');
 // not written; the profiles go to profiles/ (open them in DevTools) and a
 // summary per side is printed.
 const profile = args.includes('--profile');
+// --only W,…: run only these workloads (batched, single, reads, watch, sync); for diagnosis.
+const WORKLOADS = ['batched', 'single', 'reads', 'watch', 'sync'];
+let only = WORKLOADS;
+const onlyAt = args.indexOf('--only');
+if (onlyAt >= 0) {
+  only = (args[onlyAt + 1] ?? '').split(',').filter(Boolean);
+  for (const w of only) if (!WORKLOADS.includes(w)) fail(`unknown workload ${w}; ${usage}`);
+}
 
 // ------------------------------------------------------------ preconditions
 
@@ -133,7 +146,9 @@ function summarize(r) {
   const row = (o) => rows.push(o);
   const verdict = (ratio, goal) => (quick ? 'n/a (--quick)' : ratio >= goal ? 'met' : 'NOT MET');
 
-  let p = paired(r.batched, 'ours', 'raw', 'perSec');
+  let p;
+  if (r.batched) {
+  p = paired(r.batched, 'ours', 'raw', 'perSec');
   row({ id: '1', case: `batched writes, ${fmtInt(r.config.batched.n)} × setMany(1,000)`, ours: `${fmtInt(p.a)} w/s`,
     baseline: `${fmtInt(p.b)} w/s raw IndexedDB (1 tx per 1,000 puts)`, ratio: p.ratio, range: [p.min, p.max], goal: '≥ 0.80', verdict: verdict(p.ratio, 0.8) });
   p = paired(r.batched, 'ours', 'dexie', 'perSec');
@@ -144,6 +159,8 @@ function summarize(r) {
   row({ id: '1′', case: '… vs raw IndexedDB in the package\'s layout (diagnostic)', ours: `${fmtInt(p.a)} w/s`,
     baseline: `${fmtInt(p.b)} w/s raw: JSON-string entries at [kind, key] + head in meta, 1 tx per 1,000`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: '—' });
 
+  }
+  if (r.single) {
   p = paired(r.single, 'ours', 'raw', 'perSec');
   row({ id: '2', case: `single durable writes, ${fmtInt(r.config.single.m)} awaited set`, ours: `${fmtInt(p.a)} w/s (${fmtMs(median(r.single.ours.map((x) => x.usPerWrite)))} µs)`,
     baseline: `${fmtInt(p.b)} w/s raw (1 put per tx, ${fmtMs(median(r.single.raw.map((x) => x.usPerWrite)))} µs)`, ratio: p.ratio, range: [p.min, p.max], goal: '≥ 0.90', verdict: verdict(p.ratio, 0.9) });
@@ -155,6 +172,8 @@ function summarize(r) {
   p = paired(r.single, 'raw', 'rawStrict', 'perSec');
   row({ id: '2″', case: 'raw, default vs strict durability (diagnostic)', ours: `${fmtInt(p.a)} w/s default`, baseline: `${fmtInt(p.b)} w/s durability: 'strict'`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: '—' });
 
+  }
+  if (r.reads) {
   const g = r.reads.get;
   p = paired(g, 'ours', 'dexie', 'perSec');
   row({ id: '3', case: `random get, ${fmtInt(r.reads.keys)} keys`, ours: `${fmtInt(p.a)} gets/s (${fmtMs(median(g.ours.map((x) => x.usPerGet)))} µs, sync)`,
@@ -170,6 +189,8 @@ function summarize(r) {
   row({ id: '3', case: '… vs raw getAll()', ours: `${fmtMs(median(s.ours.map((x) => x.msPerScan)))} ms`,
     baseline: `${fmtMs(median(s.raw.map((x) => x.msPerScan)))} ms raw getAll()`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: 'recorded' });
 
+  }
+  if (r.watch) {
   const w = r.watch;
   row({ id: '4', case: `watch latency, ${w.watchers} subscriptions, set → ${w.watchers}th callback, p50`, ours: `${fmtMs(w.ours.last.p50)} ms`,
     baseline: `${fmtMs(w.raw.last.p50)} ms raw put + ${w.watchers} JS callbacks`, ratioText: `${(w.ours.last.p50 / w.raw.last.p50).toFixed(1)}× the latency`, goal: '—', verdict: 'recorded' });
@@ -177,6 +198,8 @@ function summarize(r) {
   row({ id: '4′', case: '… set → 1st callback / set resolved, p50 (diagnostic)', ours: `${fmtMs(w.ours.first.p50)} / ${fmtMs(w.ours.set.p50)} ms`,
     baseline: `${fmtMs(w.raw.set.p50)} ms raw complete`, goal: '—', verdict: '—' });
 
+  }
+  if (r.sync) {
   const y = r.sync;
   p = paired(y, 'ours', 'raw', 'perSec');
   row({ id: '5', case: `initial sync, ${fmtInt(r.config.sync.n)} entries, empty store`, ours: `${(median(y.ours.map((x) => x.ms)) / 1000).toFixed(2)} s, ${fmtInt(p.a)} entries/s`,
@@ -184,6 +207,7 @@ function summarize(r) {
   const marks = ['open', 'online', 'firstEntries'].map((m) => `${m} ${fmtMs(median(y.ours.map((x) => x.marks[m] ?? NaN)))} ms`);
   row({ id: '5′', case: '… milestones from open() (diagnostic)', ours: marks.join(', '), baseline: '', goal: '—', verdict: '—' });
 
+  }
   const z = r.sizes;
   row({ id: '6', case: 'zestor_bg.wasm', ours: `${fmtBytes(z.wasm.raw)}, gzip -9 ${fmtBytes(z.wasm.gzip9)}`, baseline: '', goal: '—', verdict: 'recorded' });
   row({ id: '6', case: `JS glue (${z.js.files.join(', ')})`, ours: `${fmtBytes(z.js.raw)}, gzip -9 ${fmtBytes(z.js.gzip9)}`, baseline: '', goal: '—', verdict: 'recorded' });
@@ -206,6 +230,28 @@ function printTable(rows) {
   console.log(line(cols.map(([h]) => h)));
   console.log(widths.map((w) => '-'.repeat(w)).join('-|-'));
   for (const c of cells) console.log(line(c));
+}
+
+/** The write-path breakdown: mean ms per write (per batch of 1,000 for setMany) of each segment. */
+function printWritePath(wp) {
+  const segs = ['call', 'stage', 'issue', 'commit', 'reply', 'total'];
+  const rows = [];
+  const label = { ours: 'zestor', raw: 'raw IndexedDB', rawShape: 'raw, package layout' };
+  for (const [what, title] of [['single', 'set'], ['batch', 'setMany(1,000)']]) {
+    for (const side of ['ours', 'raw', 'rawShape']) {
+      const x = wp[what][side];
+      const d = what === 'single' ? 3 : 2;
+      rows.push([`${title}: ${label[side]}`, ...segs.map((k) => x[k].toFixed(d)), x.puts.toFixed(0)]);
+    }
+  }
+  const head = ['write path, mean ms', ...segs, 'puts'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (c) => c.map((x, i) => (i === 0 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join(' | ');
+  console.log(line(head));
+  console.log(widths.map((w) => '-'.repeat(w)).join('-|-'));
+  for (const r of rows) console.log(line(r));
+  console.log('call: until the promise is returned; stage: until the transaction opens; issue: opening it and issuing the puts;');
+  console.log('commit: until `complete` (IndexedDB, browser process); reply: from `complete` until the caller resumes');
 }
 
 // ------------------------------------------------------------ profiles
@@ -267,6 +313,10 @@ function printProfiles(byLabel) {
 
 // ------------------------------------------------------------ run
 
+const BROWSER_ARGS = [...CHROMIUM_ARGS, '--disable-features=LocalNetworkAccessChecks'];
+const load = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
+const loadBefore = os.loadavg()[0];
+if (loadBefore > 0.5) console.warn(`bench: WARNING: load average ${load()} before the run: other work will skew the figures`);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zestor-bench-'));
 const server = new SyncServer(dir);
 for (const f of ['bench.html', 'bench.js']) fs.copyFileSync(path.join(here, f), path.join(server.static, f));
@@ -291,7 +341,7 @@ try {
   context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: BROWSER_ARGS,
   });
   const page = context.pages()[0] ?? (await context.newPage());
   page.on('console', (m) => {
@@ -307,7 +357,20 @@ try {
     pageErrors.push(String(e));
   });
   page.on('crash', () => pageErrors.push('the page crashed'));
+  // Cross-origin isolation, for performance.now() at 5 µs instead of 100 µs
+  // (the server's static files carry no COOP/COEP headers; added here; a
+  // page fulfilled by Playwright has no loopback address, hence the
+  // LocalNetworkAccessChecks flag for its WebSocket to 127.0.0.1).
+  await page.route('**/bench.html', async (route) => {
+    const response = await route.fetch();
+    await route.fulfill({
+      response,
+      headers: { ...response.headers(), 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' },
+    });
+  });
   await page.goto(`${server.url}/bench.html`);
+  const isolated = await page.evaluate(() => globalThis.crossOriginIsolated);
+  if (!isolated) console.warn('bench: WARNING: the page is not cross-origin isolated: timers have 100 µs resolution');
   const loaded = await page.evaluate(() => window.benchReady);
   const cdp = await context.newCDPSession(page);
   const browserVersion = await cdp.send('Browser.getVersion');
@@ -345,12 +408,14 @@ try {
     date: new Date().toISOString(),
     mode: quick ? 'quick' : 'full',
     machine: {
+      loadAverageAtStart: os.loadavg(),
       cpu: os.cpus()[0]?.model,
       cpus: os.cpus().length,
       memGiB: Math.round(os.totalmem() / 2 ** 30),
       os: `${os.type()} ${os.release()}`,
     },
-    browser: { product: browserVersion.product, revision: browserVersion.revision, userAgent, args: CHROMIUM_ARGS, profile: 'on disk (persistent context)' },
+    crossOriginIsolated: isolated,
+    browser: { product: browserVersion.product, revision: browserVersion.revision, userAgent, args: BROWSER_ARGS, profile: 'on disk (persistent context)' },
     node: process.version,
     zestor: loaded.version,
     dexie: loaded.dexie,
@@ -359,12 +424,17 @@ try {
     config: cfg,
   };
   results.sizes = sizes();
-  results.batched = await step('1. batched writes', 'batched', [cfg.batched]);
-  results.single = await step('2. single durable writes', 'single', [cfg.single]);
-  results.reads = await step('3. reads', 'reads', [cfg.reads]);
-  results.watch = await step('4. watch latency', 'watch', [cfg.watch]);
-  results.seed = await step('5. seeding the server', 'seed', [cfg.sync, cfg.server]);
-  results.sync = await step('5. initial sync', 'initialSync', [cfg.sync, cfg.server, results.seed.rev]);
+  if (only.includes('batched')) results.batched = await step('1. batched writes', 'batched', [cfg.batched]);
+  if (only.includes('single')) results.single = await step('2. single durable writes', 'single', [cfg.single]);
+  if (only.includes('single') || only.includes('batched')) {
+    results.writePath = await step('1/2. where a write\'s time goes (diagnostic)', 'writePath', [cfg.writePath]);
+  }
+  if (only.includes('reads')) results.reads = await step('3. reads', 'reads', [cfg.reads]);
+  if (only.includes('watch')) results.watch = await step('4. watch latency', 'watch', [cfg.watch]);
+  if (only.includes('sync')) {
+    results.seed = await step('5. seeding the server', 'seed', [cfg.sync, cfg.server]);
+    results.sync = await step('5. initial sync', 'initialSync', [cfg.sync, cfg.server, results.seed.rev]);
+  }
   if (pageErrors.length) throw new Error(`the page reported errors:\n${pageErrors.join('\n')}`);
 } catch (e) {
   console.error(`bench: FAILED: ${e.stack || e}`);
@@ -379,16 +449,23 @@ try {
 if (process.exitCode) process.exit();
 
 results.seconds = (Date.now() - started) / 1000;
+results.machine.loadAverageAtEnd = os.loadavg();
 results.summary = summarize(results);
 console.log('');
 console.log(`${results.browser.product} (${results.browser.userAgent})`);
 console.log(`${results.machine.cpus} × ${results.machine.cpu}, ${results.machine.memGiB} GiB, ${results.machine.os}; Node ${process.version}; sync-server ${serverBuild} build`);
+console.log(`load average (1, 5, 15 min) at start ${results.machine.loadAverageAtStart.map((x) => x.toFixed(2)).join(' ')}, at end ${load()}; page cross-origin isolated: ${results.crossOriginIsolated}`);
 console.log(`zestor ${results.zestor} vs Dexie ${results.dexie} and raw IndexedDB; IndexedDB durability: browser default; ratios: median of per-round ratios [min..max]`);
 console.log('');
 printTable(results.summary);
-if (profile) {
-  printProfiles(profiles);
-  console.log(`\nbench: profiles in ${path.relative(process.cwd(), path.join(here, 'profiles')) || 'profiles'}/; results.json not written (--profile)`);
+if (results.writePath) {
+  console.log('');
+  printWritePath(results.writePath);
+}
+if (profile || only.length < WORKLOADS.length) {
+  if (profile) printProfiles(profiles);
+  if (profile) console.log(`\nbench: profiles in ${path.relative(process.cwd(), path.join(here, 'profiles')) || 'profiles'}/`);
+  console.log(`bench: results.json not written (${profile ? '--profile' : '--only'})`);
   process.exit(0);
 }
 const out = path.join(here, 'results.json');
