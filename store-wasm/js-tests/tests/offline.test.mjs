@@ -103,7 +103,11 @@ s.test('writes made offline survive a reload as pending and sync exactly once wh
   const b = await tc.newPage(null, { label: 'B' });
   await tc.open(b, { name: 'offline-b', sync: tc.syncOptions() });
   await tc.online(b);
-  const atB = await b.evaluate((keys) => keys.map((k) => window.store.get('task', k) ?? null), KEYS);
+  const atB = await b.evaluate(async (keys) => {
+    const store = window.store;
+    await window.helpers.waitFor(() => keys.every((k) => store.get('task', k)), () => `B to hold ${keys} (it holds ${store.keys('task')})`);
+    return keys.map((k) => store.get('task', k) ?? null);
+  }, KEYS);
   assert.deepEqual(
     atB.map((e) => e && [e.value.title, e.version, e.pending]),
     [
