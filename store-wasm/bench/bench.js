@@ -22,11 +22,11 @@ export function config({ quick = false, server = null } = {}) {
       namespace: 't',
       token: 'rw-token',
     },
-    batched: { n: q ? 2_000 : 50_000, batch: 1_000, rounds: q ? 2 : 3 },
-    single: { m: q ? 50 : 1_000, rounds: q ? 2 : 3 },
-    reads: { keys: q ? 1_000 : 10_000, gets: q ? 5_000 : 200_000, asyncGets: q ? 500 : 10_000, scans: q ? 3 : 20, rounds: q ? 2 : 3 },
+    batched: { n: q ? 2_000 : 30_000, batch: 1_000, rounds: q ? 2 : 5 },
+    single: { m: q ? 50 : 500, rounds: q ? 2 : 5 },
+    reads: { keys: q ? 1_000 : 10_000, gets: q ? 5_000 : 100_000, asyncGets: q ? 500 : 3_000, scans: q ? 3 : 10, rounds: q ? 2 : 5 },
     watch: { watchers: 100, writes: q ? 30 : 400, warmup: q ? 5 : 20, rounds: q ? 2 : 4 },
-    sync: { n: q ? 2_000 : 100_000, batch: 1_000, rounds: q ? 1 : 2 },
+    sync: { n: q ? 2_000 : 100_000, batch: 1_000, rounds: q ? 1 : 3 },
     writePath: { single: q ? 30 : 300, batches: q ? 3 : 10 },
   };
 }

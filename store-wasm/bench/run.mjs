@@ -15,6 +15,7 @@
 // ZESTOR_KEEP_TMP=1 keeps the temporary directory (server log, profile).
 
 import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -98,8 +99,11 @@ const { SyncServer, CHROMIUM, CHROMIUM_ARGS, NAMESPACE, TOKEN } = await import('
 
 // ------------------------------------------------------------ sizes (Node side)
 
-function sizes() {
+/** Sizes of the package as the page loads it (the copy in the server's static dir). */
+function sizes(pkgDir) {
   const gz = (buf) => zlib.gzipSync(buf, { level: 9 }).length;
+  const glue = path.join(pkgDir, 'zestor.js');
+  const wasm = path.join(pkgDir, 'zestor_bg.wasm');
   const wasmBuf = fs.readFileSync(wasm);
   // The JS glue: zestor.js and the snippets it imports (wasm-bindgen inline JS).
   const jsFiles = [glue];
@@ -112,7 +116,7 @@ function sizes() {
   }
   const js = jsFiles.map((f) => fs.readFileSync(f));
   return {
-    wasm: { raw: wasmBuf.length, gzip9: gz(wasmBuf) },
+    wasm: { raw: wasmBuf.length, gzip9: gz(wasmBuf), sha256: crypto.createHash('sha256').update(wasmBuf).digest('hex') },
     js: {
       files: jsFiles.map((f) => path.relative(pkgDir, f)),
       raw: js.reduce((a, b) => a + b.length, 0),
@@ -148,64 +152,64 @@ function summarize(r) {
 
   let p;
   if (r.batched) {
-  p = paired(r.batched, 'ours', 'raw', 'perSec');
-  row({ id: '1', case: `batched writes, ${fmtInt(r.config.batched.n)} × setMany(1,000)`, ours: `${fmtInt(p.a)} w/s`,
-    baseline: `${fmtInt(p.b)} w/s raw IndexedDB (1 tx per 1,000 puts)`, ratio: p.ratio, range: [p.min, p.max], goal: '≥ 0.80', verdict: verdict(p.ratio, 0.8) });
-  p = paired(r.batched, 'ours', 'dexie', 'perSec');
-  row({ id: '1', case: '… vs Dexie bulkPut(1,000)', ours: `${fmtInt(p.a)} w/s`, baseline: `${fmtInt(p.b)} w/s Dexie`,
-    ratio: p.ratio, range: [p.min, p.max], goal: '≥ 1.0', verdict: verdict(p.ratio, 1.0) });
+    p = paired(r.batched, 'ours', 'raw', 'perSec');
+    row({ id: '1', case: `batched writes, ${fmtInt(r.config.batched.n)} × setMany(1,000)`, ours: `${fmtInt(p.a)} w/s`,
+      baseline: `${fmtInt(p.b)} w/s raw IndexedDB (1 tx per 1,000 puts)`, ratio: p.ratio, range: [p.min, p.max], goal: '≥ 0.80', verdict: verdict(p.ratio, 0.8) });
+    p = paired(r.batched, 'ours', 'dexie', 'perSec');
+    row({ id: '1', case: '… vs Dexie bulkPut(1,000)', ours: `${fmtInt(p.a)} w/s`, baseline: `${fmtInt(p.b)} w/s Dexie`,
+      ratio: p.ratio, range: [p.min, p.max], goal: '≥ 1.0', verdict: verdict(p.ratio, 1.0) });
 
-  p = paired(r.batched, 'ours', 'rawShape', 'perSec');
-  row({ id: '1′', case: '… vs raw IndexedDB in the package\'s layout (diagnostic)', ours: `${fmtInt(p.a)} w/s`,
-    baseline: `${fmtInt(p.b)} w/s raw: JSON-string entries at [kind, key] + head in meta, 1 tx per 1,000`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: '—' });
+    p = paired(r.batched, 'ours', 'rawShape', 'perSec');
+    row({ id: '1′', case: '… vs raw IndexedDB in the package\'s layout (diagnostic)', ours: `${fmtInt(p.a)} w/s`,
+      baseline: `${fmtInt(p.b)} w/s raw: JSON-string entries at [kind, key] + head in meta, 1 tx per 1,000`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: '—' });
 
   }
   if (r.single) {
-  p = paired(r.single, 'ours', 'raw', 'perSec');
-  row({ id: '2', case: `single durable writes, ${fmtInt(r.config.single.m)} awaited set`, ours: `${fmtInt(p.a)} w/s (${fmtMs(median(r.single.ours.map((x) => x.usPerWrite)))} µs)`,
-    baseline: `${fmtInt(p.b)} w/s raw (1 put per tx, ${fmtMs(median(r.single.raw.map((x) => x.usPerWrite)))} µs)`, ratio: p.ratio, range: [p.min, p.max], goal: '≥ 0.90', verdict: verdict(p.ratio, 0.9) });
-  p = paired(r.single, 'ours', 'dexie', 'perSec');
-  row({ id: '2', case: '… vs Dexie put', ours: `${fmtInt(p.a)} w/s`, baseline: `${fmtInt(p.b)} w/s Dexie`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: 'recorded' });
-  p = paired(r.single, 'ours', 'rawShape', 'perSec');
-  row({ id: '2′', case: '… vs raw IndexedDB in the package\'s layout (diagnostic)', ours: `${fmtInt(p.a)} w/s`,
-    baseline: `${fmtInt(p.b)} w/s raw: entry + head, 2 stores per tx (${fmtMs(median(r.single.rawShape.map((x) => x.usPerWrite)))} µs)`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: '—' });
-  p = paired(r.single, 'raw', 'rawStrict', 'perSec');
-  row({ id: '2″', case: 'raw, default vs strict durability (diagnostic)', ours: `${fmtInt(p.a)} w/s default`, baseline: `${fmtInt(p.b)} w/s durability: 'strict'`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: '—' });
+    p = paired(r.single, 'ours', 'raw', 'perSec');
+    row({ id: '2', case: `single durable writes, ${fmtInt(r.config.single.m)} awaited set`, ours: `${fmtInt(p.a)} w/s (${fmtMs(median(r.single.ours.map((x) => x.usPerWrite)))} µs)`,
+      baseline: `${fmtInt(p.b)} w/s raw (1 put per tx, ${fmtMs(median(r.single.raw.map((x) => x.usPerWrite)))} µs)`, ratio: p.ratio, range: [p.min, p.max], goal: '≥ 0.90', verdict: verdict(p.ratio, 0.9) });
+    p = paired(r.single, 'ours', 'dexie', 'perSec');
+    row({ id: '2', case: '… vs Dexie put', ours: `${fmtInt(p.a)} w/s`, baseline: `${fmtInt(p.b)} w/s Dexie`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: 'recorded' });
+    p = paired(r.single, 'ours', 'rawShape', 'perSec');
+    row({ id: '2′', case: '… vs raw IndexedDB in the package\'s layout (diagnostic)', ours: `${fmtInt(p.a)} w/s`,
+      baseline: `${fmtInt(p.b)} w/s raw: entry + head, 2 stores per tx (${fmtMs(median(r.single.rawShape.map((x) => x.usPerWrite)))} µs)`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: '—' });
+    p = paired(r.single, 'raw', 'rawStrict', 'perSec');
+    row({ id: '2″', case: 'raw, default vs strict durability (diagnostic)', ours: `${fmtInt(p.a)} w/s default`, baseline: `${fmtInt(p.b)} w/s durability: 'strict'`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: '—' });
 
   }
   if (r.reads) {
-  const g = r.reads.get;
-  p = paired(g, 'ours', 'dexie', 'perSec');
-  row({ id: '3', case: `random get, ${fmtInt(r.reads.keys)} keys`, ours: `${fmtInt(p.a)} gets/s (${fmtMs(median(g.ours.map((x) => x.usPerGet)))} µs, sync)`,
-    baseline: `${fmtInt(p.b)} gets/s Dexie get (${fmtMs(median(g.dexie.map((x) => x.usPerGet)))} µs, awaited)`, ratio: p.ratio, range: [p.min, p.max], goal: '≥ 10×', verdict: verdict(p.ratio, 10) });
-  p = paired(g, 'ours', 'raw', 'perSec');
-  row({ id: '3', case: '… vs raw IndexedDB get', ours: `${fmtInt(p.a)} gets/s`, baseline: `${fmtInt(p.b)} gets/s raw (1 readonly tx per get, ${fmtMs(median(g.raw.map((x) => x.usPerGet)))} µs)`,
-    ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: 'recorded' });
-  const s = r.reads.scan;
-  p = paired(s, 'ours', 'dexie', 'scansPerSec');
-  row({ id: '3', case: `values(kind), ${fmtInt(r.reads.keys)} entries`, ours: `${fmtMs(median(s.ours.map((x) => x.msPerScan)))} ms per scan`,
-    baseline: `${fmtMs(median(s.dexie.map((x) => x.msPerScan)))} ms Dexie toArray()`, ratio: p.ratio, range: [p.min, p.max], goal: '≥ 10×', verdict: verdict(p.ratio, 10) });
-  p = paired(s, 'ours', 'raw', 'scansPerSec');
-  row({ id: '3', case: '… vs raw getAll()', ours: `${fmtMs(median(s.ours.map((x) => x.msPerScan)))} ms`,
-    baseline: `${fmtMs(median(s.raw.map((x) => x.msPerScan)))} ms raw getAll()`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: 'recorded' });
+    const g = r.reads.get;
+    p = paired(g, 'ours', 'dexie', 'perSec');
+    row({ id: '3', case: `random get, ${fmtInt(r.reads.keys)} keys`, ours: `${fmtInt(p.a)} gets/s (${fmtMs(median(g.ours.map((x) => x.usPerGet)))} µs, sync)`,
+      baseline: `${fmtInt(p.b)} gets/s Dexie get (${fmtMs(median(g.dexie.map((x) => x.usPerGet)))} µs, awaited)`, ratio: p.ratio, range: [p.min, p.max], goal: '≥ 10×', verdict: verdict(p.ratio, 10) });
+    p = paired(g, 'ours', 'raw', 'perSec');
+    row({ id: '3', case: '… vs raw IndexedDB get', ours: `${fmtInt(p.a)} gets/s`, baseline: `${fmtInt(p.b)} gets/s raw (1 readonly tx per get, ${fmtMs(median(g.raw.map((x) => x.usPerGet)))} µs)`,
+      ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: 'recorded' });
+    const s = r.reads.scan;
+    p = paired(s, 'ours', 'dexie', 'scansPerSec');
+    row({ id: '3', case: `values(kind), ${fmtInt(r.reads.keys)} entries`, ours: `${fmtMs(median(s.ours.map((x) => x.msPerScan)))} ms per scan`,
+      baseline: `${fmtMs(median(s.dexie.map((x) => x.msPerScan)))} ms Dexie toArray()`, ratio: p.ratio, range: [p.min, p.max], goal: '≥ 10×', verdict: verdict(p.ratio, 10) });
+    p = paired(s, 'ours', 'raw', 'scansPerSec');
+    row({ id: '3', case: '… vs raw getAll()', ours: `${fmtMs(median(s.ours.map((x) => x.msPerScan)))} ms`,
+      baseline: `${fmtMs(median(s.raw.map((x) => x.msPerScan)))} ms raw getAll()`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: 'recorded' });
 
   }
   if (r.watch) {
-  const w = r.watch;
-  row({ id: '4', case: `watch latency, ${w.watchers} subscriptions, set → ${w.watchers}th callback, p50`, ours: `${fmtMs(w.ours.last.p50)} ms`,
-    baseline: `${fmtMs(w.raw.last.p50)} ms raw put + ${w.watchers} JS callbacks`, ratioText: `${(w.ours.last.p50 / w.raw.last.p50).toFixed(1)}× the latency`, goal: '—', verdict: 'recorded' });
-  row({ id: '4', case: '… p99', ours: `${fmtMs(w.ours.last.p99)} ms`, baseline: `${fmtMs(w.raw.last.p99)} ms`, ratioText: `${(w.ours.last.p99 / w.raw.last.p99).toFixed(1)}× the latency`, goal: '—', verdict: 'recorded' });
-  row({ id: '4′', case: '… set → 1st callback / set resolved, p50 (diagnostic)', ours: `${fmtMs(w.ours.first.p50)} / ${fmtMs(w.ours.set.p50)} ms`,
-    baseline: `${fmtMs(w.raw.set.p50)} ms raw complete`, goal: '—', verdict: '—' });
+    const w = r.watch;
+    row({ id: '4', case: `watch latency, ${w.watchers} subscriptions, set → ${w.watchers}th callback, p50`, ours: `${fmtMs(w.ours.last.p50)} ms`,
+      baseline: `${fmtMs(w.raw.last.p50)} ms raw put + ${w.watchers} JS callbacks`, ratioText: `${(w.ours.last.p50 / w.raw.last.p50).toFixed(1)}× the latency`, goal: '—', verdict: 'recorded' });
+    row({ id: '4', case: '… p99', ours: `${fmtMs(w.ours.last.p99)} ms`, baseline: `${fmtMs(w.raw.last.p99)} ms`, ratioText: `${(w.ours.last.p99 / w.raw.last.p99).toFixed(1)}× the latency`, goal: '—', verdict: 'recorded' });
+    row({ id: '4′', case: '… set → 1st callback / set resolved, p50 (diagnostic)', ours: `${fmtMs(w.ours.first.p50)} / ${fmtMs(w.ours.set.p50)} ms`,
+      baseline: `${fmtMs(w.raw.set.p50)} ms raw complete`, goal: '—', verdict: '—' });
 
   }
   if (r.sync) {
-  const y = r.sync;
-  p = paired(y, 'ours', 'raw', 'perSec');
-  row({ id: '5', case: `initial sync, ${fmtInt(r.config.sync.n)} entries, empty store`, ours: `${(median(y.ours.map((x) => x.ms)) / 1000).toFixed(2)} s, ${fmtInt(p.a)} entries/s`,
-    baseline: `${(median(y.raw.map((x) => x.ms)) / 1000).toFixed(2)} s, ${fmtInt(p.b)} entries/s raw IndexedDB (1 tx per 1,000 puts)`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: 'recorded' });
-  const marks = ['open', 'online', 'firstEntries'].map((m) => `${m} ${fmtMs(median(y.ours.map((x) => x.marks[m] ?? NaN)))} ms`);
-  row({ id: '5′', case: '… milestones from open() (diagnostic)', ours: marks.join(', '), baseline: '', goal: '—', verdict: '—' });
+    const y = r.sync;
+    p = paired(y, 'ours', 'raw', 'perSec');
+    row({ id: '5', case: `initial sync, ${fmtInt(r.config.sync.n)} entries, empty store`, ours: `${(median(y.ours.map((x) => x.ms)) / 1000).toFixed(2)} s, ${fmtInt(p.a)} entries/s`,
+      baseline: `${(median(y.raw.map((x) => x.ms)) / 1000).toFixed(2)} s, ${fmtInt(p.b)} entries/s raw IndexedDB (1 tx per 1,000 puts)`, ratio: p.ratio, range: [p.min, p.max], goal: '—', verdict: 'recorded' });
+    const marks = ['open', 'online', 'firstEntries'].map((m) => `${m} ${fmtMs(median(y.ours.map((x) => x.marks[m] ?? NaN)))} ms`);
+    row({ id: '5′', case: '… milestones from open() (diagnostic)', ours: marks.join(', '), baseline: '', goal: '—', verdict: '—' });
 
   }
   const z = r.sizes;
@@ -423,7 +427,7 @@ try {
     indexedDbDurability: "the browser default (no durability option) for zestor and every baseline; 2′ adds raw with durability 'strict'",
     config: cfg,
   };
-  results.sizes = sizes();
+  results.sizes = sizes(path.join(server.static, 'pkg'));
   if (only.includes('batched')) results.batched = await step('1. batched writes', 'batched', [cfg.batched]);
   if (only.includes('single')) results.single = await step('2. single durable writes', 'single', [cfg.single]);
   if (only.includes('single') || only.includes('batched')) {
