@@ -27,7 +27,7 @@ export function config({ quick = false, server = null } = {}) {
     reads: { keys: q ? 1_000 : 10_000, gets: q ? 5_000 : 100_000, asyncGets: q ? 500 : 3_000, scans: q ? 3 : 10, rounds: q ? 2 : 5 },
     watch: { watchers: 100, writes: q ? 30 : 400, warmup: q ? 5 : 20, rounds: q ? 2 : 4 },
     sync: { n: q ? 2_000 : 100_000, batch: 1_000, rounds: q ? 1 : 3 },
-    writePath: { single: q ? 30 : 300, batches: q ? 3 : 10 },
+    writePath: { single: q ? 30 : 400, block: q ? 10 : 25, batches: q ? 3 : 12 },
   };
 }
 
@@ -633,84 +633,95 @@ function instrumentIdb() {
 }
 
 /**
- * Where a write's time goes (diagnostic): `single` awaited `set`s and
- * `batches` awaited `setMany`s of 1,000, with IndexedDB instrumented, against
- * raw IndexedDB (plain and in the package's layout). Mean ms per write (per
- * batch for setMany) of each segment: `call` (the call until it returns its
- * promise: argument conversion), `stage` (until the package opens its
- * transaction: queueing, staging in the engine, JSON encoding), `issue`
- * (opening the transaction and issuing its puts), `commit` (until
- * `complete`: IndexedDB's work, in the browser process), `reply` (from
- * `complete` until the caller's `await` resumes: committing the engine,
- * answering, the promise).
+ * Where a write's time goes (diagnostic): awaited `set`s and awaited
+ * `setMany`s of 1,000, with IndexedDB instrumented, against raw IndexedDB
+ * (plain, and in the package's layout), the sides alternating in blocks
+ * (`single` writes in blocks of `block`; `batches` batches, one per block)
+ * so drift hits them alike. Mean ms per write (per batch for setMany) of
+ * each segment: `call` (until the call returns its promise: argument
+ * conversion), `stage` (until the package opens its transaction: queueing,
+ * staging in the engine, JSON encoding), `issue` (opening the transaction
+ * and issuing its puts), `commit` (until `complete`: IndexedDB's work, in
+ * the browser process), `reply` (from `complete` until the caller's `await`
+ * resumes: committing the engine, answering, the promise).
  */
-export async function writePath({ single: m, batches: k }, log = () => {}) {
+export async function writePath({ single: m, block = 25, batches: k }, log = () => {}) {
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const summarize = (samples) => {
     const out = {};
     for (const field of Object.keys(samples[0])) out[field] = mean(samples.map((x) => x[field]));
     return out;
   };
-  const one = async (write, count) => {
-    const probe = instrumentIdb();
-    const samples = [];
-    try {
-      for (let i = 0; i < count; i++) {
-        const before = probe.records.length;
-        const t0 = now();
-        const promise = write(i);
-        const returned = now();
-        await promise;
-        const resumed = now();
-        const recs = probe.records.slice(before);
-        if (recs.length !== 1) throw new Error(`writePath: ${recs.length} readwrite transactions for one write`);
-        const [r] = recs;
-        // Raw IndexedDB opens its transaction and issues its puts inside
-        // the call; the package returns first and does both later.
-        samples.push({
-          call: Math.min(returned, r.created) - t0,
-          stage: Math.max(0, r.created - returned),
-          issue: r.issued - r.created,
-          commit: r.complete - r.issued,
-          reply: resumed - r.complete,
-          total: resumed - t0,
-          puts: r.puts,
-        });
-      }
-    } finally {
-      probe.restore();
-    }
-    return summarize(samples.slice(Math.min(10, Math.floor(count / 5)))); // skip the first few
+  const probe = instrumentIdb();
+  const timed = async (write, samples) => {
+    const before = probe.records.length;
+    const t0 = now();
+    const promise = write();
+    const returned = now();
+    await promise;
+    const resumed = now();
+    const recs = probe.records.slice(before);
+    if (recs.length !== 1) throw new Error(`writePath: ${recs.length} readwrite transactions for one write`);
+    const [r] = recs;
+    // Raw IndexedDB opens its transaction and issues its puts inside the
+    // call; the package returns first and does both later.
+    samples.push({
+      call: Math.min(returned, r.created) - t0,
+      stage: Math.max(0, r.created - returned),
+      issue: r.issued - r.created,
+      commit: r.complete - r.issued,
+      reply: resumed - r.complete,
+      total: resumed - t0,
+      puts: r.puts,
+    });
   };
-  const out = {};
   const names = { ours: freshName('path-ours'), raw: freshName('path-raw'), shape: freshName('path-shape') };
   const store = await open({ name: names.ours });
   const raw = await rawOpen(names.raw);
   const shape = await shapeOpen(names.shape);
   let rev = 0;
-  const rawWrite = (pairs) => {
-    const tx = raw.transaction(KIND, 'readwrite');
-    const os = tx.objectStore(KIND);
-    for (const [k, v] of pairs) os.put(v, k);
-    return txDone(tx);
+  const writers = {
+    ours: (pairs) => (pairs.length === 1 ? store.set(KIND, pairs[0][0], pairs[0][1]) : store.setMany(KIND, pairs)),
+    raw: (pairs) => {
+      const tx = raw.transaction(KIND, 'readwrite');
+      const os = tx.objectStore(KIND);
+      for (const [k, v] of pairs) os.put(v, k);
+      return txDone(tx);
+    },
+    rawShape: (pairs) => {
+      const [done, next] = shapeWrite(shape, pairs, rev);
+      rev = next;
+      return done;
+    },
   };
-  const shapeWrite1 = (pairs) => {
-    const [done, next] = shapeWrite(shape, pairs, rev);
-    rev = next;
-    return done;
-  };
-  const items = Array.from({ length: m }, (_, i) => [key(i), value(i)]);
-  out.single = {
-    ours: await one((i) => store.set(KIND, items[i][0], items[i][1]), m),
-    raw: await one((i) => rawWrite([items[i]]), m),
-    rawShape: await one((i) => shapeWrite1([items[i]]), m),
-  };
-  const list = batches(k * 1_000, 1_000, m);
-  out.batch = {
-    ours: await one((i) => store.setMany(KIND, list[i].pairs), k),
-    raw: await one((i) => rawWrite(list[i].pairs), k),
-    rawShape: await one((i) => shapeWrite1(list[i].pairs), k),
-  };
+  const sides = Object.keys(writers);
+  const out = { single: {}, batch: {} };
+  try {
+    // Untimed warm-up, then the blocks.
+    for (const side of sides) for (let i = 0; i < 10; i++) await writers[side]([[key(900_000 + i), value(i)]]);
+    const single = Object.fromEntries(sides.map((x) => [x, []]));
+    let next = 0;
+    for (let b = 0; b * block < m; b++) {
+      for (const side of rotation(sides, b)) {
+        for (let i = 0; i < block; i++) {
+          const j = next + i;
+          await timed(() => writers[side]([[key(j), value(j)]]), single[side]);
+        }
+      }
+      next += block;
+    }
+    const list = batches(k * 1_000, 1_000, 100_000);
+    const batch = Object.fromEntries(sides.map((x) => [x, []]));
+    for (let b = 0; b < k; b++) {
+      for (const side of rotation(sides, b)) await timed(() => writers[side](list[b].pairs), batch[side]);
+    }
+    for (const side of sides) {
+      out.single[side] = summarize(single[side]);
+      out.batch[side] = summarize(batch[side]);
+    }
+  } finally {
+    probe.restore();
+  }
   await oursDelete(store, names.ours);
   await rawDelete(raw, names.raw);
   await rawDelete(shape, names.shape);
