@@ -1122,3 +1122,58 @@ fn random_clients_writing_and_reconnecting_converge() {
     );
     assert_eq!(rejected, 0);
 }
+
+/// The server may answer an op before it relays the change the op made: the
+/// acked value must stay in the client's view in between, at the server's
+/// version, and the late change must not move anything.
+#[test]
+fn an_ack_before_its_change_keeps_the_value_in_view() {
+    use store_core::sync::{Ack, ChangeBatch, OpResult, ServerMessage, Snapshot, SnapshotReason, Welcome};
+    use store_core::{Event, EventType};
+
+    let mut client = ClientSession::new(ClientConfig::new("ns", "t", "c1"));
+    client.connect(0);
+    let frame = |m: ServerMessage| codec::encode_server(&m);
+    let welcome = ServerMessage::Welcome(Welcome {
+        protocol: store_core::sync::PROTOCOL_VERSION,
+        namespace: "ns".into(),
+        rights: Rights::ReadWrite,
+        schemas: BTreeMap::new(),
+        heartbeat_ms: 30_000,
+        max_frame_bytes: 1 << 20,
+    });
+    client.handle_frame(frame(welcome).as_bytes(), 0).unwrap();
+    let snapshot = ServerMessage::Snapshot(Snapshot {
+        rev: 7,
+        reason: SnapshotReason::Initial,
+        entries: Vec::new(),
+        done: true,
+    });
+    client.handle_frame(frame(snapshot).as_bytes(), 0).unwrap();
+    let op_id = client.push_op("task", "t1", OpAction::Set, Some(json!({"title": "a"})), None);
+    let ack = ServerMessage::Ack(Ack {
+        op_id,
+        result: OpResult::Created,
+        version: 1,
+        rev: 8,
+    });
+    client.handle_frame(frame(ack).as_bytes(), 0).unwrap();
+    assert_eq!(client.pending().len(), 0);
+    assert_eq!(client.get("task", "t1"), Some(json!({"title": "a"})), "the acked value left the view");
+    assert_eq!(client.confirmed("task", "t1").map(|e| (e.version, e.rev)), Some((1, 8)));
+    assert_eq!(client.cursor(), Some(7), "an ack does not move the cursor");
+    let change = ServerMessage::Changes(ChangeBatch {
+        rev: 8,
+        events: vec![Event {
+            kind: "task".into(),
+            key: "t1".into(),
+            event_type: EventType::Create,
+            value: json!({"title": "a"}),
+            version: 1,
+            rev: 8,
+        }],
+    });
+    client.handle_frame(frame(change).as_bytes(), 0).unwrap();
+    assert_eq!(client.get("task", "t1"), Some(json!({"title": "a"})));
+    assert_eq!(client.cursor(), Some(8));
+}

@@ -263,7 +263,7 @@ impl Shared {
         let (pending, cursor) = self
             .store
             .sync()
-            .map_or((0, None), |s| (s.pending_count(), s.session.cursor()));
+            .map_or((0, None), |s| (s.pending_count(), s.synced_rev()));
         set(&object, "connection", &JsValue::from_str(&connection));
         set(&object, "pending", &JsValue::from_f64(pending as f64));
         let cursor = cursor.map_or(JsValue::NULL, |c| JsValue::from_f64(c as f64));
@@ -722,7 +722,8 @@ impl JsStore {
                     future::Either::Right(_) => return,
                 };
                 let (event, error) = match item {
-                    None => return,
+                    // The store closed (an unsubscribe ends the loop above).
+                    None => (JsValue::NULL, JsValue::from(JsError::from(Error::Closed))),
                     Some(Ok(e)) => (js::event(&e, store.is_pending_rev(e.rev)), JsValue::UNDEFINED),
                     Some(Err(e)) => (JsValue::NULL, JsValue::from(JsError::from(e))),
                 };

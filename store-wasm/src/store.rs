@@ -18,7 +18,7 @@
 //! writer, so none can interleave with a transaction awaiting IndexedDB.
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use futures_channel::oneshot;
@@ -120,6 +120,8 @@ impl Notice {
 /// The sync news to persist, with the rebase events to apply after.
 struct SyncPlan {
     batch: Batch,
+    /// The session's cursor the plan reflects.
+    cursor: Option<u64>,
     /// What the leader posts to the other tabs once persisted.
     messages: Vec<TabMessage>,
     events: Vec<Event<Value>>,
@@ -155,6 +157,9 @@ pub struct SyncState {
     /// This tab holds the connection (and persists what the server says);
     /// other tabs mirror what it posts.
     leader: bool,
+    /// The server revision the view reflects: the session's cursor once
+    /// what led to it was persisted and applied.
+    applied_cursor: Option<u64>,
     /// The leader's connection status and rights, as it last posted them.
     status: Option<LeaderStatus>,
     /// Op ids are `{op_prefix}:{n}`: the client id is shared by every tab and
@@ -178,6 +183,8 @@ pub struct SyncState {
     answered: Vec<Notice>,
     /// The schemas changed since the last persist.
     schemas_dirty: bool,
+    /// Answered ops whose answer is being persisted.
+    answering: HashSet<String>,
     /// Recent answers, for `confirmed(opId)` after the fact.
     answers: HashMap<String, Answer>,
     answer_order: VecDeque<String>,
@@ -207,6 +214,7 @@ impl SyncState {
             pending: p.pending.iter().map(|(_, op)| op.clone()).collect(),
             next_op_seq: 0,
         };
+        self.applied_cursor = state.cursor;
         self.session = ClientSession::restore(self.config.clone(), state);
         self.places.clear();
         self.pending_keys.clear();
@@ -233,6 +241,11 @@ impl SyncState {
                 Some((kind, key, Entry { value, version, rev }))
             })
             .collect()
+    }
+
+    /// The server revision the store's view reflects (see `lastSyncedRev`).
+    pub fn synced_rev(&self) -> Option<u64> {
+        self.applied_cursor
     }
 
     /// Whether this tab holds the connection.
@@ -279,6 +292,7 @@ impl SyncState {
     }
 
     fn remember(&mut self, op_id: &str, answer: Answer) {
+        self.answering.remove(op_id);
         if let Some(waiters) = self.waiters.remove(op_id) {
             for w in waiters {
                 let _ = w.send(answer.clone());
@@ -487,6 +501,7 @@ impl IdbStore {
             session: ClientSession::new(config.clone()),
             config,
             leader: true,
+            applied_cursor: None,
             op_prefix: unique_id(name),
             next_op_seq: 0,
             schemas: BTreeMap::new(),
@@ -498,6 +513,7 @@ impl IdbStore {
             rebase_all: false,
             answered: Vec::new(),
             schemas_dirty: false,
+            answering: HashSet::new(),
             answers: HashMap::new(),
             answer_order: VecDeque::new(),
             waiters: HashMap::new(),
@@ -569,7 +585,7 @@ impl IdbStore {
         let (tx, rx) = oneshot::channel();
         if let Some(answer) = sync.answers.get(op_id) {
             let _ = tx.send(answer.clone());
-        } else if sync.places.contains_key(op_id) {
+        } else if sync.places.contains_key(op_id) || sync.answering.contains(op_id) {
             sync.waiters.entry(op_id.to_owned()).or_default().push(tx);
         } else {
             return None;
@@ -775,6 +791,7 @@ impl IdbStore {
         let Some(sync_cell) = &self.inner.sync else { return };
         let SyncPlan {
             batch,
+            cursor,
             messages,
             events,
             pending_revs,
@@ -815,6 +832,7 @@ impl IdbStore {
         }
         self.trim_pending_revs(&engine);
         drop(engine);
+        sync.applied_cursor = cursor;
         for notice in &answered {
             if let Some(answer) = notice.answer() {
                 sync.remember(notice.op_id(), answer);
@@ -838,6 +856,7 @@ impl IdbStore {
         let mut places = Vec::new();
         for notice in &answered {
             if let Some((place, kind, key)) = sync.remove_pending(notice.op_id()) {
+                sync.answering.insert(notice.op_id().to_owned());
                 if persist {
                     batch.delete_pending.push(place);
                 }
@@ -945,6 +964,7 @@ impl IdbStore {
             batch.put_meta.push((HEAD, rev.to_string()));
         }
         SyncPlan {
+            cursor: sync.session.cursor(),
             messages,
             batch,
             events,

@@ -119,7 +119,7 @@ export interface WatchIterOptions extends WatchOptions {
   signal?: AbortSignal;
 }
 
-/** Called with each event; called once with an error when the watch ends abnormally (`overflow`, `compacted`, `closed`). */
+/** Called with each event; called once more with `(null, error)` when the watch ends for any reason but unsubscribing: `overflow`, `compacted`, `revision_ahead`, or `closed` when the store closed. */
 export type WatchCallback<T extends Json = Json> = (event: WatchEvent<T> | null, error?: ZestorError) => void;
 
 export type Connection = "local" | "offline" | "connecting" | "online";
@@ -188,7 +188,7 @@ export interface ZestorStore {
 
   /** Calls `callback` with each change of `kind` (`null`: every kind); returns the unsubscribe function. */
   watch<T extends Json = Json>(kind: string | null, options: WatchOptions, callback: WatchCallback<T>): () => void;
-  /** The same as an async iterator; ends when `signal` aborts, throws when the watch ends abnormally. */
+  /** The same as an async iterator: it ends when `signal` aborts or the store closes, and throws `overflow`, `compacted` or `revision_ahead`. */
   watchIter<T extends Json = Json>(kind: string | null, options?: WatchIterOptions): AsyncIterableIterator<WatchEvent<T>>;
 
   /** Where sync stands. */

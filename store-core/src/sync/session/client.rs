@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use crate::sync::codec;
 use crate::sync::{
-    Ack, ChangeBatch, ClientMessage, ErrorCode, Hello, Op, OpAction, PROTOCOL_VERSION, ProtocolError, Push,
-    Rights, ServerError, ServerMessage, Snapshot, SnapshotEntry, SnapshotReason,
+    Ack, ChangeBatch, ClientMessage, ErrorCode, Hello, Op, OpAction, OpResult, PROTOCOL_VERSION,
+    ProtocolError, Push, Rights, ServerError, ServerMessage, Snapshot, SnapshotEntry, SnapshotReason,
 };
 use crate::{Entry, Event, EventType};
 
@@ -449,7 +449,8 @@ impl ClientSession {
             ServerMessage::Snapshot(s) => self.handle_snapshot(s),
             ServerMessage::Changes(c) => self.handle_changes(c),
             ServerMessage::Ack(ack) => {
-                if self.take_pending(&ack.op_id).is_some() {
+                if let Some(op) = self.take_pending(&ack.op_id) {
+                    self.confirm(&op, &ack);
                     self.events.push_back(ClientEvent::Acked(ack));
                 }
             }
@@ -530,6 +531,32 @@ impl ClientSession {
             self.events.push_back(ClientEvent::Changed { events });
         }
         self.mark_synced();
+    }
+
+    /// Applies an acknowledged op to the confirmed state when the change
+    /// it made has not arrived yet (the server may answer before it relays
+    /// the change), so the op does not vanish from the view in between. A
+    /// cursor at or past the ack's revision means the change (and anything
+    /// after it) is already in the confirmed state.
+    fn confirm(&mut self, op: &Op, ack: &Ack) {
+        if self.cursor.is_some_and(|c| c >= ack.rev) {
+            return;
+        }
+        let slot = (op.kind.clone(), op.key.clone());
+        match ack.result {
+            OpResult::Created | OpResult::Updated => {
+                let entry = Entry {
+                    value: op.value.clone().unwrap_or(Value::Null),
+                    version: ack.version,
+                    rev: ack.rev,
+                };
+                self.confirmed.insert(slot, entry);
+            }
+            OpResult::Deleted => {
+                self.confirmed.remove(&slot);
+            }
+            OpResult::Unchanged | OpResult::Absent => {}
+        }
     }
 
     fn take_pending(&mut self, op_id: &str) -> Option<Op> {
