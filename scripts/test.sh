@@ -21,3 +21,6 @@ scripts/install-browser-tools.sh
 
 echo "== store-wasm in headless Chromium (wasm-bindgen-test)"
 scripts/test-wasm.sh
+
+echo "== the npm package in headless Chromium, synced through sync-server (store-wasm/js-tests)"
+scripts/test-browser.sh
