@@ -555,7 +555,16 @@ export async function initialSync({ n, batch, rounds }, sync, rev, log = () => {
       const name = freshName('sync-ours');
       const marks = {};
       const t0 = now();
-      const store = await open({ name, sync: { url: sync.url, namespace: sync.namespace, token: sync.token } });
+      // Milestones (cheap hooks: a listener on the socket, IndexedDB
+      // transactions timestamped, puts not wrapped).
+      const socket = instrumentWebSocket(t0, marks);
+      const idb = instrumentIdb({ puts: false });
+      let store;
+      try {
+        store = await open({ name, sync: { url: sync.url, namespace: sync.namespace, token: sync.token } });
+      } finally {
+        socket.restore();
+      }
       marks.open = now() - t0;
       const unsubscribe = store.on('status', (s) => {
         if (s.connection === 'online' && marks.online === undefined) marks.online = now() - t0;
@@ -571,7 +580,17 @@ export async function initialSync({ n, batch, rounds }, sync, rev, log = () => {
         await sleep(2);
       }
       const ms = now() - t0;
+      idb.restore();
       unsubscribe();
+      // The transaction that persisted the snapshot: the longest.
+      const txs = idb.records.filter((r) => r.complete > 0);
+      const big = txs.reduce((a, b) => (b.complete - b.created > a.complete - a.created ? b : a), txs[0]);
+      if (big) {
+        marks.snapshotTxCreated = big.created - t0;
+        marks.snapshotTxComplete = big.complete - t0;
+      }
+      marks.readwriteTransactions = idb.records.length;
+      Object.assign(marks, socket.stats);
       // Work-around: close() of a store that is online panics (its driver
       // reports "offline" while close() holds the driver's RefCell); going
       // offline first makes that report a no-op.
@@ -598,7 +617,7 @@ export async function initialSync({ n, batch, rounds }, sync, rev, log = () => {
  * transaction: its creation, its puts and its `complete` event (a listener
  * added at creation, so it runs before the package's own `oncomplete`).
  */
-function instrumentIdb() {
+function instrumentIdb({ puts = true } = {}) {
   const records = [];
   const byTx = new WeakMap();
   const { transaction } = IDBDatabase.prototype;
@@ -614,7 +633,7 @@ function instrumentIdb() {
     }
     return tx;
   };
-  IDBObjectStore.prototype.put = function (...args) {
+  if (puts) IDBObjectStore.prototype.put = function (...args) {
     const request = put.apply(this, args);
     const rec = byTx.get(this.transaction);
     if (rec) {
@@ -727,6 +746,41 @@ export async function writePath({ single: m, block = 25, batches: k }, log = () 
   await rawDelete(shape, names.shape);
   log(`writePath: set ${out.single.ours.total.toFixed(3)} ms (raw ${out.single.raw.total.toFixed(3)}), setMany ${out.batch.ours.total.toFixed(1)} ms (raw ${out.batch.raw.total.toFixed(1)})`);
   return out;
+}
+
+/**
+ * Replaces `WebSocket` until `restore()` with a subclass that timestamps the
+ * socket's opening, its first frame and the last part of a snapshot, and
+ * counts frames and characters received.
+ */
+function instrumentWebSocket(t0, marks) {
+  const Original = globalThis.WebSocket;
+  const stats = { frames: 0, chars: 0, snapshotParts: 0 };
+  globalThis.WebSocket = class extends Original {
+    constructor(...args) {
+      super(...args);
+      marks.socketCreated ??= now() - t0;
+      this.addEventListener('open', () => (marks.socketOpen ??= now() - t0));
+      this.addEventListener('message', (e) => {
+        const t = now() - t0;
+        const data = typeof e.data === 'string' ? e.data : '';
+        stats.frames++;
+        stats.chars += data.length;
+        marks.firstFrame ??= t;
+        // Fields serialize in order: type, rev, reason, entries, done.
+        if (data.startsWith('{"type":"snapshot"')) {
+          stats.snapshotParts++;
+          if (data.endsWith('"done":true}')) marks.snapshotReceived ??= t;
+        }
+      });
+    }
+  };
+  return {
+    stats,
+    restore() {
+      globalThis.WebSocket = Original;
+    },
+  };
 }
 
 /**
