@@ -324,6 +324,8 @@ impl Shared {
                         d.flush();
                     }
                 }
+                // Tell the new tab where the connection stands.
+                Notice::TabJoined => self.last_status.borrow_mut().clear(),
                 Notice::Acked(ack) => self.listeners.emit("acked", &ack_js(&ack)),
                 Notice::Rejected { op, code, message } => {
                     let object = js_sys::Object::new();
@@ -789,7 +791,10 @@ impl JsStore {
     pub fn close(&self) -> js_sys::Promise {
         let shared = self.shared.clone();
         promise(async move {
-            if let Some(d) = shared.driver.borrow_mut().take() {
+            // Taken out first: stopping reports a status change, which
+            // reads the driver.
+            let driver = shared.driver.borrow_mut().take();
+            if let Some(d) = driver {
                 d.stop();
             }
             shared.store.close().await;

@@ -97,12 +97,14 @@ pub enum Notice {
         code: ErrorCode,
         message: String,
     },
+    /// Another tab joined and wants the leader's status.
+    TabJoined,
 }
 
 impl Notice {
     fn op_id(&self) -> &str {
         match self {
-            Notice::Queued => "",
+            Notice::Queued | Notice::TabJoined => "",
             Notice::Acked(ack) => &ack.op_id,
             Notice::Rejected { op, .. } => &op.op_id,
         }
@@ -110,7 +112,7 @@ impl Notice {
 
     fn answer(&self) -> Option<Answer> {
         match self {
-            Notice::Queued => None,
+            Notice::Queued | Notice::TabJoined => None,
             Notice::Acked(ack) => Some(Ok(ack.clone())),
             Notice::Rejected { code, message, .. } => Some(Err((*code, message.clone()))),
         }
@@ -274,8 +276,9 @@ impl SyncState {
         op_id
     }
 
+    /// Ops written here whose answer is not yet applied to the view.
     pub fn pending_count(&self) -> usize {
-        self.session.pending().len()
+        self.places.len()
     }
 
     pub fn set_schemas(&mut self, schemas: &BTreeMap<String, Value>) -> bool {
@@ -1023,6 +1026,9 @@ impl IdbStore {
                 IdbStore { inner }.receive(message);
             }
         });
+        if let Some(channel) = &channel {
+            channel.post(&TabMessage::Joined);
+        }
         *self.inner.channel.borrow_mut() = channel;
     }
 
@@ -1057,6 +1063,10 @@ impl IdbStore {
                     // The leader sends them.
                     self.push_notices(vec![Notice::Queued]);
                 }
+            }
+            TabMessage::Joined => {
+                drop(sync);
+                self.push_notices(vec![Notice::TabJoined]);
             }
             // The leader persists for itself; a second leader (no Web
             // Locks) hears the server directly.

@@ -45,6 +45,8 @@ pub enum TabMessage {
     },
     /// A snapshot replaced the confirmed state: read it from IndexedDB.
     Reload,
+    /// A tab joined: the leader answers with its `Status`.
+    Joined,
     /// The leader's connection status.
     Status {
         connection: String,
