@@ -813,6 +813,7 @@ export async function runAll(cfg, log = console.log) {
   const results = { info: { ...info, userAgent: navigator.userAgent, config: cfg } };
   results.batched = await batched(cfg.batched, log);
   results.single = await single(cfg.single, log);
+  results.writePath = await writePath(cfg.writePath, log);
   results.reads = await reads(cfg.reads, log);
   results.watch = await watch(cfg.watch, log);
   results.seed = await seed(cfg.sync, cfg.server, log);

@@ -4,9 +4,14 @@
 // then a table of each figure next to its baseline, the ratio and the goal,
 // and store-wasm/bench/results.json.
 //
-//   node run.mjs            full sizes (≈ 3–5 min on 2 vCPUs)
-//   node run.mjs --quick    tiny sizes, to prove the suite works (CI)
+//   node run.mjs                  full sizes (≈ 2.5–3 min on 2 vCPUs)
+//   node run.mjs --quick          tiny sizes, to prove the suite works (CI, ≈ 10 s)
+//   node run.mjs --only W,…       only these workloads (batched, single, reads,
+//                                 watch, sync); results.json is not written
+//   node run.mjs --profile        CPU profiles of every side, into profiles/
 //
+// docs/benchmarks.md ("Browser (store-wasm)") describes the workloads, the
+// goals and the recorded figures.
 // Builds nothing. Needs: the package built into store-wasm/pkg/web
 // (scripts/build-wasm.sh; ZESTOR_PKG_DIR overrides), a sync-server binary
 // (target/release/sync-server from `cargo build --release -p sync-server`,
@@ -430,7 +435,7 @@ try {
     zestor: loaded.version,
     dexie: loaded.dexie,
     syncServer: { binary: serverBin, build: serverBuild, sqlite: 'synchronous=full (default)' },
-    indexedDbDurability: "the browser default (no durability option) for zestor and every baseline; 2′ adds raw with durability 'strict'",
+    indexedDbDurability: "the browser default (no durability option) for zestor and every baseline; 2″ adds raw with durability 'strict'",
     config: cfg,
   };
   results.sizes = sizes(path.join(server.static, 'pkg'));
