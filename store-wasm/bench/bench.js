@@ -591,11 +591,6 @@ export async function initialSync({ n, batch, rounds }, sync, rev, log = () => {
       }
       marks.readwriteTransactions = idb.records.length;
       Object.assign(marks, socket.stats);
-      // Work-around: close() of a store that is online panics (its driver
-      // reports "offline" while close() holds the driver's RefCell); going
-      // offline first makes that report a no-op.
-      globalThis.dispatchEvent(new Event('offline'));
-      await sleep(0);
       await oursDelete(store, name);
       return { ms, marks };
     },
