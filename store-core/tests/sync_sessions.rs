@@ -1159,8 +1159,15 @@ fn an_ack_before_its_change_keeps_the_value_in_view() {
     });
     client.handle_frame(frame(ack).as_bytes(), 0).unwrap();
     assert_eq!(client.pending().len(), 0);
-    assert_eq!(client.get("task", "t1"), Some(json!({"title": "a"})), "the acked value left the view");
-    assert_eq!(client.confirmed("task", "t1").map(|e| (e.version, e.rev)), Some((1, 8)));
+    assert_eq!(
+        client.get("task", "t1"),
+        Some(json!({"title": "a"})),
+        "the acked value left the view"
+    );
+    assert_eq!(
+        client.confirmed("task", "t1").map(|e| (e.version, e.rev)),
+        Some((1, 8))
+    );
     assert_eq!(client.cursor(), Some(7), "an ack does not move the cursor");
     let change = ServerMessage::Changes(ChangeBatch {
         rev: 8,
