@@ -78,8 +78,9 @@ function tail(file, lines = 40) {
  * the same URL and find the same data.
  */
 export class SyncServer {
-  constructor(dir) {
+  constructor(dir, extraArgs = []) {
     this.dir = dir;
+    this.extraArgs = extraArgs;
     this.db = path.join(dir, 'db.sqlite');
     this.tokens = path.join(dir, 'tokens.txt');
     this.schemas = path.join(dir, 'schemas');
@@ -118,6 +119,7 @@ export class SyncServer {
       '--tokens', this.tokens,
       '--schemas', this.schemas,
       '--static-dir', this.static,
+      ...this.extraArgs,
     ];
     const proc = spawn(serverBinary(), args, {
       stdio: ['ignore', 'pipe', log],
@@ -273,7 +275,8 @@ export function browserMissing() {
  * Sets up a test file: a fresh server and a browser for its tests, both
  * stopped after them. Returns `{ server, browser, test, proxy, syncOptions }`.
  */
-export function suite() {
+/** `options.serverArgs`: more sync-server flags (e.g. `['--retention', '1']`). */
+export function suite(options = {}) {
   const s = {
     server: null,
     browser: null,
@@ -285,7 +288,7 @@ export function suite() {
   before(async () => {
     if (missing) return;
     s.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zestor-js-tests-'));
-    s.server = new SyncServer(s.dir);
+    s.server = new SyncServer(s.dir, options.serverArgs);
     process.once('exit', () => s.server?.killNow());
     for (const signal of ['SIGINT', 'SIGTERM']) {
       process.once(signal, () => {
