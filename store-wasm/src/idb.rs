@@ -32,6 +32,7 @@ use web_sys::{IdbDatabase, IdbFactory, IdbObjectStore, IdbRequest, IdbTransactio
 use crate::js::{JsError, JsResult, describe};
 
 const VERSION: u32 = 1;
+// The object stores' names (also spelled out in `issue` below).
 pub const ENTRIES: &str = "entries";
 pub const PENDING: &str = "pending";
 pub const META: &str = "meta";
@@ -72,16 +73,55 @@ pub struct Loaded {
     pub meta: Vec<(String, String)>,
 }
 
-/// The writes of one transaction.
-#[derive(Default)]
+/// The writes of one transaction; handed to [`issue`] as JSON text.
+#[derive(Default, Serialize)]
 pub struct Batch {
     pub clear_entries: bool,
+    /// `(kind, key, StoredEntry JSON)`.
     pub put_entries: Vec<(String, String, String)>,
     pub delete_entries: Vec<(String, String)>,
     /// Ops to queue (JSON); their places are assigned by IndexedDB.
     pub put_pending: Vec<String>,
     pub delete_pending: Vec<f64>,
     pub put_meta: Vec<(&'static str, String)>,
+}
+
+#[wasm_bindgen(inline_js = r#"
+// Issues every request of a batch (the JSON text of `Batch`) on `tx`, in
+// one call from WebAssembly; returns the requests queuing ops, whose
+// results are their places. Throws what a request throws.
+export function issue(tx, text) {
+  const b = JSON.parse(text);
+  const queued = [];
+  if (b.clear_entries || b.put_entries.length || b.delete_entries.length) {
+    const entries = tx.objectStore('entries');
+    if (b.clear_entries) entries.clear();
+    const deletes = b.delete_entries;
+    for (let i = 0; i < deletes.length; i++) entries.delete([deletes[i][0], deletes[i][1]]);
+    const puts = b.put_entries;
+    for (let i = 0; i < puts.length; i++) entries.put(puts[i][2], [puts[i][0], puts[i][1]]);
+  }
+  if (b.put_pending.length || b.delete_pending.length) {
+    const pending = tx.objectStore('pending');
+    for (let i = 0; i < b.delete_pending.length; i++) pending.delete(b.delete_pending[i]);
+    for (let i = 0; i < b.put_pending.length; i++) queued.push(pending.add(b.put_pending[i]));
+  }
+  if (b.put_meta.length) {
+    const meta = tx.objectStore('meta');
+    for (let i = 0; i < b.put_meta.length; i++) meta.put(b.put_meta[i][1], b.put_meta[i][0]);
+  }
+  return queued;
+}
+// The results of `issue`'s requests once they succeeded (NaN for one that
+// is not a number).
+export function places(requests) {
+  return Float64Array.from(requests, (r) => (typeof r.result === 'number' ? r.result : NaN));
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(catch)]
+    fn issue(tx: &IdbTransaction, batch: &str) -> Result<js_sys::Array, JsValue>;
+    fn places(requests: &js_sys::Array) -> js_sys::Float64Array;
 }
 
 fn factory() -> JsResult<IdbFactory> {
@@ -152,10 +192,6 @@ async fn finish(tx: &IdbTransaction) -> JsResult<()> {
             "IndexedDB transaction failed: {reason}"
         )))
     }
-}
-
-fn entry_key(kind: &str, key: &str) -> JsValue {
-    js_sys::Array::of2(&JsValue::from_str(kind), &JsValue::from_str(key)).into()
 }
 
 impl Db {
@@ -324,61 +360,22 @@ impl Db {
             return Ok(Vec::new());
         }
         let tx = self.transaction(&names, IdbTransactionMode::Readwrite)?;
-        let queued = match issue(&tx, batch) {
+        let text = serde_json::to_string(batch).map_err(|e| JsError::storage(e.to_string()))?;
+        let queued = match issue(&tx, &text) {
             Ok(queued) => queued,
             Err(e) => {
                 let _ = tx.abort();
-                return Err(e);
+                return Err(dom_error("write", e));
             }
         };
         finish(&tx).await?;
-        queued
-            .iter()
-            .map(|r| {
-                r.result()
-                    .ok()
-                    .and_then(|k| k.as_f64())
-                    .ok_or_else(|| JsError::storage("IndexedDB gave a queued op no place"))
-            })
-            .collect()
+        if queued.length() == 0 {
+            return Ok(Vec::new());
+        }
+        let placed = places(&queued).to_vec();
+        if placed.iter().any(|p| p.is_nan()) {
+            return Err(JsError::storage("IndexedDB gave a queued op no place"));
+        }
+        Ok(placed)
     }
-}
-
-/// Issues every request of `batch` on `tx` without waiting for any; the
-/// requests queuing ops, whose results are their places.
-fn issue(tx: &IdbTransaction, batch: &Batch) -> JsResult<Vec<IdbRequest>> {
-    let mut queued = Vec::with_capacity(batch.put_pending.len());
-    let store = |name| tx.object_store(name).map_err(|e| dom_error("object store", e));
-    let failed = |e| dom_error("write", e);
-    if batch.clear_entries || !batch.put_entries.is_empty() || !batch.delete_entries.is_empty() {
-        let entries = store(ENTRIES)?;
-        if batch.clear_entries {
-            entries.clear().map_err(failed)?;
-        }
-        for (kind, key) in &batch.delete_entries {
-            entries.delete(&entry_key(kind, key)).map_err(failed)?;
-        }
-        for (kind, key, value) in &batch.put_entries {
-            entries
-                .put_with_key(&JsValue::from_str(value), &entry_key(kind, key))
-                .map_err(failed)?;
-        }
-    }
-    if !batch.put_pending.is_empty() || !batch.delete_pending.is_empty() {
-        let pending = store(PENDING)?;
-        for place in &batch.delete_pending {
-            pending.delete(&JsValue::from_f64(*place)).map_err(failed)?;
-        }
-        for op in &batch.put_pending {
-            queued.push(pending.add(&JsValue::from_str(op)).map_err(failed)?);
-        }
-    }
-    if !batch.put_meta.is_empty() {
-        let meta = store(META)?;
-        for (name, value) in &batch.put_meta {
-            meta.put_with_key(&JsValue::from_str(value), &JsValue::from_str(name))
-                .map_err(failed)?;
-        }
-    }
-    Ok(queued)
 }
