@@ -746,10 +746,16 @@ impl IdbStore {
             }
             return None;
         }
-        let last_rev = txn.events().last().map_or(0, |e| e.rev);
-        batch.put_meta.push((HEAD, last_rev.to_string()));
+        let last = txn.events().last().map(|e| (e.rev, e.event_type));
         match sync.as_deref_mut() {
             None => {
+                // At open, the head is the larger of the persisted head and
+                // the entries' revisions: a batch ending with a put leaves
+                // its last revision on that entry, so only one ending with a
+                // delete persists the head.
+                if let Some((rev, EventType::Delete)) = last {
+                    batch.put_meta.push((HEAD, rev.to_string()));
+                }
                 for event in txn.events() {
                     if event.event_type == EventType::Delete {
                         batch.delete_entries.push((event.kind.clone(), event.key.clone()));
@@ -766,6 +772,11 @@ impl IdbStore {
                 }
             }
             Some(_) => {
+                // Pending ops carry no revision: the head is persisted for
+                // the revisions to go on after a reload.
+                if let Some((rev, _)) = last {
+                    batch.put_meta.push((HEAD, rev.to_string()));
+                }
                 for op in &ops {
                     batch
                         .put_pending

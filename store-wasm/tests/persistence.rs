@@ -217,6 +217,72 @@ async fn reopen_restores_entries_versions_revisions_and_head() {
     store.close().await;
 }
 
+/// A local store persists its head revision only when a transaction ends
+/// with a delete; otherwise the head is the newest entry's revision. Every
+/// way a transaction can end, then a reopen: the revisions go on.
+#[wasm_bindgen_test]
+async fn reopen_continues_the_revisions_however_the_last_write_ended() {
+    let name = fresh_name("reopen-head");
+    let store = open(&name).await;
+    store.set("task", "a", json!(1), set_opts()).await.unwrap();
+    // Deleting the only entry: nothing but the head records revision 2.
+    let d = store.delete("task", "a", set_opts()).await.unwrap().unwrap();
+    assert_eq!(d.rev, 2);
+    store.close().await;
+
+    let store = open(&name).await;
+    assert_eq!(store.rev().await.unwrap(), 2, "after deleting every entry");
+    let w = store.set("task", "b", json!(2), set_opts()).await.unwrap();
+    assert_eq!(w.rev, 3);
+    store.close().await;
+
+    let store = open(&name).await;
+    assert_eq!(store.rev().await.unwrap(), 3, "after a set following a delete");
+    // One transaction (both queued before the writer runs) ending with a
+    // delete of an older entry.
+    let (w, d) = futures_util::future::join(
+        store.set("task", "c", json!(3), set_opts()),
+        store.delete("task", "b", set_opts()),
+    )
+    .await;
+    assert_eq!((w.unwrap().rev, d.unwrap().unwrap().rev), (4, 5));
+    store.close().await;
+
+    let store = open(&name).await;
+    assert_eq!(
+        store.rev().await.unwrap(),
+        5,
+        "after a transaction ending with a delete"
+    );
+    assert_eq!(entry(&store, "task", "c").await, Some((json!(3), 1, 4)));
+    // One transaction ending with a set after a delete.
+    let (d, w) = futures_util::future::join(
+        store.delete("task", "c", set_opts()),
+        store.set("task", "d", json!(4), set_opts()),
+    )
+    .await;
+    assert_eq!((d.unwrap().unwrap().rev, w.unwrap().rev), (6, 7));
+    store.close().await;
+
+    let store = open(&name).await;
+    assert_eq!(
+        store.rev().await.unwrap(),
+        7,
+        "after a transaction ending with a set"
+    );
+    assert_eq!(store.keys("task").await.unwrap(), vec!["d"]);
+    // An unchanged write and a delete of an absent key write nothing.
+    store.set("task", "d", json!(4), set_opts()).await.unwrap();
+    assert!(store.delete("task", "zz", set_opts()).await.unwrap().is_none());
+    let w = store.set("task", "e", json!(5), set_opts()).await.unwrap();
+    assert_eq!(w.rev, 8);
+    store.close().await;
+
+    let store = open(&name).await;
+    assert_eq!(store.rev().await.unwrap(), 8);
+    store.close().await;
+}
+
 #[wasm_bindgen_test]
 async fn reopen_restores_set_many_and_set_fn() {
     let name = fresh_name("reopen-many");
