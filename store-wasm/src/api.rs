@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use futures_util::{FutureExt, Stream, StreamExt, future};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use store_core::schema::Schema;
 use store_core::sync::{Ack, OpResult, Rights};
@@ -23,7 +23,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::idb::Db;
-use crate::js::{self, JsError, JsResult, describe, from_json, get, set, to_json};
+use crate::js::{self, JsError, JsResult, describe, from_json, get, set, to_json, write};
 use crate::store::{IdbStore, LocalOp, Notice, Outcome, SyncSetup};
 use crate::sync::{Driver, DriverOptions};
 use crate::tabs::{self, TabMessage};
@@ -32,6 +32,9 @@ use crate::tabs::{self, TabMessage};
 const TYPES: &str = include_str!("types.d.ts");
 
 #[wasm_bindgen(inline_js = r#"
+export function keep(entries, filter) {
+  return entries.filter((e) => filter.call(null, e.value, e.key));
+}
 export function iterate(handle, signal) {
   const done = () => ({ done: true, value: undefined });
   if (signal) signal.addEventListener('abort', () => handle.close(), { once: true });
@@ -46,6 +49,10 @@ export function iterate(handle, signal) {
 }
 "#)]
 extern "C" {
+    /// `list`'s entries for which `filter(value, key)` is truthy; throws
+    /// what `filter` throws.
+    #[wasm_bindgen(catch)]
+    fn keep(entries: &JsValue, filter: &js_sys::Function) -> Result<js_sys::Array, JsValue>;
     fn iterate(handle: WatchHandle, signal: JsValue) -> JsValue;
 }
 
@@ -81,15 +88,51 @@ fn write_options(options: &JsValue) -> JsResult<Option<u64>> {
     js::opt_u64(options, "ifVersion")
 }
 
-fn written(w: &Written, op_id: Option<&str>) -> JsValue {
-    let object = js_sys::Object::new();
-    set(&object, "result", &JsValue::from_str(js::result_name(w.result)));
-    set(&object, "version", &JsValue::from_f64(w.version as f64));
-    set(&object, "rev", &JsValue::from_f64(w.rev as f64));
-    if let Some(id) = op_id {
-        set(&object, "opId", &JsValue::from_str(id));
+/// A write's answer: `{result, version, rev, opId?}`, and `key` in
+/// `setMany`'s.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WrittenOut<'a> {
+    result: &'static str,
+    version: u64,
+    rev: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+}
+
+impl<'a> WrittenOut<'a> {
+    fn new(w: &Written, op_id: Option<&'a str>, key: Option<&'a str>) -> Self {
+        WrittenOut {
+            result: js::result_name(w.result),
+            version: w.version,
+            rev: w.rev,
+            op_id,
+            key,
+        }
     }
-    object.into()
+}
+
+/// A delete's answer: `{value, version, rev, opId?}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeletedOut<'a> {
+    value: &'a Value,
+    version: u64,
+    rev: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op_id: Option<&'a str>,
+}
+
+/// An entry of `list`: `{value, version, rev, pending, key}`.
+#[derive(Serialize)]
+struct ListItem<'a> {
+    value: &'a Value,
+    version: u64,
+    rev: u64,
+    pending: bool,
+    key: &'a str,
 }
 
 fn ack_js(ack: &Ack) -> JsValue {
@@ -471,44 +514,56 @@ impl JsStore {
         promise(async move {
             writable?;
             let outcome = store.submit(op?).await?;
-            Ok(match outcome {
-                Outcome::Written(w, op_id) => written(&w, op_id.as_deref()),
+            let mut out = Vec::with_capacity(128);
+            match &outcome {
+                Outcome::Written(w, op_id) => write(&mut out, &WrittenOut::new(w, op_id.as_deref(), None)),
                 Outcome::Many(items) => {
-                    let out = js_sys::Array::new();
-                    for (key, w, op_id) in items {
-                        let object = written(&w, op_id.as_deref());
-                        set(&object, "key", &JsValue::from_str(&key));
-                        out.push(&object);
+                    out.push(b'[');
+                    for (i, (key, w, op_id)) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        write(&mut out, &WrittenOut::new(w, op_id.as_deref(), Some(key)));
                     }
-                    out.into()
+                    out.push(b']');
                 }
-                Outcome::Deleted(None) => JsValue::NULL,
-                Outcome::Deleted(Some((d, op_id))) => {
-                    let object = js_sys::Object::new();
-                    set(&object, "value", &from_json(&d.prev.value));
-                    set(&object, "version", &JsValue::from_f64(d.prev.version as f64));
-                    set(&object, "rev", &JsValue::from_f64(d.rev as f64));
-                    if let Some(id) = op_id {
-                        set(&object, "opId", &JsValue::from_str(&id));
-                    }
-                    object.into()
-                }
-            })
+                Outcome::Deleted(None) => return Ok(JsValue::NULL),
+                Outcome::Deleted(Some((d, op_id))) => write(
+                    &mut out,
+                    &DeletedOut {
+                        value: &d.prev.value,
+                        version: d.prev.version,
+                        rev: d.rev,
+                        op_id: op_id.as_deref(),
+                    },
+                ),
+            }
+            Ok(js::parse_text(out))
         })
     }
 
-    fn entries_of(
+    /// The JSON text of an array (or, with `braces`, an object) holding
+    /// what `item` writes for each entry of `kind`.
+    fn collect(
         &self,
         kind: &JsValue,
-        f: impl FnMut(&str, &store_core::Entry<&Value>, bool),
-    ) -> JsResult<()> {
+        braces: bool,
+        mut item: impl FnMut(&mut Vec<u8>, &str, &store_core::Entry<&Value>, bool),
+    ) -> JsResult<JsValue> {
         let kind = kind_arg(kind)?;
         let engine = self.store().engine()?;
-        let mut f = f;
-        for (key, entry) in engine.list(&kind, &[])? {
-            f(key, &entry, self.store().is_pending(&kind, key));
+        let entries = engine.list(&kind, &[])?;
+        let mut out = Vec::with_capacity(64 + 64 * entries.len());
+        out.push(if braces { b'{' } else { b'[' });
+        for (i, (key, entry)) in entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            item(&mut out, key, entry, self.store().is_pending(&kind, key));
         }
-        Ok(())
+        out.push(if braces { b'}' } else { b']' });
+        drop(engine);
+        Ok(js::parse_text(out))
     }
 
     fn subscribe(&self, kind: &JsValue, options: &JsValue) -> JsResult<Watch<Value>> {
@@ -543,31 +598,19 @@ impl JsStore {
                     .map_err(|_| JsError::invalid("filter must be a function"))?,
             )
         };
-        let out = js_sys::Array::new();
-        let mut thrown = None;
-        self.entries_of(&kind, |key, entry, pending| {
-            if thrown.is_some() {
-                return;
-            }
-            let value = from_json(entry.value);
-            if let Some(f) = &filter {
-                match f.call2(&JsValue::NULL, &value, &JsValue::from_str(key)) {
-                    Ok(keep) if keep.is_truthy() => {}
-                    Ok(_) => return,
-                    Err(e) => {
-                        thrown = Some(e);
-                        return;
-                    }
-                }
-            }
-            let object = js::entry(entry, pending);
-            set(&object, "value", &value);
-            set(&object, "key", &JsValue::from_str(key));
-            out.push(&object);
+        let all = self.collect(&kind, false, |out, key, entry, pending| {
+            let item = ListItem {
+                value: entry.value,
+                version: entry.version,
+                rev: entry.rev,
+                pending,
+                key,
+            };
+            write(out, &item);
         })?;
-        match thrown {
-            Some(e) => Err(e),
-            None => Ok(out),
+        match filter {
+            None => Ok(all.unchecked_into()),
+            Some(f) => keep(&all, &f),
         }
     }
 
@@ -578,28 +621,23 @@ impl JsStore {
     }
 
     pub fn keys(&self, kind: JsValue) -> Result<js_sys::Array, JsValue> {
-        let out = js_sys::Array::new();
-        self.entries_of(&kind, |key, _, _| {
-            out.push(&JsValue::from_str(key));
-        })?;
-        Ok(out)
+        let all = self.collect(&kind, false, |out, key, _, _| write(out, key))?;
+        Ok(all.unchecked_into())
     }
 
     pub fn values(&self, kind: JsValue) -> Result<js_sys::Array, JsValue> {
-        let out = js_sys::Array::new();
-        self.entries_of(&kind, |_, entry, _| {
-            out.push(&from_json(entry.value));
-        })?;
-        Ok(out)
+        let all = self.collect(&kind, false, |out, _, entry, _| write(out, entry.value))?;
+        Ok(all.unchecked_into())
     }
 
     #[wasm_bindgen(js_name = getAll)]
     pub fn get_all(&self, kind: JsValue) -> Result<js_sys::Object, JsValue> {
-        let out = js_sys::Object::new();
-        self.entries_of(&kind, |key, entry, pending| {
-            set(&out, key, &js::entry(entry, pending));
+        let all = self.collect(&kind, true, |out, key, entry, pending| {
+            write(out, key);
+            out.push(b':');
+            write(out, &js::EntryOut::new(entry, pending));
         })?;
-        Ok(out)
+        Ok(all.unchecked_into())
     }
 
     pub fn kinds(&self) -> Result<js_sys::Array, JsValue> {
@@ -632,24 +670,7 @@ impl JsStore {
     pub fn set_many(&self, kind: JsValue, items: JsValue) -> js_sys::Promise {
         let op = (|| {
             let kind = kind_arg(&kind)?;
-            let pairs: js_sys::Array = if js_sys::Array::is_array(&items) {
-                items.unchecked_into()
-            } else if items.is_object() {
-                js_sys::Object::entries(items.unchecked_ref())
-            } else {
-                return Err(JsError::invalid(
-                    "items must be an object or an array of [key, value]",
-                ));
-            };
-            let mut out = Vec::with_capacity(pairs.length() as usize);
-            for pair in pairs.iter() {
-                let pair: js_sys::Array = pair
-                    .dyn_into()
-                    .map_err(|_| JsError::invalid("items must be an array of [key, value] pairs"))?;
-                let key = string_arg(&pair.get(0), "an item's key")?;
-                let value = to_json(&pair.get(1), "an item's value")?;
-                out.push((key, value));
-            }
+            let out = js::items_json(&items)?;
             Ok(LocalOp::SetMany { kind, items: out })
         })();
         self.submit(op)
