@@ -83,7 +83,6 @@ export class Board {
     this.titles = new Map();
     this.dirty = new Set();
     this.scheduled = false;
-    this.refocus = null;
     this.lists = {};
     this.columns = {};
     for (const column of root.querySelectorAll('[data-testid="column"]')) {
@@ -161,6 +160,8 @@ export class Board {
 
   #flush() {
     this.scheduled = false;
+    const active = document.activeElement;
+    const activeCard = active?.closest?.('[data-testid="card"]');
     const states = new Set();
     for (const key of this.dirty) {
       // Drawn from `get` rather than from the event: the same entry once the
@@ -195,12 +196,12 @@ export class Board {
     this.dirty.clear();
     for (const state of states) this.#place(state);
     this.#counts();
-    if (this.refocus && (document.activeElement === document.body || document.activeElement === null)) {
-      const li = this.elements.get(this.refocus.key);
-      const target = li && (li.querySelector(this.refocus.selector) || li.querySelector('[data-testid="card-edit"]'));
-      if (target && !target.hidden) target.focus();
+    // Moving an element out of place drops its focus (a card moved by its
+    // own button, or by someone else while it is being edited): give it back.
+    if (active && active !== document.body && document.activeElement !== active) {
+      if (active.isConnected && !active.closest('[hidden]')) active.focus({ preventScroll: true });
+      else if (activeCard?.isConnected) activeCard.querySelector('[data-testid="card-edit"]')?.focus({ preventScroll: true });
     }
-    this.refocus = null;
     this.on.render?.();
   }
 
@@ -302,10 +303,9 @@ export class Board {
     }
   }
 
-  async move(key, to, refocus = null) {
+  async move(key, to) {
     const entry = this.cards.get(key);
     if (!entry || stateOf(entry) === to) return;
-    this.refocus = refocus && { key, selector: refocus };
     try {
       await this.store.set(KIND, key, { ...entry.value, state: to }, { ifVersion: entry.version });
     } catch (err) {
@@ -412,7 +412,7 @@ export class Board {
     const key = li.dataset.key;
     switch (button.dataset.testid) {
       case 'card-move':
-        this.move(key, button.dataset.to, `[data-testid="card-move"][data-dir="${button.dataset.dir}"]`);
+        this.move(key, button.dataset.to);
         break;
       case 'card-edit':
         this.edit(key);
