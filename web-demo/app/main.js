@@ -60,7 +60,7 @@ const board = new Board($('[data-testid="board"]'), store, {
 
 function refusedTitle(code, action, title) {
   const what = { create: 'Not added', edit: 'Not saved', move: 'Not moved', delete: 'Not deleted' }[action] ?? 'Refused';
-  const name = title ? ` “${title}”` : '';
+  const name = title ? ` “${short(title)}”` : '';
   if (code === 'conflict') return `${what}:${name} was changed elsewhere first`;
   return `${what}:${name || ' the store refused it'}`;
 }
@@ -83,7 +83,7 @@ store.on('rejected', ({ kind, key, code, message }) => {
   if (kind !== KIND) return;
   if (code === 'forbidden') setMode('read');
   // The store has already rolled the op back; the watch shows it.
-  toast({ code, title: `Rolled back: “${board.titleOf(key)}” — the server refused the change`, message });
+  toast({ code, title: `Rolled back: “${short(board.titleOf(key))}” — the server refused the change`, message });
   board.refreshPending();
   queueMicrotask(() => board.flash(key));
 });
@@ -111,6 +111,11 @@ document.documentElement.dataset.ready = 'true';
 window.zestorStore = store;
 
 // ---- helpers -------------------------------------------------------------------
+
+/** A title cut to fit in a toast. */
+function short(title, max = 60) {
+  return title.length > max ? `${title.slice(0, max - 1).trimEnd()}…` : title;
+}
 
 function failed(err) {
   const boot = $('[data-testid="boot"]');
