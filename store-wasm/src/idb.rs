@@ -7,8 +7,9 @@
 //!   key generator, so places are unique and ordered across tabs), value a
 //!   JSON string of the protocol `Op`: ops written here and not yet
 //!   answered.
-//! - `meta`: key a name, value a JSON string: the store's head revision and,
-//!   for a synced store, the sync cursor and queue counters; the database's
+//! - `meta`: key a name, value a JSON string: the store's head revision
+//!   (a local store writes it only when needed: see `IdbStore`), for a
+//!   synced store the sync cursor and the server's schemas; the database's
 //!   client id ([`CLIENT_ID`]), set when the database is created.
 //!
 //! Values are stored as JSON text rather than structured-clone objects: it
