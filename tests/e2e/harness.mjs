@@ -250,6 +250,8 @@ export function suite(name) {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     s.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zestor-e2e-'));
     s.server = new DemoServer(s.dir);
+    // Interrupted (Ctrl-C): the server goes with the test process. run.mjs
+    // removes the temporary folders (this one, Chromium's profiles).
     process.once('exit', () => s.server?.killNow());
     for (const signal of ['SIGINT', 'SIGTERM']) {
       process.once(signal, () => {

@@ -14,12 +14,13 @@
 // tests run that sync-server binary (found with `cargo metadata`, so
 // CARGO_TARGET_DIR is honoured), or $ZESTOR_SYNC_SERVER.
 //
-// Screenshots and each file's server log go to tests/e2e/artifacts/
-// (emptied first when every file runs). ZESTOR_REQUIRE_ALL=1 (CI) turns
-// every skip into a failure.
+// Screenshots, each test's browser console and each file's server log go
+// to tests/e2e/artifacts/ (emptied first when every file runs).
+// ZESTOR_REQUIRE_ALL=1 (CI) turns every skip into a failure.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { run } from 'node:test';
 import { spec } from 'node:test/reporters';
@@ -85,6 +86,20 @@ if (!fs.existsSync(process.env.ZESTOR_SYNC_SERVER)) fail(`no sync-server binary 
 
 if (words.length === 0) fs.rmSync(artifacts, { recursive: true, force: true });
 fs.mkdirSync(artifacts, { recursive: true });
+
+// One temporary folder for the run, the test files' TMPDIR: their servers'
+// databases and Chromium's profiles go there, and it goes at the end, also
+// when the run is interrupted. ZESTOR_KEEP_TMP=1 keeps it.
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zestor-e2e-run-'));
+process.env.TMPDIR = tmp;
+process.on('exit', () => {
+  if (process.env.ZESTOR_KEEP_TMP) console.log(`e2e: kept ${tmp}`);
+  else fs.rmSync(tmp, { recursive: true, force: true, maxRetries: 5 });
+});
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  // The test files stop their servers and browsers on the same signal; give them a moment.
+  process.once(signal, () => setTimeout(() => process.exit(130), 1_000));
+}
 
 let failed = 0;
 let skipped = 0;
