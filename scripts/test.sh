@@ -24,3 +24,7 @@ scripts/test-wasm.sh
 
 echo "== the npm package in headless Chromium, synced through sync-server (store-wasm/js-tests)"
 scripts/test-browser.sh
+
+echo "== the web demo end to end in headless Chromium, served by sync-server (tests/e2e)"
+# The package test-browser.sh just built.
+ZESTOR_PKG_DIR=store-wasm/pkg/web scripts/test-e2e.sh
