@@ -312,6 +312,12 @@ impl Shared {
         let cursor = cursor.map_or(JsValue::NULL, |c| JsValue::from_f64(c as f64));
         set(&object, "lastSyncedRev", &cursor);
         set(&object, "leader", &JsValue::from_bool(leader));
+        let rights = match self.store.sync().and_then(|s| s.rights()) {
+            Some(Rights::Read) => JsValue::from_str("read"),
+            Some(Rights::ReadWrite) => JsValue::from_str("read_write"),
+            None => JsValue::NULL,
+        };
+        set(&object, "rights", &rights);
         let error = match error {
             Some((code, message)) => {
                 let e = js_sys::Object::new();
@@ -369,7 +375,12 @@ impl Shared {
                 }
                 // Tell the new tab where the connection stands.
                 Notice::TabJoined => self.last_status.borrow_mut().clear(),
-                Notice::Acked(ack) => self.listeners.emit("acked", &ack_js(&ack)),
+                Notice::Acked { ack, kind, key } => {
+                    let ack = ack_js(&ack);
+                    set(&ack, "kind", &JsValue::from_str(&kind));
+                    set(&ack, "key", &JsValue::from_str(&key));
+                    self.listeners.emit("acked", &ack);
+                }
                 Notice::Rejected { op, code, message } => {
                     let object = js_sys::Object::new();
                     set(&object, "opId", &JsValue::from_str(&op.op_id));

@@ -90,7 +90,12 @@ pub enum Notice {
     /// Local writes queued ops: send them.
     Queued,
     /// The server acknowledged an op (persisted: it left the queue).
-    Acked(Ack),
+    Acked {
+        ack: Ack,
+        /// The op's kind and key (filled in by the writer).
+        kind: String,
+        key: String,
+    },
     /// The server refused an op; it left the queue and was rolled back.
     Rejected {
         op: Op,
@@ -105,7 +110,7 @@ impl Notice {
     fn op_id(&self) -> &str {
         match self {
             Notice::Queued | Notice::TabJoined => "",
-            Notice::Acked(ack) => &ack.op_id,
+            Notice::Acked { ack, .. } => &ack.op_id,
             Notice::Rejected { op, .. } => &op.op_id,
         }
     }
@@ -113,7 +118,7 @@ impl Notice {
     fn answer(&self) -> Option<Answer> {
         match self {
             Notice::Queued | Notice::TabJoined => None,
-            Notice::Acked(ack) => Some(Ok(ack.clone())),
+            Notice::Acked { ack, .. } => Some(Ok(ack.clone())),
             Notice::Rejected { code, message, .. } => Some(Err((*code, message.clone()))),
         }
     }
@@ -229,20 +234,42 @@ impl SyncState {
         }
     }
 
-    /// The optimistic view of every key, as entries at revision `rev`.
-    fn view(&self, rev: u64) -> Vec<(String, String, Entry<Value>)> {
+    /// The optimistic view of every key, for an engine restored at or
+    /// after revision `head`: the head to restore at, the entries, and the
+    /// revisions of the pending ones. Each entry gets its own revision, in
+    /// the order the server changed them, pending ones last (they are the
+    /// newest changes), so revisions keep their meaning after a reload.
+    fn view(&self, head: u64) -> (u64, Vec<KeyedEntry>, Vec<u64>) {
         let keys: BTreeSet<(String, String)> = self
             .session
             .confirmed_entries()
             .map(|(kind, key, _)| (kind.to_owned(), key.to_owned()))
             .chain(self.pending_keys.keys().cloned())
             .collect();
-        keys.into_iter()
+        let mut view: Vec<_> = keys
+            .into_iter()
             .filter_map(|(kind, key)| {
                 let (value, version) = self.optimistic(&kind, &key)?;
-                Some((kind, key, Entry { value, version, rev }))
+                let pending = self.pending_keys.contains_key(&(kind.clone(), key.clone()));
+                let server_rev = self.session.confirmed(&kind, &key).map_or(0, |e| e.rev);
+                Some(((pending, server_rev), kind, key, value, version))
             })
-            .collect()
+            .collect();
+        view.sort_by_key(|(order, ..)| *order);
+        let head = head.max(view.len() as u64);
+        let first = head + 1 - view.len() as u64;
+        let mut pending_revs = Vec::new();
+        let entries = view
+            .into_iter()
+            .zip(first..)
+            .map(|(((pending, _), kind, key, value, version), rev)| {
+                if pending {
+                    pending_revs.push(rev);
+                }
+                (kind, key, Entry { value, version, rev })
+            })
+            .collect();
+        (head, entries, pending_revs)
     }
 
     /// The server revision the store's view reflects (see `lastSyncedRev`).
@@ -364,6 +391,9 @@ pub struct SyncSetup {
     pub token: String,
     pub kinds: Option<Vec<String>>,
 }
+
+/// `(kind, key, entry)`.
+type KeyedEntry = (String, String, Entry<Value>);
 
 /// The connection status the leading tab posted.
 struct LeaderStatus {
@@ -523,8 +553,11 @@ impl IdbStore {
             status: None,
         };
         sync.restore(persisted);
-        let engine = Engine::restore(options, head, sync.view(head), Vec::new())?;
-        Ok(IdbStore::assemble(db, engine, Some(sync)))
+        let (head, entries, pending_revs) = sync.view(head);
+        let engine = Engine::restore(options, head, entries, Vec::new())?;
+        let store = IdbStore::assemble(db, engine, Some(sync));
+        store.inner.pending_revs.borrow_mut().extend(pending_revs);
+        Ok(store)
     }
 
     fn assemble(db: Db, engine: Engine<Value>, sync: Option<SyncState>) -> IdbStore {
@@ -865,11 +898,14 @@ impl IdbStore {
         let dirty_all = std::mem::take(&mut sync.dirty_all);
         let rebase_all = std::mem::take(&mut sync.rebase_all);
         let mut keys = std::mem::take(&mut sync.dirty);
-        let answered = std::mem::take(&mut sync.answered);
+        let mut answered = std::mem::take(&mut sync.answered);
         let mut batch = Batch::default();
         let mut places = Vec::new();
-        for notice in &answered {
+        for notice in &mut answered {
             if let Some((place, kind, key)) = sync.remove_pending(notice.op_id()) {
+                if let Notice::Acked { kind: k, key: n, .. } = notice {
+                    (*k, *n) = (kind.clone(), key.clone());
+                }
                 sync.answering.insert(notice.op_id().to_owned());
                 if persist {
                     batch.delete_pending.push(place);

@@ -300,7 +300,11 @@ impl Driver {
                         persist = true;
                     }
                     ClientEvent::Acked(ack) => {
-                        sync.answered(Notice::Acked(ack));
+                        sync.answered(Notice::Acked {
+                            ack,
+                            kind: String::new(),
+                            key: String::new(),
+                        });
                         persist = true;
                     }
                     ClientEvent::Rejected { op, code, message } => {

@@ -133,6 +133,8 @@ export interface SyncStatus {
   lastSyncedRev: number | null;
   /** Whether this tab holds the connection (other tabs of the same store relay through it). */
   leader: boolean;
+  /** What the token allows, once the server said (`null` before, and for a local store). */
+  rights: "read" | "read_write" | null;
   /** The last error reported by the server or the connection, if any. */
   error: { code: string; message: string } | null;
 }
@@ -145,9 +147,15 @@ export interface RejectedOp {
   message: string;
 }
 
+/** An ack as the `acked` event carries it: the written entry is no longer pending. */
+export interface AckedOp extends Ack {
+  kind: string;
+  key: string;
+}
+
 export interface StoreEvents {
   status: SyncStatus;
-  acked: Ack;
+  acked: AckedOp;
   rejected: RejectedOp;
 }
 

@@ -415,6 +415,12 @@ async fn synced_offline_writes_stay_queued_across_a_reload() {
         Some(json!(null))
     );
     assert_eq!(store.rev().await.unwrap(), rev);
+    // Each entry keeps a revision of its own, and the pending ones say so
+    // (a watch replay marks them pending).
+    let n1 = store.get("note", "n1").await.unwrap().unwrap();
+    let t1 = store.get("task", "t1").await.unwrap().unwrap();
+    assert_ne!(n1.rev, t1.rev, "entries restored at distinct revisions");
+    assert!(store.is_pending_rev(n1.rev) && store.is_pending_rev(t1.rev));
     assert_eq!(
         hello_client_id(&store),
         client_id,
@@ -474,7 +480,11 @@ async fn ack(store: &IdbStore, op_id: &str, version: u64, rev: u64) {
             .handle_frame(encode_server(&ServerMessage::Ack(ack.clone())).as_bytes(), 0)
             .unwrap();
         sync.session.disconnected();
-        sync.answered(Notice::Acked(ack));
+        sync.answered(Notice::Acked {
+            ack,
+            kind: String::new(),
+            key: String::new(),
+        });
     }
     let answered = store.answer(op_id).expect("the op is known");
     store.sync_changed();
