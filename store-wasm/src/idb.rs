@@ -57,6 +57,14 @@ pub struct StoredEntry {
     pub rev: u64,
 }
 
+/// A [`StoredEntry`] to write, borrowing its value (the same JSON text).
+#[derive(Serialize)]
+pub struct StoredRef<'a> {
+    pub value: &'a Value,
+    pub version: u64,
+    pub rev: u64,
+}
+
 /// An open database.
 pub struct Db {
     db: IdbDatabase,
@@ -360,8 +368,8 @@ impl Db {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let tx = self.transaction(&names, IdbTransactionMode::Readwrite)?;
         let text = serde_json::to_string(batch).map_err(|e| JsError::storage(e.to_string()))?;
+        let tx = self.transaction(&names, IdbTransactionMode::Readwrite)?;
         let queued = match issue(&tx, &text) {
             Ok(queued) => queued,
             Err(e) => {

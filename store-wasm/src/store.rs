@@ -33,7 +33,7 @@ use store_core::{
     StoreOptions, Watch, WatchOptions, Written,
 };
 
-use crate::idb::{Batch, CLIENT_ID, Db, StoredEntry, unique_id};
+use crate::idb::{Batch, CLIENT_ID, Db, StoredEntry, StoredRef, unique_id};
 use crate::tabs::{Channel, TabMessage};
 
 const HEAD: &str = "head";
@@ -793,14 +793,15 @@ impl IdbStore {
                     if event.event_type == EventType::Delete {
                         batch.delete_entries.push((event.kind.clone(), event.key.clone()));
                     } else {
-                        let stored = StoredEntry {
-                            value: event.value.clone(),
+                        let stored = StoredRef {
+                            value: &event.value,
                             version: event.version,
                             rev: event.rev,
                         };
+                        let text = serde_json::to_string(&stored).unwrap_or_default();
                         batch
                             .put_entries
-                            .push((event.kind.clone(), event.key.clone(), stored_json(&stored)));
+                            .push((event.kind.clone(), event.key.clone(), text));
                     }
                 }
             }
