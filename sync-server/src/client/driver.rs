@@ -160,22 +160,10 @@ fn dispatch_events(inner: &mut Inner, backoff: &mut Backoff) -> Option<End> {
 /// the close codes that [`CloseCode::retryable`] refuses, except a normal
 /// close (this client always wants to stay connected).
 fn after_close(closed_with: Option<(u16, String)>) -> End {
-    const KNOWN: [CloseCode; 10] = [
-        CloseCode::Normal,
-        CloseCode::GoingAway,
-        CloseCode::ProtocolError,
-        CloseCode::TooBig,
-        CloseCode::InternalError,
-        CloseCode::UnsupportedProtocol,
-        CloseCode::Unauthorized,
-        CloseCode::Forbidden,
-        CloseCode::SlowConsumer,
-        CloseCode::Timeout,
-    ];
     let Some((code, reason)) = closed_with else {
         return End::Retry("connection closed".into());
     };
-    match KNOWN.into_iter().find(|c| c.code() == code) {
+    match CloseCode::from_code(code) {
         Some(c) if c != CloseCode::Normal && !c.retryable() => End::Stop(ClientError::Refused {
             code: None,
             message: format!("closed with {code}: {reason}"),
