@@ -450,6 +450,37 @@ struct Line {
     measured: String,
     target: String,
     verdict: String,
+    /// The row of the results file (see `bench/RESULTS-FORMAT.md`).
+    row: Value,
+}
+
+/// A results-file row: zestor's figure against its same-run baseline.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    section: &str,
+    case: String,
+    value: f64,
+    unit: &str,
+    baseline: Option<(f64, &str)>,
+    ratio: Option<(f64, &str)>,
+    goal: Option<(&str, String, bool)>,
+) -> Value {
+    let mut r =
+        json!({"section": section, "case": case, "value": value, "unit": unit, "verdict": "recorded"});
+    if let Some((b, label)) = baseline {
+        r["baseline"] = json!(b);
+        r["baseline_label"] = json!(label);
+    }
+    if let Some((x, u)) = ratio {
+        r["ratio"] = json!(x);
+        r["ratio_unit"] = json!(u);
+    }
+    if let Some((id, text, met)) = goal {
+        r["goal_id"] = json!(id);
+        r["goal"] = json!(text);
+        r["verdict"] = json!(if met { "met" } else { "not met" });
+    }
+    r
 }
 
 fn verdict(mode: Mode, met: Option<bool>) -> String {
@@ -507,6 +538,18 @@ fn summary(cases: &mut Cases, mode: Mode) {
                 "diagnostic".into()
             },
             verdict: verdict(mode, goal.then_some(share >= GET_MIN_SHARE)),
+            row: row(
+                "get",
+                format!("`get`, {label}"),
+                col(&rows, 0),
+                "ns",
+                Some((col(&rows, 1), "`RwLock<HashMap>` get + clone")),
+                Some((share * 100.0, "%")),
+                goal.then(|| {
+                    let text = format!(">= {:.0} % of raw throughput", GET_MIN_SHARE * 100.0);
+                    ("core-get", text, share >= GET_MIN_SHARE)
+                }),
+            ),
         });
     }
 
@@ -528,6 +571,15 @@ fn summary(cases: &mut Cases, mode: Mode) {
             ),
             target: "record only".into(),
             verdict: verdict(mode, None),
+            row: row(
+                "set",
+                format!("`set`, {label}"),
+                col(&rows, 0),
+                "ns",
+                Some((col(&rows, 1), "`RwLock<HashMap>` insert")),
+                Some((share * 100.0, "%")),
+                None,
+            ),
         });
     }
 
@@ -548,6 +600,22 @@ fn summary(cases: &mut Cases, mode: Mode) {
             ),
             target: format!("<= {:.0}%", HUB_MAX_OVERHEAD * 100.0),
             verdict: verdict(mode, Some(over <= HUB_MAX_OVERHEAD)),
+            row: row(
+                "hub",
+                "`set`, no watchers, retention 10,000".into(),
+                col(&rows, 2),
+                "ns",
+                Some((col(&rows, 0), "the same with retention 0 (no hub work)")),
+                Some((100.0 + over * 100.0, "%")),
+                Some((
+                    "core-hub",
+                    format!(
+                        "time per `set` <= {:.0} % of retention 0",
+                        100.0 + HUB_MAX_OVERHEAD * 100.0
+                    ),
+                    over <= HUB_MAX_OVERHEAD,
+                )),
+            ),
         });
         let (code, lo, hi) = stat(&rows, |r| r[1] / r[0] - 1.0);
         lines.push(Line {
@@ -562,6 +630,15 @@ fn summary(cases: &mut Cases, mode: Mode) {
             ),
             target: "diagnostic".into(),
             verdict: verdict(mode, None),
+            row: row(
+                "hub",
+                "`set`, no watchers, retention 1 (the hub's code path alone)".into(),
+                col(&rows, 1),
+                "ns",
+                Some((col(&rows, 0), "retention 0")),
+                Some((100.0 + code * 100.0, "%")),
+                None,
+            ),
         });
         let (one, lo, hi) = stat(&rows, |r| r[3] / r[0] - 1.0);
         lines.push(Line {
@@ -576,6 +653,15 @@ fn summary(cases: &mut Cases, mode: Mode) {
             ),
             target: "record only".into(),
             verdict: verdict(mode, None),
+            row: row(
+                "hub",
+                "`set`, 1 watcher drained every 1,000 sets".into(),
+                col(&rows, 3),
+                "ns",
+                Some((col(&rows, 0), "retention 0, no watchers")),
+                Some((100.0 + one * 100.0, "%")),
+                None,
+            ),
         });
     }
 
@@ -595,6 +681,19 @@ fn summary(cases: &mut Cases, mode: Mode) {
             ),
             target: format!("<= {FANOUT_MAX_NS:.0} ns"),
             verdict: verdict(mode, Some(per <= FANOUT_MAX_NS)),
+            row: row(
+                "fan-out",
+                format!("per watcher per event, {FANOUT_WATCHERS} watchers"),
+                per,
+                "ns",
+                None,
+                None,
+                Some((
+                    "core-fanout",
+                    format!("<= {FANOUT_MAX_NS:.0} ns"),
+                    per <= FANOUT_MAX_NS,
+                )),
+            ),
         });
     }
 
@@ -617,6 +716,41 @@ fn summary(cases: &mut Cases, mode: Mode) {
             l.goal, l.measured, l.target, l.verdict
         );
     }
+    write_results(mode, rounds, target, lines.into_iter().map(|l| l.row).collect());
+}
+
+/// Writes `core.json` into `$ZESTOR_BENCH_OUT` when it is set.
+fn write_results(mode: Mode, rounds: usize, target: Duration, rows: Vec<Value>) {
+    let Some(dir) = std::env::var_os("ZESTOR_BENCH_OUT") else {
+        return;
+    };
+    let path = std::path::Path::new(&dir).join("core.json");
+    let conditions = vec![
+        format!("{KEYS} keys of one kind; values `Task {{title, done, n}}` (typed) or a JSON object"),
+        format!(
+            "paired re-measurement after criterion: {rounds} interleaved rounds (ABBA), ~{} ms timed per case per round; median over rounds",
+            target.as_millis()
+        ),
+        format!(
+            "fan-out: {FANOUT_WATCHERS} watchers of the kind, buffer 200, drained between chunks of {FANOUT_CHUNK} sets"
+        ),
+        "build: the bench profile (release, no LTO)".into(),
+    ];
+    let results = json!({
+        "suite": "core",
+        "title": "Core (store-core)",
+        "source": "store-core/benches/core.rs",
+        "command": "cargo bench -p store-core --bench core",
+        "quick": mode != Mode::Bench,
+        "conditions": conditions,
+        "rows": rows,
+    });
+    let text = serde_json::to_string_pretty(&results).expect("results are JSON");
+    if let Err(e) = std::fs::write(&path, text) {
+        eprintln!("cannot write {}: {e}", path.display());
+        std::process::exit(1);
+    }
+    println!("results written to {}", path.display());
 }
 
 fn main() {
