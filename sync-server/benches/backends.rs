@@ -51,25 +51,33 @@
 //!   rates. Its raw columns are two connections of this process, each doing
 //!   the 32-writer raw case at once (raw kv on disjoint keys, raw rows on one
 //!   namespace, so the head lock serializes them as it does the stores).
+//!
+//! When `ZESTOR_BENCH_OUT` names a directory, the results are also written
+//! there as `backends.json` (see `bench/RESULTS-FORMAT.md`): one row per
+//! case against raw kv (with the goal's verdict) and one against raw rows
+//! (recorded).
 
 mod common;
 
-use common::{KEYS, value, write_loops};
+use common::{
+    KEYS, Pg, Results, Row, chain, crate_version, die, in_order, pragma, raw_sqlite_kv, runtime, skipped,
+    sqlite_version, value, write_loops,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::future::{join_all, try_join, try_join_all, try_join3, try_join4};
+use futures_util::future::{join_all, try_join, try_join3, try_join4};
 use rusqlite::{Connection, params};
 use serde_json::Value;
 use store_core::StoreOptions;
 use sync_server::backend::Durable;
 use sync_server::backend::postgres::{self, PgOptions};
 use sync_server::backend::sqlite::{self, SqliteOptions, Synchronous};
-use tokio::runtime::Runtime;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 struct Bench {
     dir: tempfile::TempDir,
@@ -84,94 +92,58 @@ impl Bench {
     }
 }
 
-fn pragma(sync: Synchronous) -> &'static str {
-    match sync {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    }
-}
-
-/// Raw rusqlite: upserts of the same JSON text, `batch` per transaction.
-fn raw(b: &Bench, sync: Synchronous, batch: u64) -> f64 {
-    let conn = Connection::open(b.path("raw")).unwrap();
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous={};
-         CREATE TABLE kv (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key)) WITHOUT ROWID;",
-        pragma(sync)
-    ))
-    .unwrap();
-    let mut stmt = conn
-        .prepare(
-            "INSERT INTO kv (kind, key, value) VALUES ('task', ?1, ?2)
-             ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
-        )
-        .unwrap();
-    let start = Instant::now();
-    let mut done = 0u64;
-    while start.elapsed() < b.budget {
-        conn.execute_batch("BEGIN").unwrap();
-        for _ in 0..batch {
-            let text = serde_json::to_string(&value(done)).unwrap();
-            stmt.execute(params![format!("k{}", done % KEYS), text]).unwrap();
-            done += 1;
-        }
-        conn.execute_batch("COMMIT").unwrap();
-    }
-    done as f64 / start.elapsed().as_secs_f64()
-}
-
 /// Raw rusqlite writing the rows the store writes per change (the entry,
 /// a change-log row, the namespace head), `batch` changes per transaction.
 fn raw_same_rows(b: &Bench, sync: Synchronous, batch: u64) -> f64 {
-    let conn = Connection::open(b.path("raw-rows")).unwrap();
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous={};
-         CREATE TABLE entries (ns TEXT, kind TEXT, key TEXT, value TEXT, version INTEGER, rev INTEGER,
-                               PRIMARY KEY (ns, kind, key)) WITHOUT ROWID;
-         CREATE TABLE changes (ns TEXT, rev INTEGER, kind TEXT, key TEXT, type TEXT, value TEXT, version INTEGER,
-                               PRIMARY KEY (ns, rev)) WITHOUT ROWID;
-         CREATE TABLE heads (ns TEXT PRIMARY KEY, rev INTEGER);",
-        pragma(sync)
-    ))
-    .unwrap();
-    let mut entry = conn
-        .prepare(
+    let path = b.path("raw-rows");
+    let run = || -> rusqlite::Result<f64> {
+        let conn = Connection::open(&path)?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={};
+             CREATE TABLE entries (ns TEXT, kind TEXT, key TEXT, value TEXT, version INTEGER, rev INTEGER,
+                                   PRIMARY KEY (ns, kind, key)) WITHOUT ROWID;
+             CREATE TABLE changes (ns TEXT, rev INTEGER, kind TEXT, key TEXT, type TEXT, value TEXT, version INTEGER,
+                                   PRIMARY KEY (ns, rev)) WITHOUT ROWID;
+             CREATE TABLE heads (ns TEXT PRIMARY KEY, rev INTEGER);",
+            pragma(sync)
+        ))?;
+        let mut entry = conn.prepare(
             "INSERT INTO entries VALUES ('b', 'task', ?1, ?2, 1, ?3)
              ON CONFLICT (ns, kind, key) DO UPDATE SET value = excluded.value, version = version + 1, rev = excluded.rev",
-        )
-        .unwrap();
-    let mut change = conn
-        .prepare("INSERT INTO changes VALUES ('b', ?1, 'task', ?2, 'update', ?3, 1)")
-        .unwrap();
-    let mut head = conn
-        .prepare("INSERT INTO heads VALUES ('b', ?1) ON CONFLICT (ns) DO UPDATE SET rev = excluded.rev")
-        .unwrap();
-    let start = Instant::now();
-    let mut done = 0u64;
-    while start.elapsed() < b.budget {
-        conn.execute_batch("BEGIN").unwrap();
-        for _ in 0..batch {
-            let text = serde_json::to_string(&value(done)).unwrap();
-            let key = format!("k{}", done % KEYS);
-            done += 1;
-            entry.execute(params![key, text, done as i64]).unwrap();
-            change.execute(params![done as i64, key, text]).unwrap();
+        )?;
+        let mut change = conn.prepare("INSERT INTO changes VALUES ('b', ?1, 'task', ?2, 'update', ?3, 1)")?;
+        let mut head = conn.prepare(
+            "INSERT INTO heads VALUES ('b', ?1) ON CONFLICT (ns) DO UPDATE SET rev = excluded.rev",
+        )?;
+        let start = Instant::now();
+        let mut done = 0u64;
+        while start.elapsed() < b.budget {
+            conn.execute_batch("BEGIN")?;
+            for _ in 0..batch {
+                let text = serde_json::to_string(&value(done)).expect("JSON text");
+                let key = format!("k{}", done % KEYS);
+                done += 1;
+                entry.execute(params![key, text, done as i64])?;
+                change.execute(params![done as i64, key, text])?;
+            }
+            head.execute([done as i64])?;
+            conn.execute_batch("COMMIT")?;
         }
-        head.execute([done as i64]).unwrap();
-        conn.execute_batch("COMMIT").unwrap();
-    }
-    done as f64 / start.elapsed().as_secs_f64()
+        Ok(done as f64 / start.elapsed().as_secs_f64())
+    };
+    run().unwrap_or_else(|e| die(&format!("raw rows on {}: {e}", path.display())))
 }
 
 /// The SQLite store with `writers` concurrent writers: async loops driven by
 /// one thread, as a server's connections would be, each awaiting its write
 /// before the next.
 fn zestor(b: &Bench, sync: Synchronous, writers: u64) -> f64 {
+    let path = b.path("zestor");
     let store = sqlite::open::<Value>(
-        SqliteOptions::new(b.path("zestor"), "bench").synchronous(sync),
+        SqliteOptions::new(&path, "bench").synchronous(sync),
         StoreOptions::new(),
     )
-    .unwrap();
+    .unwrap_or_else(|e| die(&format!("opening the SQLite store {}: {e}", path.display())));
     let (done, elapsed) = futures_executor::block_on(write_loops(&store, writers, b.budget));
     store.close();
     done as f64 / elapsed.as_secs_f64()
@@ -179,8 +151,6 @@ fn zestor(b: &Bench, sync: Synchronous, writers: u64) -> f64 {
 
 // ---- PostgreSQL ----
 
-/// The database the tests use when `DATABASE_URL` is not set.
-const PG_LOCAL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
 /// Set (to `<schema> <namespace> <budget ms>`) for a 2-process child.
 const CHILD_ENV: &str = "ZESTOR_BENCH_PG_CHILD";
 /// The connection string handed to a child.
@@ -188,15 +158,10 @@ const CHILD_URL_ENV: &str = "ZESTOR_BENCH_PG_URL";
 /// Writers per store in the 32-writer and 2-process cases.
 const WRITERS: u64 = 32;
 
-/// The raw baselines' tables: `raw_kv`, and the store's three tables (same
-/// DDL as its migration) under `raw_` names.
-const RAW_TABLES: &str = "
-    CREATE TABLE {s}.raw_kv (
-        kind TEXT COLLATE \"C\" NOT NULL,
-        key TEXT COLLATE \"C\" NOT NULL,
-        value JSONB NOT NULL,
-        PRIMARY KEY (kind, key)
-    );
+/// The "raw rows" baseline's tables: the store's three tables (same DDL as
+/// its migration) under `raw_` names. ("raw kv"'s table is made by
+/// `Pg::setup`.)
+const RAW_ROWS_TABLES: &str = "
     CREATE TABLE {s}.raw_heads (
         ns TEXT COLLATE \"C\" PRIMARY KEY,
         rev BIGINT NOT NULL
@@ -221,8 +186,6 @@ const RAW_TABLES: &str = "
         PRIMARY KEY (ns, rev)
     );";
 
-const KV_UPSERT: &str = "INSERT INTO {s}.raw_kv (kind, key, value) VALUES ('task', $1::text, $2::text::jsonb)
-     ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value";
 /// Takes the namespace's head row lock and reserves `$2` revisions.
 const ROWS_HEAD: &str = "UPDATE {s}.raw_heads SET rev = rev + $2::bigint WHERE ns = $1::text";
 /// The entry of a write whose revision is the (bumped) head minus `$4`.
@@ -236,314 +199,113 @@ const ROWS_CHANGE: &str = "INSERT INTO {s}.raw_changes (ns, rev, kind, key, type
      SELECT $1::text, h.rev - $4::bigint, 'task', $2::text, 'update', $3::text::jsonb, 1
      FROM {s}.raw_heads h WHERE h.ns = $1::text";
 
-/// Joins `futures` so that each is first polled in the order given, which
-/// is the order tokio-postgres sends their queries in. (`try_join_all` over
-/// more than 30 futures polls them in no fixed order: a `COMMIT` joined
-/// after them could go out first and leave the rest outside the
-/// transaction.)
-async fn in_order<F, T, E>(futures: Vec<F>) -> Result<Vec<T>, E>
-where
-    F: std::future::Future<Output = Result<T, E>>,
-{
-    let mut chunks: Vec<Vec<F>> = Vec::new();
-    for f in futures {
-        match chunks.last_mut() {
-            Some(chunk) if chunk.len() < 16 => chunk.push(f),
-            _ => chunks.push(vec![f]),
+fn pg_fail(what: &str, e: &tokio_postgres::Error) -> ! {
+    die(&format!("{what}: {}", chain(e)))
+}
+
+/// Two child processes, each a store on the same namespace with 32
+/// writers, started together: (total writes/s, writes per commit).
+fn zestor_two_processes(pg: &Pg) -> (f64, f64) {
+    let ns = pg.namespace("p");
+    let spec = format!("{} {ns} {}", pg.schema, pg.budget.as_millis());
+    let mut children: Vec<ChildProc> = (0..2).map(|_| ChildProc::spawn(&spec, &pg.url)).collect();
+    for c in &mut children {
+        c.expect("READY");
+    }
+    for c in &mut children {
+        c.send("GO");
+    }
+    let mut rate = 0.0;
+    for c in &mut children {
+        let done = c.expect("DONE");
+        let mut fields = done.split_whitespace().skip(1).map(|f| f.parse::<f64>().unwrap());
+        let (writes, secs) = (fields.next().unwrap(), fields.next().unwrap());
+        rate += writes / secs;
+    }
+    for mut c in children {
+        let status = c.child.wait().unwrap();
+        if !status.success() {
+            die(&format!("a 2-process child failed: {status}"));
         }
     }
-    assert!(chunks.len() <= 30, "in_order joins at most 480 futures");
-    Ok(try_join_all(chunks.into_iter().map(try_join_all))
-        .await?
-        .into_iter()
-        .flatten()
-        .collect())
+    (rate, pg.writes_per_commit(&ns))
 }
 
-/// The error and its sources on one line (tokio-postgres keeps the server's
-/// message in the source).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Connects, driving the connection as a task. Call within the runtime.
-async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
-}
-
-/// The PostgreSQL cases' database, runtime and schema; the schema is dropped
-/// on drop.
-struct Pg {
-    rt: Runtime,
-    url: String,
-    schema: String,
-    budget: Duration,
-    next: AtomicU64,
-}
-
-impl Pg {
-    /// Connects and creates the run's schema, or says why not.
-    fn setup(budget: Duration) -> Result<Pg, String> {
-        let from_env = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
-        // The connection string may hold a password: only its source is shown.
-        let at = if from_env.is_some() {
-            "DATABASE_URL"
-        } else {
-            PG_LOCAL
-        };
-        let url = from_env.unwrap_or_else(|| PG_LOCAL.to_owned());
-        let rt = runtime();
-        let schema = format!("zb_{}", std::process::id());
-        rt.block_on(async {
-            let client = match tokio::time::timeout(Duration::from_secs(5), connect(&url)).await {
-                Ok(Ok(client)) => client,
-                Ok(Err(e)) => return Err(format!("{at}: {}", chain(&e))),
-                Err(_) => return Err(format!("{at}: no answer within 5 s")),
-            };
-            client
-                .batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};{}",
-                    RAW_TABLES.replace("{s}", &schema)
-                ))
-                .await
-                .map_err(|e| format!("creating the schema {schema}: {}", chain(&e)))
-        })?;
-        Ok(Pg {
-            rt,
-            url,
-            schema,
-            budget,
-            next: AtomicU64::new(0),
-        })
-    }
-
-    fn sql(&self, sql: &str) -> String {
-        sql.replace("{s}", &self.schema)
-    }
-
-    /// A namespace not used before in this run.
-    fn namespace(&self, prefix: &str) -> String {
-        format!("{prefix}{}", self.next.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// The store's writes per commit in `ns`, over its retained change log
-    /// (rows written by one transaction share an `xmin`).
-    fn writes_per_commit(&self, ns: &str) -> f64 {
-        self.rt.block_on(async {
-            let client = connect(&self.url).await.unwrap();
-            client
-                .query_one(
-                    &self.sql(
-                        "SELECT count(*)::float8 / greatest(count(DISTINCT xmin::text), 1)
-                         FROM {s}.zestor_changes WHERE ns = $1::text",
-                    ),
-                    &[&ns],
-                )
-                .await
-                .unwrap()
-                .get(0)
-        })
-    }
-
-    /// The store with `writers` concurrent writers: (writes/s, writes per
-    /// commit).
-    fn zestor(&self, writers: u64) -> (f64, f64) {
-        let ns = self.namespace("z");
-        let rate = self.rt.block_on(async {
-            let store: Durable<Value> = postgres::open(
-                PgOptions::new(&self.url, &ns).schema(&self.schema),
-                StoreOptions::new(),
+/// Raw tokio-postgres writing the store's rows, `conns` connections at once
+/// on one namespace, `batch` writes per pipelined transaction: writes/s
+/// over all connections.
+fn raw_rows(pg: &Pg, batch: u64, conns: u64) -> f64 {
+    let ns = pg.namespace("r");
+    pg.rt.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..conns {
+            clients.push(pg.client().await);
+        }
+        clients[0]
+            .execute(
+                &pg.sql("INSERT INTO {s}.raw_heads (ns, rev) VALUES ($1::text, 0)"),
+                &[&ns],
             )
             .await
-            .unwrap();
-            let (done, elapsed) = write_loops(&store, writers, self.budget).await;
-            store.close();
-            done as f64 / elapsed.as_secs_f64()
-        });
-        (rate, self.writes_per_commit(&ns))
-    }
+            .unwrap_or_else(|e| pg_fail("raw rows", &e));
+        let start = Instant::now();
+        let loops = clients
+            .iter()
+            .map(|client| raw_rows_loop(pg, client, &ns, batch, start));
+        let done: u64 = join_all(loops).await.into_iter().sum();
+        done as f64 / start.elapsed().as_secs_f64()
+    })
+}
 
-    /// Two child processes, each a store on the same namespace with 32
-    /// writers, started together: (total writes/s, writes per commit).
-    fn zestor_two_processes(&self) -> (f64, f64) {
-        let ns = self.namespace("p");
-        let spec = format!("{} {ns} {}", self.schema, self.budget.as_millis());
-        let mut children: Vec<ChildProc> = (0..2).map(|_| ChildProc::spawn(&spec, &self.url)).collect();
-        for c in &mut children {
-            c.expect("READY");
-        }
-        for c in &mut children {
-            c.send("GO");
-        }
-        let mut rate = 0.0;
-        for c in &mut children {
-            let done = c.expect("DONE");
-            let mut fields = done.split_whitespace().skip(1).map(|f| f.parse::<f64>().unwrap());
-            let (writes, secs) = (fields.next().unwrap(), fields.next().unwrap());
-            rate += writes / secs;
-        }
-        for mut c in children {
-            let status = c.child.wait().unwrap();
-            assert!(status.success(), "a 2-process child failed: {status}");
-        }
-        (rate, self.writes_per_commit(&ns))
-    }
-
-    /// Raw tokio-postgres, `conns` connections at once, each writing batches
-    /// of `batch` (autocommit when 1, else one pipelined transaction per
-    /// batch): "raw kv" upserts, or the store's rows (`rows`). Writes/s over
-    /// all connections.
-    fn raw(&self, rows: bool, batch: u64, conns: u64) -> f64 {
-        let ns = self.namespace("r");
-        self.rt.block_on(async {
-            let mut clients = Vec::new();
-            for _ in 0..conns {
-                clients.push(connect(&self.url).await.unwrap());
-            }
-            if rows {
-                clients[0]
-                    .execute(
-                        &self.sql("INSERT INTO {s}.raw_heads (ns, rev) VALUES ($1::text, 0)"),
-                        &[&ns],
+/// The store's rows for `batch` writes per transaction, pipelined in one
+/// round trip: head first (the lock), then each write's entry and
+/// change-log row.
+async fn raw_rows_loop(pg: &Pg, client: &Client, ns: &String, batch: u64, start: Instant) -> u64 {
+    let (head, entry, change) = try_join3(
+        client.prepare(&pg.sql(ROWS_HEAD)),
+        client.prepare(&pg.sql(ROWS_ENTRY)),
+        client.prepare(&pg.sql(ROWS_CHANGE)),
+    )
+    .await
+    .unwrap_or_else(|e| pg_fail("raw rows", &e));
+    let n = batch as i64;
+    let mut done = 0u64;
+    while start.elapsed() < pg.budget {
+        // (key, value, how far below the bumped head its revision is)
+        let items: Vec<(String, String, i64)> = (0..batch)
+            .map(|j| {
+                let i = done + j;
+                let key = format!("k{}", i % KEYS);
+                (
+                    key,
+                    serde_json::to_string(&value(i)).expect("JSON text"),
+                    n - 1 - j as i64,
+                )
+            })
+            .collect();
+        let writes = in_order(
+            items
+                .iter()
+                .map(|(key, text, back)| async {
+                    try_join(
+                        client.execute(&entry, &[ns, key, text, back]),
+                        client.execute(&change, &[ns, key, text, back]),
                     )
                     .await
-                    .unwrap();
-            }
-            let start = Instant::now();
-            let loops = clients.iter().enumerate().map(|(c, client)| {
-                let ns = &ns;
-                async move {
-                    if rows {
-                        self.raw_rows_loop(client, ns, batch, start).await
-                    } else {
-                        self.raw_kv_loop(client, c as u64, batch, start).await
-                    }
-                }
-            });
-            let done: u64 = join_all(loops).await.into_iter().sum();
-            done as f64 / start.elapsed().as_secs_f64()
-        })
-    }
-
-    /// Upserts of `kind = 'task'`, keys `k<conn·1000 + n mod 1000>`
-    /// (disjoint per connection).
-    async fn raw_kv_loop(&self, client: &Client, conn: u64, batch: u64, start: Instant) -> u64 {
-        let upsert = client.prepare(&self.sql(KV_UPSERT)).await.unwrap();
-        let mut done = 0u64;
-        while start.elapsed() < self.budget {
-            let items: Vec<(String, String)> = (done..done + batch)
-                .map(|i| {
-                    let key = format!("k{}", conn * KEYS + i % KEYS);
-                    (key, serde_json::to_string(&value(i)).unwrap())
                 })
-                .collect();
-            if batch == 1 {
-                let (key, text) = &items[0];
-                client.execute(&upsert, &[key, text]).await.unwrap();
-            } else {
-                let upserts = in_order(
-                    items
-                        .iter()
-                        .map(|(key, text)| async { client.execute(&upsert, &[key, text]).await })
-                        .collect(),
-                );
-                // First polled in this order, so sent in this order, in one
-                // round trip.
-                try_join3(
-                    client.batch_execute("BEGIN"),
-                    upserts,
-                    client.batch_execute("COMMIT"),
-                )
-                .await
-                .unwrap();
-            }
-            done += batch;
-        }
-        done
-    }
-
-    /// The store's rows for `batch` writes per transaction, pipelined in one
-    /// round trip: head first (the lock), then each write's entry and
-    /// change-log row.
-    async fn raw_rows_loop(&self, client: &Client, ns: &String, batch: u64, start: Instant) -> u64 {
-        let (head, entry, change) = try_join3(
-            client.prepare(&self.sql(ROWS_HEAD)),
-            client.prepare(&self.sql(ROWS_ENTRY)),
-            client.prepare(&self.sql(ROWS_CHANGE)),
+                .collect(),
+        );
+        try_join4(
+            client.batch_execute("BEGIN"),
+            client.execute(&head, &[ns, &n]),
+            writes,
+            client.batch_execute("COMMIT"),
         )
         .await
-        .unwrap();
-        let n = batch as i64;
-        let mut done = 0u64;
-        while start.elapsed() < self.budget {
-            // (key, value, how far below the bumped head its revision is)
-            let items: Vec<(String, String, i64)> = (0..batch)
-                .map(|j| {
-                    let i = done + j;
-                    let key = format!("k{}", i % KEYS);
-                    (key, serde_json::to_string(&value(i)).unwrap(), n - 1 - j as i64)
-                })
-                .collect();
-            let writes = in_order(
-                items
-                    .iter()
-                    .map(|(key, text, back)| async {
-                        try_join(
-                            client.execute(&entry, &[ns, key, text, back]),
-                            client.execute(&change, &[ns, key, text, back]),
-                        )
-                        .await
-                    })
-                    .collect(),
-            );
-            try_join4(
-                client.batch_execute("BEGIN"),
-                client.execute(&head, &[ns, &n]),
-                writes,
-                client.batch_execute("COMMIT"),
-            )
-            .await
-            .unwrap();
-            done += batch;
-        }
-        done
+        .unwrap_or_else(|e| pg_fail("raw rows", &e));
+        done += batch;
     }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let dropped = self.rt.block_on(async {
-            let client = connect(&self.url).await?;
-            client
-                .batch_execute(&format!(
-                    "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {} CASCADE",
-                    self.schema
-                ))
-                .await
-        });
-        if let Err(e) = dropped {
-            eprintln!("could not drop the bench schema {}: {}", self.schema, chain(&e));
-        }
-    }
+    done
 }
 
 /// A 2-process child (this binary re-executed), talking in `@@` lines.
@@ -555,14 +317,15 @@ struct ChildProc {
 
 impl ChildProc {
     fn spawn(spec: &str, url: &str) -> ChildProc {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("this bench's path: {e}")));
+        let mut child = Command::new(exe)
             .env(CHILD_ENV, spec)
             .env(CHILD_URL_ENV, url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| die(&format!("starting a 2-process child: {e}")));
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         ChildProc { child, stdin, stdout }
@@ -573,10 +336,14 @@ impl ChildProc {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = self.stdout.read_line(&mut line).unwrap();
-            assert!(n > 0, "a 2-process child ended before {what}");
+            let n = self.stdout.read_line(&mut line).unwrap_or(0);
+            if n == 0 {
+                die(&format!("a 2-process child ended before {what}"));
+            }
             if let Some(l) = line.trim_end().strip_prefix("@@") {
-                assert!(l.starts_with(what), "expected {what} from a child, got {l:?}");
+                if !l.starts_with(what) {
+                    die(&format!("expected {what} from a 2-process child, got {l:?}"));
+                }
                 return l.to_owned();
             }
         }
@@ -612,7 +379,7 @@ fn pg_child(spec: &str) {
         let store: Durable<Value> =
             postgres::open(PgOptions::new(url, ns).schema(schema), StoreOptions::new())
                 .await
-                .unwrap();
+                .unwrap_or_else(|e| die(&format!("2-process child: opening the store: {e}")));
         println!("@@READY");
         std::io::stdout().flush().unwrap();
         let mut go = String::new();
@@ -650,7 +417,30 @@ fn row(name: &str, z: f64, kv: f64, rows: f64, quick: bool, goal: Option<f64>) {
     );
 }
 
-fn postgres_cases(quick: bool, budget: Duration, filter: Option<&str>) {
+/// The two result rows of a case: against raw kv (with the goal, if any)
+/// and against raw rows (recorded).
+#[allow(clippy::too_many_arguments)]
+fn result_rows(
+    results: &mut Results,
+    section: &str,
+    case: &str,
+    z: f64,
+    (kv, kv_label): (f64, &str),
+    (rows, rows_label): (f64, &str),
+    goal: Option<(f64, &str)>,
+) {
+    let mut r = Row::new(section, format!("{case}, vs raw kv"), z, "writes/s").vs(kv, kv_label, "%");
+    if let Some((share, text)) = goal {
+        r = r.goal_text(text, z / kv >= share);
+    }
+    results.row(r);
+    results.row(Row::new(section, format!("{case}, vs raw rows"), z, "writes/s").vs(rows, rows_label, "%"));
+}
+
+const SQLITE_GOAL: &str = ">= 80 % of raw kv, the store alone (its share of goal server-sqlite-acked, measured through the server in server.json)";
+const PG_GOAL: &str = ">= 50 % of raw kv, the store alone (its share of goal server-pg-acked, measured through the server in server.json)";
+
+fn postgres_cases(results: &mut Results, quick: bool, budget: Duration, filter: Option<&str>) {
     let cases = [
         ("postgres 1 writer(s), batch 1", 1u64),
         ("postgres 32 writer(s), batch 32", WRITERS),
@@ -664,42 +454,54 @@ fn postgres_cases(quick: bool, budget: Duration, filter: Option<&str>) {
         return;
     }
     println!();
-    let pg = match Pg::setup(budget) {
+    let pg = match Pg::setup(Arc::new(runtime()), "zb", budget) {
         Ok(pg) => pg,
         Err(why) => {
-            println!("{}", "!".repeat(HEADER_RULE));
-            println!("!!! PostgreSQL cases skipped: no PostgreSQL ({why})");
-            println!("!!! set DATABASE_URL, or run one at {PG_LOCAL} (trust auth)");
-            println!("{}", "!".repeat(HEADER_RULE));
-            if std::env::var("ZESTOR_REQUIRE_ALL").as_deref() == Ok("1") {
-                eprintln!("error: ZESTOR_REQUIRE_ALL=1 and the PostgreSQL cases were skipped: no PostgreSQL");
-                std::process::exit(1);
-            }
+            skipped(
+                "the PostgreSQL cases",
+                &format!("no PostgreSQL ({why})"),
+                &format!(
+                    "set DATABASE_URL, or run one at {} (trust auth)",
+                    common::PG_LOCAL
+                ),
+            );
+            results.note(format!("PostgreSQL cases skipped: no PostgreSQL ({why})"));
             return;
         }
     };
-    let version: String = pg.rt.block_on(async {
-        let client = connect(&pg.url).await.unwrap();
-        let row = client
-            .query_one(
-                "SELECT current_setting('server_version') || ', synchronous_commit=' || current_setting('synchronous_commit')",
-                &[],
-            )
+    pg.rt.block_on(async {
+        pg.client()
             .await
-            .unwrap();
-        row.get(0)
+            .batch_execute(&pg.sql(RAW_ROWS_TABLES))
+            .await
+            .unwrap_or_else(|e| pg_fail("creating the raw rows tables", &e));
     });
-    println!("PostgreSQL {version}, schema {}", pg.schema);
+    let (version, sync_commit) = pg.server_settings();
+    println!(
+        "PostgreSQL {version}, synchronous_commit={sync_commit}, schema {} ({})",
+        pg.schema, pg.at
+    );
+    results.condition(format!(
+        "PostgreSQL {version} over TCP ({}), synchronous_commit={sync_commit} on every side, {}; \
+         every side on one tokio runtime with 2 workers",
+        pg.at,
+        crate_version("tokio-postgres")
+    ));
+    results.condition(
+        "PostgreSQL raw kv: 1 writer = one prepared upsert per round trip in autocommit; \
+         32 = BEGIN, 32 pipelined upserts, COMMIT in one round trip (one commit per 32 writes); \
+         2 processes = 2 connections of that, disjoint keys",
+    );
     header("50%");
     for &&(name, writers) in &wanted {
         // Interleave the sides twice and keep the best of each, as above.
         let (mut z, mut kv, mut rows, mut per_commit) = (0f64, 0f64, 0f64, 0f64);
+        let (batch, conns) = if writers == 0 { (WRITERS, 2) } else { (writers, 1) };
         for _ in 0..2 {
-            let (batch, conns) = if writers == 0 { (WRITERS, 2) } else { (writers, 1) };
-            kv = kv.max(pg.raw(false, batch, conns));
-            rows = rows.max(pg.raw(true, batch, conns));
+            kv = kv.max(pg.raw_kv(batch, conns));
+            rows = rows.max(raw_rows(&pg, batch, conns));
             let (rate, pc) = if writers == 0 {
-                pg.zestor_two_processes()
+                zestor_two_processes(&pg)
             } else {
                 pg.zestor(writers)
             };
@@ -709,10 +511,28 @@ fn postgres_cases(quick: bool, budget: Duration, filter: Option<&str>) {
         }
         let goal = (writers != 0).then_some(0.5);
         row(name, z, kv, rows, quick, goal);
-        let raw_batch = if writers == 0 { WRITERS } else { writers };
         println!(
-            "  (zestor: {per_commit:.1} writes per commit; raw: {raw_batch}{})",
+            "  (zestor: {per_commit:.1} writes per commit; raw: {batch}{})",
             if writers == 0 { ", on 2 connections" } else { "" }
+        );
+        let case = match writers {
+            0 => format!("2 processes x 32 writers (store: {per_commit:.1} writes per commit)"),
+            1 => "1 writer, 1 per commit".to_owned(),
+            w => format!("{w} writers (store: {per_commit:.1} writes per commit; raw: {w})"),
+        };
+        let kv_label = match writers {
+            0 => "raw tokio-postgres upserts, 2 connections x 32 pipelined per commit".to_owned(),
+            1 => "raw tokio-postgres upserts, autocommit".to_owned(),
+            w => format!("raw tokio-postgres upserts, {w} pipelined per commit"),
+        };
+        result_rows(
+            results,
+            "PostgreSQL",
+            &case,
+            z,
+            (kv, &kv_label),
+            (rows, "the store's rows by hand, pipelined"),
+            goal.map(|g| (g, PG_GOAL)),
         );
     }
 }
@@ -723,8 +543,15 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let mut results = Results::new(
+        "backends",
+        "Durable backends",
+        "sync-server/benches/backends.rs",
+        "cargo bench -p sync-server --bench backends",
+        quick,
+    );
     let b = Bench {
-        dir: tempfile::tempdir().unwrap(),
+        dir: tempfile::tempdir().unwrap_or_else(|e| die(&format!("a temporary directory: {e}"))),
         budget: Duration::from_millis(if quick { 200 } else { 3_000 }),
         next: AtomicU64::new(0),
     };
@@ -732,6 +559,23 @@ fn main() {
         "sync-server backend benchmark ({} per case)",
         if quick { "200 ms, quick" } else { "3 s" }
     );
+    results.condition(format!(
+        "{} ms per case and side; each side runs twice, interleaved, the better run counts",
+        b.budget.as_millis()
+    ));
+    results.condition(format!(
+        "writes: a 3-field JSON value (~45 bytes) to one of {KEYS} keys of one kind; zestor = Durable::set awaited \
+         before the next, 1 writer or 32 concurrent writers (the store group-commits what is queued)"
+    ));
+    results.condition(format!(
+        "{}, WAL journal, synchronous=FULL (the store's default) and NORMAL, the same on every side; \
+         raw kv = rusqlite upserts of the same JSON text, as many per transaction as writers",
+        sqlite_version()
+    ));
+    results.condition(format!(
+        "machine: {} CPUs",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
     // A plain argument filters the cases by name.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let mut headed = false;
@@ -749,12 +593,34 @@ fn main() {
             // on a shared machine hits all of them alike.
             let (mut z, mut kv, mut rows) = (0f64, 0f64, 0f64);
             for _ in 0..2 {
-                kv = kv.max(raw(&b, sync, batch));
+                kv = kv.max(raw_sqlite_kv(&b.path("raw"), sync, batch, b.budget));
                 rows = rows.max(raw_same_rows(&b, sync, batch));
                 z = z.max(zestor(&b, sync, writers));
             }
             row(&name, z, kv, rows, quick, Some(0.8));
+            let writers_text = if writers == 1 {
+                "1 writer".to_owned()
+            } else {
+                format!("{writers} writers")
+            };
+            result_rows(
+                &mut results,
+                "SQLite",
+                &format!(
+                    "synchronous={}, {writers_text}, {batch} per transaction",
+                    pragma(sync)
+                ),
+                z,
+                (kv, &format!("raw rusqlite upserts, {batch} per transaction")),
+                (rows, "the store's rows by hand"),
+                Some((0.8, SQLITE_GOAL)),
+            );
         }
     }
-    postgres_cases(quick, b.budget, filter.as_deref());
+    postgres_cases(&mut results, quick, b.budget, filter.as_deref());
+    results.note(
+        "raw rows: the rows the store writes per change (entry upsert, change-log row, namespace head) \
+         written by hand; the data-model reference, no goal",
+    );
+    results.write();
 }
