@@ -304,23 +304,40 @@ async function zestorSession(port, namespace, clientId, onFrame) {
   return ws;
 }
 
-/** The Zestor writer: one `push` of one `set` op per write, not awaiting its `ack` (acks are counted). */
+/**
+ * The Zestor writer: one `push` of one `set` op per write, not awaiting its
+ * `ack`. Acks are counted, and timed (send → ack) for the writes after
+ * `mark()`: a diagnostic of the commit path.
+ */
 async function zestorWriter(port, id) {
   const state = { acks: 0, rejects: 0, errors: [] };
+  let seq = 0;
+  let markedSeq = Infinity;
+  const sentAt = [];
+  const ackLatencies = [];
   const ws = await zestorSession(port, NAMESPACE_LAT, id, (data) => {
     const text = data.toString();
-    if (text.startsWith('{"type":"ack"')) state.acks++;
-    else if (text.startsWith('{"type":"reject"')) state.rejects++;
+    if (text.startsWith('{"type":"ack"')) {
+      state.acks++;
+      const op = Number(/"op_id":"(\d+)"/.exec(text)?.[1]);
+      if (op >= markedSeq) ackLatencies.push(performance.now() - sentAt[op - markedSeq]);
+    } else if (text.startsWith('{"type":"reject"')) state.rejects++;
     else if (text.startsWith('{"type":"error"')) state.errors.push(text);
   });
-  let seq = 0;
   return {
     state,
     get unacked() {
       return seq - state.acks;
     },
+    mark() {
+      markedSeq = seq + 1;
+      sentAt.length = 0;
+      ackLatencies.length = 0;
+    },
+    ackLatencies: () => Float64Array.from(ackLatencies).sort(),
     write(key, t, pad) {
       seq++;
+      if (seq >= markedSeq) sentAt.push(performance.now());
       ws.send(JSON.stringify({ type: 'push', ops: [{ op_id: String(seq), kind: 'w', key, action: 'set', value: { t, pad } }] }));
     },
     close: () => ws.close(),
@@ -416,6 +433,7 @@ async function runRate(system, rate) {
     while (i < warmup + measured && t0 + i * period <= due) {
       const t = now();
       if (i === warmup) {
+        writer.mark?.();
         phase.from = t;
         firstMeasured = performance.now();
       }
@@ -432,6 +450,7 @@ async function runRate(system, rate) {
   for (const s of subscribers) s.stop();
   writer.check();
   const unacked = writer.unacked;
+  const acks = writer.ackLatencies?.();
   // Writes some subscriber never got (a stall hits every subscriber at once).
   const sorted = Float64Array.from(sentTs).sort();
   const seenBy = new Uint32Array(sorted.length);
@@ -458,6 +477,8 @@ async function runRate(system, rate) {
     expected,
     missingWrites,
     unacked,
+    ackP50: acks ? percentile(acks, 50) : undefined,
+    ackP99: acks ? percentile(acks, 99) : undefined,
     achievedRate: measured > 1 ? ((measured - 1) * 1000) / (lastSent - firstMeasured) : rate,
     closed: closed.length,
     closeReasons: [...new Set(closed.map((s) => s.closed))].slice(0, 3),
@@ -676,11 +697,12 @@ async function main() {
           `${fmtInt(r.delivered)} / ${fmtInt(r.expected)}`,
           r.missingWrites + (r.unacked ? ` (${r.unacked} unacked)` : ''),
           r.achievedRate.toFixed(0),
+          r.ackP50 === undefined ? '' : `${fmtMs(r.ackP50)} / ${fmtMs(r.ackP99)}`,
           r.closed ? `${r.closed} (${r.closeReasons.join(', ')})` : '0',
         ]);
       }
     }
-    table(['system @ writes/s', 'p50 ms', 'p99 ms', 'max ms', 'delivered / expected', 'writes missed', 'sent/s', 'subs closed'], rows);
+    table(['system @ writes/s', 'p50 ms', 'p99 ms', 'max ms', 'delivered / expected', 'writes missed', 'sent/s', 'ack p50 / p99 ms', 'subs closed'], rows);
     for (const kind of ORDER) await disconnectSystem(systems[kind]);
     await sleep(500);
   }
@@ -863,6 +885,12 @@ function results({ latency, initZ, initT, n, zestorSeedS, tbStats, notes }) {
     }
     if (r.achievedRate < 0.95 * r.rate) extraNotes.push(`${LABEL[r.kind]}, ${fmtInt(r.clients)} clients @ ${r.rate}/s: the generator sent only ${r.achievedRate.toFixed(0)} writes/s`);
   }
+  const ackText = latency
+    .filter((r) => r.kind === 'zestor' && r.ackP50 !== undefined)
+    .map((r) => `${fmtInt(r.clients)} clients @ ${r.rate}/s ${fmtMs(r.ackP50)} / ${fmtMs(r.ackP99)} ms`);
+  extraNotes.push(
+    `Zestor writer, send → ack p50 / p99 (the commit path; the server applies one connection's pushes one at a time, each its own commit and fsync): ${ackText.join('; ')}`,
+  );
   if (!initT.complete) extraNotes.push(`TinyBase initial sync did not complete within ${CFG.initialLimitS} s: ${fmtInt(initT.entries)} of ${fmtInt(n)} entries held`);
   if (tbStats?.ignoredErrors) {
     extraNotes.push(
@@ -881,7 +909,7 @@ function results({ latency, initZ, initT, n, zestorSeedS, tbStats, notes }) {
       'each server in its own process; one load generator (run.mjs, one Node process) drives all three with the same thin subscribers',
       'Zestor durability: SQLite file, WAL, synchronous=FULL (the default); a change is published only after its transaction is committed and fsynced',
       `TinyBase durability: server-side MergeableStore per path with TinyBase's FilePersister (whole store as JSON, written to a temporary file and renamed, no fsync), saved after each change; the server relays a client's change to the other clients before and independently of that save. Not SQLite: TinyBase's better-sqlite3 persister wants better-sqlite3 13, whose bundled binaries need Node ≥ 22 (it crashes on Node 20), older versions need a native build, and Node 20 has no node:sqlite`,
-      'raw ws relay: a Node `ws` server forwarding every frame of the writer to every other connection, no storage and no parsing: the floor of this generator',
+      'raw ws relay: a Node `ws` server forwarding every frame of the writer to every other connection, no storage and no parsing: the floor of this generator (at 1,000 clients its own single-threaded fan-out in Node weighs too)',
       `propagation: ${groupsText}; ${CFG.measureS} s measured per rate after ${CFG.warmupS} s warm-up, up to ${CFG.drainS} s to drain; the three systems interleaved per rate`,
       `a write: Zestor, one \`push\` of one \`set\` op ({t, pad: ${PAD} chars}) over the protocol, not awaiting its ack; TinyBase, one setRow (cells t and pad) on a MergeableStore with a WsSynchronizer (its real wire message); relay, a frame shaped like Zestor's \`changes\`; the writer cycles over ${KEYS} keys`,
       'latency = arrival of the frame at a subscriber (timestamped before parsing) − the send time carried in the value (performance.timeOrigin + performance.now()), over every (subscriber, write) pair; a write not delivered within the drain time counts as missing',
