@@ -58,7 +58,7 @@ mod common;
 
 use common::{
     KEYS, Pg, Plot, Results, Row, Series, crate_version, die, raw_sqlite_kv, runtime, skipped,
-    sqlite_version, value, write_loops,
+    sqlite_version, thousands, value, write_loops,
 };
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -607,7 +607,7 @@ fn latency_case(rt: &Runtime, dir: &Path, quick: bool, results: &mut Results) {
     for (subscribers, rates) in [(SUBSCRIBERS, &RATES[..]), (many, &MANY_RATES[..])] {
         for &rate in rates {
             let (raw, zestor) = latency_point(rt, &db("latency"), subscribers, rate, secs);
-            let case = format!("{subscribers} clients, {rate} writes/s");
+            let case = format!("{} clients, {rate} writes/s", thousands(subscribers as u64));
             latency_line(&format!("raw, {case}"), &raw);
             latency_line(&format!("zestor, {case}"), &zestor);
             latency_rows(results, &case, &zestor, &raw);
@@ -671,7 +671,8 @@ fn latency_case(rt: &Runtime, dir: &Path, quick: bool, results: &mut Results) {
         "propagation latency: 1 writer client pushing one set per push at a fixed rate, values ~130 bytes \
          stamped with their send time; latency = receipt of the changes frame at a subscriber − send time, \
          over every (subscriber, event) pair; {secs} s per point; {SUBSCRIBERS} subscribers at {RATES:?} \
-         writes/s, {many} at {MANY_RATES:?}; fresh server (and SQLite file) per point"
+         writes/s, {} at {MANY_RATES:?}; fresh server (and SQLite file) per point",
+        thousands(many as u64)
     ));
     results.condition(
         "latency baseline: a raw tokio-tungstenite server answering hello with a minimal welcome and \
@@ -1200,7 +1201,7 @@ fn writes_case(rt: &Runtime, dir: &Path, quick: bool, pg: Option<&Pg>, results: 
         }
     }
     results.condition(format!(
-        "acknowledged writes: each client pushes one set (3-field JSON value, ~45 bytes, one of {KEYS} keys) and \
+        "acknowledged writes: each client pushes one set (3-field JSON value, ~45 bytes, one of 1,000 keys) and \
          awaits its ack before the next; every client is subscribed, so each also receives every client's \
          changes; {} ms per run, each side run twice interleaved, the better run counts; raw baselines: the \
          same upserts as the backends bench, as many per transaction as clients; fresh SQLite file / \
@@ -1367,7 +1368,7 @@ fn sync_case(rt: &Runtime, dir: &Path, quick: bool, results: &mut Results) {
     results.row(
         Row::new(
             section,
-            format!("{n} entries to a fresh client, time"),
+            format!("{} entries to a fresh client, time", thousands(n)),
             zestor,
             "s",
         )
@@ -1376,17 +1377,18 @@ fn sync_case(rt: &Runtime, dir: &Path, quick: bool, results: &mut Results) {
     results.row(
         Row::new(
             section,
-            format!("{n} entries to a fresh client, rate"),
+            format!("{} entries to a fresh client, rate", thousands(n)),
             n as f64 / zestor,
             "entries/s",
         )
         .vs(n as f64 / raw, label, "%"),
     );
     results.condition(format!(
-        "initial sync: {n} entries of one kind (~100-byte JSON values) seeded in the SQLite file before the \
+        "initial sync: {} entries of one kind (~100-byte JSON values) seeded in the SQLite file before the \
          server starts (not counted); the store is opened by an uncounted first sync, whose frames (welcome \
          and {parts} snapshot parts of up to 500 entries, {:.1} MiB) the raw baseline replays; time from \
          connect to the part with done: true, every frame parsed; best of {rounds}, interleaved",
+        thousands(n),
         bytes as f64 / 1_048_576.0
     ));
 }
@@ -1607,13 +1609,13 @@ fn memory_case(rt: &Runtime, dir: &Path, quick: bool, binary: &Path, results: &m
     let how = if z.opened == IDLE_GOAL_CONNECTIONS {
         "measured".to_owned()
     } else {
-        format!("projected from {} connections", z.opened)
+        format!("projected from {} connections", thousands(z.opened as u64))
     };
     let mib = |b: f64| b / 1_048_576.0;
     results.row(
         Row::new(
             section,
-            format!("RSS of the server with {IDLE_GOAL_CONNECTIONS} idle connections ({how})"),
+            format!("RSS of the server with 10,000 idle connections ({how})"),
             mib(z.projected(IDLE_GOAL_CONNECTIONS)),
             "MiB",
         )
@@ -1631,7 +1633,10 @@ fn memory_case(rt: &Runtime, dir: &Path, quick: bool, binary: &Path, results: &m
     results.row(
         Row::new(
             section,
-            format!("RSS per idle connection, {} connections", z.opened),
+            format!(
+                "RSS per idle connection, {} connections",
+                thousands(z.opened as u64)
+            ),
             z.per_connection() / 1024.0,
             "KiB",
         )
@@ -1646,7 +1651,7 @@ fn memory_case(rt: &Runtime, dir: &Path, quick: bool, binary: &Path, results: &m
             section,
             format!(
                 "RSS per idle connection, {} connections, vs an 8 KiB read buffer",
-                z.opened
+                thousands(z.opened as u64)
             ),
             z.per_connection() / 1024.0,
             "KiB",
@@ -1663,6 +1668,14 @@ fn memory_case(rt: &Runtime, dir: &Path, quick: bool, binary: &Path, results: &m
          welcome and the snapshot, 32 at a time; baselines: this bench re-executed as a raw \
          tokio-tungstenite server doing the same handshake; open-file limit {limit}"
     ));
+}
+
+/// `tokio-tungstenite <the version package uses>`.
+fn tungstenite_of(package: &str) -> String {
+    match common::dependency_version(package, "tokio-tungstenite") {
+        Some(v) => format!("tokio-tungstenite {v}"),
+        None => crate_version("tokio-tungstenite"),
+    }
 }
 
 fn main() {
@@ -1727,12 +1740,8 @@ fn main() {
         "loopback 127.0.0.1; the sync server (in process: axum {} over {}) and its clients ({}) share one \
          tokio runtime with 2 workers, except in the memory case; machine: {} CPUs",
         common::locked_versions("axum").join(", "),
-        crate_version("tokio-tungstenite"),
-        common::locked_versions("tokio-tungstenite")
-            .last()
-            .map_or("tokio-tungstenite".to_owned(), |v| format!(
-                "tokio-tungstenite {v}"
-            )),
+        tungstenite_of("axum"),
+        tungstenite_of("sync-server"),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     results.condition(format!(
@@ -1750,21 +1759,36 @@ fn main() {
             crate_version("tokio-postgres")
         ));
     }
+    let timed = |name: &str, case: &mut dyn FnMut()| {
+        let started = Instant::now();
+        case();
+        println!("   ({name}: {:.1} s)", started.elapsed().as_secs_f64());
+    };
     if wanted("latency") {
-        latency_case(&rt, dir.path(), quick, &mut results);
+        timed("latency", &mut || {
+            latency_case(&rt, dir.path(), quick, &mut results)
+        });
     }
     if wanted("slow") {
-        slow_case(&rt, dir.path(), quick, &mut results);
+        timed("slow client", &mut || {
+            slow_case(&rt, dir.path(), quick, &mut results)
+        });
     }
     if wanted("writes") {
-        writes_case(&rt, dir.path(), quick, pg.as_ref(), &mut results);
+        timed("writes", &mut || {
+            writes_case(&rt, dir.path(), quick, pg.as_ref(), &mut results)
+        });
     }
     drop(pg);
     if wanted("sync") {
-        sync_case(&rt, dir.path(), quick, &mut results);
+        timed("initial sync", &mut || {
+            sync_case(&rt, dir.path(), quick, &mut results)
+        });
     }
     if let Some(binary) = &binary {
-        memory_case(&rt, dir.path(), quick, binary, &mut results);
+        timed("memory", &mut || {
+            memory_case(&rt, dir.path(), quick, binary, &mut results)
+        });
     }
     results.write();
 }

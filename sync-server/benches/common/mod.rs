@@ -109,6 +109,24 @@ pub fn locked_versions(name: &str) -> Vec<String> {
     out
 }
 
+/// The version of `dep` that package `package` depends on, per
+/// `Cargo.lock`.
+pub fn dependency_version(package: &str, dep: &str) -> Option<String> {
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
+    let text = std::fs::read_to_string(lock).ok()?;
+    let block = text
+        .split("[[package]]")
+        .find(|b| b.lines().any(|l| l == format!("name = \"{package}\"")))?;
+    let line = block
+        .lines()
+        .map(|l| l.trim().trim_matches(|c| c == '"' || c == ','))
+        .find(|l| *l == dep || l.starts_with(&format!("{dep} ")))?;
+    match line.split_once(' ') {
+        Some((_, version)) => Some(version.to_owned()),
+        None => locked_versions(dep).pop(),
+    }
+}
+
 /// `name 1.2.3` (every locked version, comma-separated).
 pub fn crate_version(name: &str) -> String {
     let versions = locked_versions(name);
@@ -151,6 +169,19 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goal_id: Option<String>,
     pub verdict: String,
+}
+
+/// `n` with thousands separators: `100,000`.
+pub fn thousands(n: impl Into<u64>) -> String {
+    let digits = n.into().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `x` rounded to 4 significant digits (the figures are not more precise).
