@@ -229,6 +229,87 @@ function summarize(r) {
   return rows;
 }
 
+/** The rows of browser.json (bench/RESULTS-FORMAT.md): numbers, each next to its same-run baseline. */
+function resultRows(r) {
+  const rows = [];
+  const goal = (id, text, met) => ({ goal_id: id, goal: text, verdict: met ? 'met' : 'not met' });
+  const share = (section, kase, unit, p, label, g) =>
+    rows.push({ section, case: kase, value: p.a, unit, baseline: p.b, baseline_label: label, ratio: p.ratio * 100, ratio_unit: '%', verdict: 'recorded', ...g });
+  const times = (section, kase, unit, a, b, label, ratio, g) =>
+    rows.push({ section, case: kase, value: a, unit, baseline: b, baseline_label: label, ratio, ratio_unit: 'x', verdict: 'recorded', ...g });
+  let p;
+  if (r.batched) {
+    const kase = `setMany of 1,000, ${fmtInt(r.config.batched.n)} entries`;
+    p = paired(r.batched, 'ours', 'raw', 'perSec');
+    share('Writes', kase, 'writes/s', p, 'raw IndexedDB, 1 transaction per 1,000 puts', goal('browser-batched-raw', '>= 80 % of raw IndexedDB', p.ratio >= 0.8));
+    p = paired(r.batched, 'ours', 'dexie', 'perSec');
+    share('Writes', kase, 'writes/s', p, 'Dexie.js bulkPut of 1,000', goal('browser-batched-dexie', '>= 1.0× Dexie bulkPut', p.ratio >= 1.0));
+  }
+  if (r.single) {
+    const kase = 'single awaited `set`, one transaction each';
+    p = paired(r.single, 'ours', 'raw', 'perSec');
+    share('Writes', kase, 'writes/s', p, 'raw IndexedDB, 1 put per transaction', { goal: '>= 90 % of raw (the package\'s own goal)', verdict: p.ratio >= 0.9 ? 'met' : 'not met' });
+    p = paired(r.single, 'ours', 'dexie', 'perSec');
+    share('Writes', kase, 'writes/s', p, 'Dexie.js put');
+  }
+  if (r.reads) {
+    const g = r.reads.get;
+    p = paired(g, 'ours', 'dexie', 'perSec');
+    times('Reads', `random \`get\` (synchronous, from memory), ${fmtInt(r.reads.keys)} keys`, 'gets/s', p.a, p.b, 'Dexie.js get (awaited)', p.ratio,
+      goal('browser-reads-memory', '>= 10× Dexie get', p.ratio >= 10));
+    p = paired(g, 'ours', 'raw', 'perSec');
+    times('Reads', 'random `get`', 'gets/s', p.a, p.b, 'raw IndexedDB get, 1 readonly transaction each', p.ratio);
+    const s = r.reads.scan;
+    p = paired(s, 'ours', 'dexie', 'scansPerSec');
+    times('Reads', `\`values(kind)\`, ${fmtInt(r.reads.keys)} entries`, 'scans/s', p.a, p.b, 'Dexie.js toArray()', p.ratio,
+      { goal: '>= 10× Dexie toArray (the package\'s own goal)', verdict: p.ratio >= 10 ? 'met' : 'not met' });
+    p = paired(s, 'ours', 'raw', 'scansPerSec');
+    times('Reads', '`values(kind)`', 'scans/s', p.a, p.b, 'raw IndexedDB getAll()', p.ratio);
+  }
+  if (r.watch) {
+    const w = r.watch;
+    for (const q of ['p50', 'p99']) {
+      times('Watch', `set → ${w.watchers}th callback, ${w.watchers} subscriptions, ${q}`, 'ms', w.ours.last[q], w.raw.last[q],
+        `raw put + ${w.watchers} JS callbacks on complete`, w.ours.last[q] / w.raw.last[q]);
+    }
+  }
+  if (r.sync) {
+    p = paired(r.sync, 'ours', 'raw', 'perSec');
+    share('Initial sync', `${fmtInt(r.config.sync.n)} entries from sync-server into an empty store`, 'entries/s', p, 'raw IndexedDB writing the same entries, 1 transaction per 1,000');
+  }
+  const z = r.sizes;
+  const kb = z.wasm.gzip9 / 1000;
+  rows.push({ section: 'Size', case: 'zestor_bg.wasm, gzip -9', value: kb, unit: 'KB', verdict: kb <= 300 ? 'met' : 'not met', goal_id: 'wasm-size', goal: '<= 300 KB gzipped' });
+  rows.push({ section: 'Size', case: 'zestor_bg.wasm, raw', value: z.wasm.raw / 1000, unit: 'KB', verdict: 'recorded' });
+  rows.push({ section: 'Size', case: `JS glue (${z.js.files.length} files), gzip -9`, value: z.js.gzip9 / 1000, unit: 'KB', verdict: 'recorded' });
+  return rows;
+}
+
+/** Writes browser.json into $ZESTOR_BENCH_OUT (bench/RESULTS-FORMAT.md). */
+function writeResults(r) {
+  const dir = process.env.ZESTOR_BENCH_OUT;
+  if (!dir) return;
+  const c = r.config;
+  const file = path.join(dir, 'browser.json');
+  fs.writeFileSync(file, `${JSON.stringify({
+    suite: 'browser',
+    title: 'Browser (the npm package in headless Chromium)',
+    source: 'store-wasm/bench/',
+    command: 'node store-wasm/bench/run.mjs',
+    quick: r.mode === 'quick',
+    conditions: [
+      `${r.browser.product}, headless, on-disk profile; zestor ${r.zestor}, Dexie.js ${r.dexie}; Node ${r.node}`,
+      'IndexedDB durability: the browser default for zestor and every baseline',
+      'every case alternates with its baselines in rounds in one page; figures are medians over rounds, ratios the median of per-round ratios',
+      `sizes: batched ${fmtInt(c.batched.n)} entries, single ${fmtInt(c.single.m)} sets, reads over ${fmtInt(r.reads?.keys ?? 0)} keys, watch ${r.watch?.watchers ?? 0} subscriptions, initial sync ${fmtInt(c.sync.n)} entries`,
+      `sync-server: ${r.syncServer.build} build, SQLite ${r.syncServer.sqlite}`,
+      `load average at start ${r.machine.loadAverageAtStart.map((x) => x.toFixed(2)).join(' ')}, at end ${r.machine.loadAverageAtEnd.map((x) => x.toFixed(2)).join(' ')}`,
+    ],
+    rows: resultRows(r),
+  }, null, 2)}\n`);
+  console.log(`bench: wrote ${file}`);
+}
+
 function printTable(rows) {
   const cols = [
     ['#', (r) => r.id],
@@ -483,6 +564,7 @@ if (profile || only.length < WORKLOADS.length) {
   console.log(`bench: results.json not written (${profile ? '--profile' : '--only'})`);
   process.exit(0);
 }
+writeResults(results);
 const out = path.join(here, 'results.json');
 fs.writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
 console.log(`\nbench: wrote ${path.relative(process.cwd(), out) || out}; ${results.seconds.toFixed(0)} s in all`);
