@@ -184,6 +184,38 @@ mod tests {
     }
 
     #[test]
+    fn numbers_round_trip_exactly() {
+        // Shortest representations that a parser without correct rounding
+        // reads one unit in the last place off.
+        let numbers = [
+            "1795677268272.6313",
+            "0.1",
+            "2.2250738585072014e-308",
+            "1.7976931348623157e308",
+        ];
+        for n in numbers {
+            let frame = format!(
+                r#"{{"type":"push","ops":[{{"op_id":"1","kind":"t","key":"k","action":"set","value":{n}}}]}}"#
+            );
+            let ClientMessage::Push(push) = decode_client(frame.as_bytes(), &Limits::default()).unwrap()
+            else {
+                panic!("not a push");
+            };
+            let value = push.ops[0].value.clone().unwrap();
+            assert_eq!(value.as_f64(), Some(n.parse::<f64>().unwrap()), "{n}");
+            assert_eq!(
+                value.as_f64().unwrap().to_bits(),
+                n.parse::<f64>().unwrap().to_bits()
+            );
+            let again = encode_client(&ClientMessage::Push(push));
+            assert_eq!(
+                decode_client(again.as_bytes(), &Limits::default()).unwrap(),
+                decode_client(frame.as_bytes(), &Limits::default()).unwrap()
+            );
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_ignored_and_unknown_types_named() {
         let frame = r#"{"type":"ping","nonce":3,"future_field":true}"#;
         assert_eq!(
