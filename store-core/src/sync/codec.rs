@@ -5,8 +5,10 @@
 //! from a malformed message), then the message is parsed and checked.
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::message::{ClientMessage, ErrorCode, OpAction, ProtocolError, ServerMessage};
+use crate::Event;
 
 /// What the decoder accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +154,39 @@ pub fn encode_client(message: &ClientMessage) -> String {
     encode(message)
 }
 
+/// Encodes one event as it appears in the `events` of a `changes` message.
+///
+/// With [`encode_changes`], a server encodes each committed event once and
+/// builds every connection's `changes` frame from the shared encodings.
+#[must_use]
+pub fn encode_event(event: &Event<Value>) -> String {
+    // An event holds only strings, numbers and a JSON value, whose
+    // serialization cannot fail.
+    serde_json::to_string(event).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// Encodes a `changes` message from its events, each already encoded by
+/// [`encode_event`]: the same text as [`encode_server`] gives for
+/// `ServerMessage::Changes(ChangeBatch { events, rev })`.
+#[must_use]
+pub fn encode_changes<S: AsRef<str>>(events: &[S], rev: u64) -> String {
+    const HEAD: &str = r#"{"type":"changes","events":["#;
+    const TAIL: &str = r#"],"rev":"#;
+    let bytes: usize = events.iter().map(|e| e.as_ref().len() + 1).sum();
+    let mut frame = String::with_capacity(HEAD.len() + bytes + TAIL.len() + 21);
+    frame.push_str(HEAD);
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            frame.push(',');
+        }
+        frame.push_str(event.as_ref());
+    }
+    frame.push_str(TAIL);
+    frame.push_str(&rev.to_string());
+    frame.push('}');
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -212,6 +247,32 @@ mod tests {
                 decode_client(again.as_bytes(), &Limits::default()).unwrap(),
                 decode_client(frame.as_bytes(), &Limits::default()).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn a_changes_frame_from_encoded_events_is_the_encoded_message() {
+        use crate::sync::ChangeBatch;
+        use crate::{Event, EventType};
+
+        let event = |key: &str, value: serde_json::Value, rev: u64| Event {
+            kind: "task".into(),
+            key: key.into(),
+            event_type: EventType::Create,
+            value,
+            version: 1,
+            rev,
+        };
+        let events = vec![
+            event("a", json!({"title": "a \"quoted\" é", "n": 0.1}), 3),
+            event("b", json!(null), 4),
+        ];
+        for (events, rev) in [(events.clone(), 9), (events[..1].to_vec(), 3), (Vec::new(), 0)] {
+            let encoded: Vec<String> = events.iter().map(encode_event).collect();
+            let frame = encode_changes(&encoded, rev);
+            let message = ServerMessage::Changes(ChangeBatch { events, rev });
+            assert_eq!(frame, encode_server(&message));
+            assert_eq!(decode_server(frame.as_bytes(), 1 << 20).unwrap(), message);
         }
     }
 

@@ -7,6 +7,7 @@
 //! (`handle_auth`, `handle_sync_start`, `handle_applied`, `handle_events`).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -117,6 +118,37 @@ pub enum SyncStart {
     },
 }
 
+/// A message to send, as [`ServerSession::poll_outbound`] yields it: the
+/// events of a `changes` message stay shared with the feed, so a shell
+/// serving many sessions can encode each event once for all of them
+/// ([`codec::encode_event`], [`codec::encode_changes`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    /// A `changes` message.
+    Changes {
+        /// The changes, in revision order, as they were fed.
+        events: Vec<Arc<Event<Value>>>,
+        /// The namespace revision the client is at after them.
+        rev: u64,
+    },
+    /// Any other message.
+    Message(ServerMessage),
+}
+
+impl Outbound {
+    /// The message (copying the events that are still shared).
+    #[must_use]
+    pub fn into_message(self) -> ServerMessage {
+        match self {
+            Outbound::Changes { events, rev } => ServerMessage::Changes(ChangeBatch {
+                events: events.into_iter().map(Arc::unwrap_or_clone).collect(),
+                rev,
+            }),
+            Outbound::Message(message) => message,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Waiting for `hello`.
@@ -159,11 +191,11 @@ pub struct ServerSession {
     /// Frames received while authenticating, handled once welcomed.
     deferred: VecDeque<ClientMessage>,
     /// Events fed before the sync start was answered.
-    early: Vec<(Vec<Event<Value>>, u64)>,
+    early: Vec<(Vec<Arc<Event<Value>>>, u64)>,
     /// The op ids of each `Apply` not yet answered, in order.
     in_flight: VecDeque<Vec<String>>,
     in_flight_ops: usize,
-    transmit: VecDeque<ServerMessage>,
+    transmit: VecDeque<Outbound>,
     snapshot_parts_queued: usize,
     effects: VecDeque<ServerEffect>,
     close: Option<CloseCode>,
@@ -334,14 +366,15 @@ impl ServerSession {
         };
         let Some(hello) = &self.hello else { return };
         self.rights = authorized.rights;
-        self.transmit.push_back(ServerMessage::Welcome(Welcome {
-            protocol: PROTOCOL_VERSION,
-            namespace: hello.namespace.clone(),
-            rights: authorized.rights,
-            schemas: authorized.schemas,
-            heartbeat_ms: self.config.heartbeat_ms,
-            max_frame_bytes: self.config.limits.max_frame_bytes,
-        }));
+        self.transmit
+            .push_back(Outbound::Message(ServerMessage::Welcome(Welcome {
+                protocol: PROTOCOL_VERSION,
+                namespace: hello.namespace.clone(),
+                rights: authorized.rights,
+                schemas: authorized.schemas,
+                heartbeat_ms: self.config.heartbeat_ms,
+                max_frame_bytes: self.config.limits.max_frame_bytes,
+            })));
         self.effects.push_back(ServerEffect::StartSync {
             since: hello.since,
             kinds: hello.kinds.clone(),
@@ -372,7 +405,7 @@ impl ServerSession {
                     self.sent_rev = self.sent_rev.max(since);
                 }
                 self.phase = Phase::Live;
-                self.send_changes(events, rev, true);
+                self.send_changes(events.into_iter().map(Arc::new).collect(), rev, true);
             }
             SyncStart::Snapshot { rev, reason, entries } => {
                 let part = self.config.snapshot_part_entries.max(1);
@@ -381,12 +414,13 @@ impl ServerSession {
                 loop {
                     let rest = entries.split_off(part.min(entries.len()));
                     let done = rest.is_empty();
-                    self.transmit.push_back(ServerMessage::Snapshot(Snapshot {
-                        rev,
-                        reason,
-                        entries,
-                        done,
-                    }));
+                    self.transmit
+                        .push_back(Outbound::Message(ServerMessage::Snapshot(Snapshot {
+                            rev,
+                            reason,
+                            entries,
+                            done,
+                        })));
                     self.snapshot_parts_queued += 1;
                     if done {
                         break;
@@ -406,7 +440,15 @@ impl ServerSession {
     /// sync start, in revision order, and the namespace revision after them.
     /// Events of other kinds and events the client already has are dropped.
     /// Before the sync start is answered, batches are held.
-    pub fn handle_events(&mut self, events: Vec<Event<Value>>, rev: u64) {
+    ///
+    /// Events may be fed shared (`Arc<Event>`, as a store's watch yields
+    /// them): they are then sent without being copied.
+    pub fn handle_events<E: Into<Arc<Event<Value>>>>(
+        &mut self,
+        events: impl IntoIterator<Item = E>,
+        rev: u64,
+    ) {
+        let events = events.into_iter().map(Into::into).collect();
         match self.phase {
             Phase::Live => self.send_changes(events, rev, false),
             Phase::Authenticating | Phase::Syncing => {
@@ -424,9 +466,9 @@ impl ServerSession {
 
     /// Sends the events the client lacks; an empty batch only when `always`
     /// (the first one, which tells the client it is up to date).
-    fn send_changes(&mut self, events: Vec<Event<Value>>, rev: u64, always: bool) {
+    fn send_changes(&mut self, events: Vec<Arc<Event<Value>>>, rev: u64, always: bool) {
         let sent = self.sent_rev;
-        let events: Vec<Event<Value>> = events
+        let events: Vec<Arc<Event<Value>>> = events
             .into_iter()
             .filter(|e| e.rev > sent && self.subscribed(&e.kind))
             .collect();
@@ -436,7 +478,7 @@ impl ServerSession {
             return;
         }
         self.sent_rev = rev;
-        self.send(ServerMessage::Changes(ChangeBatch { events, rev }));
+        self.queue(Outbound::Changes { events, rev });
     }
 
     /// Call with the answer to the oldest unanswered [`ServerEffect::Apply`]:
@@ -492,13 +534,24 @@ impl ServerSession {
     // ---- outputs ----
 
     /// Call after every input: the next message to send to the client.
+    ///
+    /// A `changes` message owns copies of its events; a shell that feeds
+    /// shared events and encodes them once for many sessions uses
+    /// [`ServerSession::poll_outbound`] instead.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<ServerMessage> {
-        let message = self.transmit.pop_front()?;
-        if matches!(message, ServerMessage::Snapshot(_)) {
+        self.poll_outbound().map(Outbound::into_message)
+    }
+
+    /// Call after every input: the next message to send to the client, with
+    /// the events of a `changes` message still shared.
+    #[must_use]
+    pub fn poll_outbound(&mut self) -> Option<Outbound> {
+        let outbound = self.transmit.pop_front()?;
+        if matches!(outbound, Outbound::Message(ServerMessage::Snapshot(_))) {
             self.snapshot_parts_queued -= 1;
         }
-        Some(message)
+        Some(outbound)
     }
 
     /// Call after every input: the next thing the shell must do for the
@@ -543,10 +596,14 @@ impl ServerSession {
 
     /// Queues a message, giving up when the client reads too slowly.
     fn send(&mut self, message: ServerMessage) {
+        self.queue(Outbound::Message(message));
+    }
+
+    fn queue(&mut self, outbound: Outbound) {
         if self.is_closed() {
             return;
         }
-        self.transmit.push_back(message);
+        self.transmit.push_back(outbound);
         if self.transmit.len() - self.snapshot_parts_queued > self.config.max_queued_messages {
             self.fail(
                 ErrorCode::SlowConsumer,
@@ -565,11 +622,12 @@ impl ServerSession {
             self.transmit.clear();
             self.snapshot_parts_queued = 0;
         }
-        self.transmit.push_back(ServerMessage::Error(ServerError {
-            code,
-            message: message.into(),
-            fatal: true,
-        }));
+        self.transmit
+            .push_back(Outbound::Message(ServerMessage::Error(ServerError {
+                code,
+                message: message.into(),
+                fatal: true,
+            })));
         self.effects.clear();
         self.deferred.clear();
         self.early.clear();
