@@ -11,11 +11,12 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
 use store_core::sync::codec::encode_server;
-use store_core::sync::session::{Authorized, ServerEffect, ServerSession, SyncStart};
+use store_core::sync::session::{Authorized, Outbound, ServerEffect, ServerSession, SyncStart};
 use store_core::sync::{ErrorCode, SnapshotEntry, SnapshotReason};
 use store_core::{Error, Event, Store, Watch, WatchOptions};
 
 use super::AppState;
+use super::frames::EventFrames;
 use super::metrics::Metrics;
 use crate::backend::Durable;
 
@@ -26,6 +27,8 @@ const LIVE_BUFFER: usize = 4_096;
 /// The namespace a session was admitted to.
 struct Admitted {
     store: Durable<Value>,
+    /// The namespace's shared encodings of its events.
+    frames: Arc<EventFrames>,
     client_id: String,
 }
 
@@ -47,11 +50,16 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
         while let Some(effect) = session.poll_effect() {
             serve(&state, &mut session, effect, &mut admitted, &mut watch).await;
         }
-        while let Some(message) = session.poll_transmit() {
-            if let store_core::sync::ServerMessage::Changes(batch) = &message {
-                Metrics::add(&metrics.events_out, batch.events.len() as u64);
+        while let Some(outbound) = session.poll_outbound() {
+            if let Outbound::Changes { events, .. } = &outbound {
+                Metrics::add(&metrics.events_out, events.len() as u64);
             }
-            let text = encode_server(&message);
+            // A `changes` frame is built from the namespace's shared
+            // encodings of its events, not encoded per connection.
+            let text = match (&outbound, &admitted) {
+                (Outbound::Changes { events, rev }, Some(a)) => a.frames.changes(events, *rev),
+                _ => encode_server(&outbound.into_message()),
+            };
             match tokio::time::timeout(state.send_timeout, tx.send(Message::Text(text.into()))).await {
                 Ok(Ok(())) => Metrics::add(&metrics.frames_out, 1),
                 Ok(Err(_)) => break 'session,
@@ -119,7 +127,9 @@ async fn sleep(timer: Option<Duration>) {
 
 /// Waits for the next committed changes and takes every one that is ready,
 /// with the namespace revision they bring the client to.
-async fn next_changes(watch: &mut Option<Watch<Value>>) -> Option<Result<(Vec<Event<Value>>, u64), Error>> {
+async fn next_changes(
+    watch: &mut Option<Watch<Value>>,
+) -> Option<Result<(Vec<Arc<Event<Value>>>, u64), Error>> {
     let Some(w) = watch else {
         return std::future::pending().await;
     };
@@ -127,10 +137,10 @@ async fn next_changes(watch: &mut Option<Watch<Value>>) -> Option<Result<(Vec<Ev
         Ok(event) => event,
         Err(e) => return Some(Err(e)),
     };
-    let mut events = vec![Event::clone(&first)];
+    let mut events = vec![first];
     while w.ready() > 0 {
         match w.next().now_or_never() {
-            Some(Some(Ok(event))) => events.push(Event::clone(&event)),
+            Some(Some(Ok(event))) => events.push(event),
             _ => break,
         }
     }
@@ -153,9 +163,13 @@ async fn serve(
             client_id,
         } => {
             let answer = match state.tokens.check(&token, &namespace) {
-                Ok(rights) => match state.stores.get(&namespace).await {
-                    Ok(store) => {
-                        *admitted = Some(Admitted { store, client_id });
+                Ok(rights) => match state.stores.open(&namespace).await {
+                    Ok((store, frames)) => {
+                        *admitted = Some(Admitted {
+                            store,
+                            frames,
+                            client_id,
+                        });
                         Ok(Authorized {
                             rights,
                             schemas: state.stores.schemas(),
@@ -200,7 +214,7 @@ async fn serve(
 struct Started {
     start: SyncStart,
     watch: Watch<Value>,
-    early: Vec<Event<Value>>,
+    early: Vec<Arc<Event<Value>>>,
 }
 
 impl Started {
@@ -228,7 +242,7 @@ async fn start_sync(store: &Durable<Value>, since: Option<u64>) -> Result<Starte
     while w.ready() > 0 || events.is_empty() && early.is_empty() {
         match w.next().now_or_never() {
             Some(Some(Ok(e))) if e.rev <= start_rev => events.push(Event::clone(&e)),
-            Some(Some(Ok(e))) => early.push(Event::clone(&e)),
+            Some(Some(Ok(e))) => early.push(e),
             Some(Some(Err(Error::Compacted { .. }))) => {
                 return snapshot(store, SnapshotReason::Compacted).await;
             }
@@ -267,7 +281,7 @@ async fn snapshot(store: &Durable<Value>, reason: SnapshotReason) -> Result<Star
                 version: e.version,
                 rev: e.rev,
             }),
-            Some(Some(Ok(e))) => early.push(Event::clone(&e)),
+            Some(Some(Ok(e))) => early.push(e),
             Some(Some(Err(e))) => return Err(e),
             Some(None) => return Err(Error::Closed),
             None => break,

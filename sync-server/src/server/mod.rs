@@ -20,6 +20,7 @@ use tower_http::services::ServeDir;
 
 mod auth;
 mod connection;
+mod frames;
 mod metrics;
 mod stores;
 

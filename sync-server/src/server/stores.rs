@@ -3,11 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde_json::Value;
 use store_core::{Error, Result, StoreOptions};
 use tokio::sync::Mutex;
 
+use super::frames::EventFrames;
 use crate::backend::Durable;
 use crate::backend::postgres::{self, PgOptions};
 use crate::backend::sqlite::{self, SqliteOptions, Synchronous};
@@ -76,8 +78,12 @@ pub struct Stores {
     database: Database,
     synchronous: Synchronous,
     options: StoreOptions<Value>,
-    open: Mutex<HashMap<String, Durable<Value>>>,
+    open: Mutex<HashMap<String, Namespace>>,
 }
+
+/// An open namespace: its store, and the encodings of its events shared by
+/// the connections that send them.
+type Namespace = (Durable<Value>, Arc<EventFrames>);
 
 impl Stores {
     /// Stores of `database`, each with `options` (schemas, retention).
@@ -103,9 +109,15 @@ impl Stores {
 
     /// The store of `namespace`, opened on first use.
     pub async fn get(&self, namespace: &str) -> Result<Durable<Value>> {
+        Ok(self.open(namespace).await?.0)
+    }
+
+    /// The store of `namespace`, opened on first use, and the encodings of
+    /// its events shared by the connections that send them.
+    pub(crate) async fn open(&self, namespace: &str) -> Result<Namespace> {
         let mut open = self.open.lock().await;
-        if let Some(store) = open.get(namespace) {
-            return Ok(store.clone());
+        if let Some((store, frames)) = open.get(namespace) {
+            return Ok((store.clone(), Arc::clone(frames)));
         }
         let options = self.options.clone();
         let store = match &self.database {
@@ -120,13 +132,14 @@ impl Stores {
                 postgres::open(opts, options).await?
             }
         };
-        open.insert(namespace.to_owned(), store.clone());
-        Ok(store)
+        let frames = Arc::new(EventFrames::new());
+        open.insert(namespace.to_owned(), (store.clone(), Arc::clone(&frames)));
+        Ok((store, frames))
     }
 
     /// Closes every open store.
     pub async fn close_all(&self) {
-        for (_, store) in self.open.lock().await.drain() {
+        for (_, (store, _)) in self.open.lock().await.drain() {
             store.close();
         }
     }
