@@ -285,7 +285,13 @@ fn two_processes_see_the_same_events() {
 // ---- two stores in this process ----
 
 async fn open_named(url: &str, app: &str, schema: &str) -> Durable<Value> {
-    let conn = format!("{url} application_name={app}");
+    // DATABASE_URL may be a URL or key=value pairs.
+    let conn = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}application_name={app}")
+    } else {
+        format!("{url} application_name={app}")
+    };
     postgres::open(PgOptions::new(conn, NS).schema(schema), StoreOptions::new())
         .await
         .expect("open")
