@@ -64,6 +64,7 @@ for (const suite of SUITES) {
     fail(`${file} is not JSON: ${e.message}`);
   }
   if (!Array.isArray(r.rows)) fail(`${file} has no rows`);
+  r.written = fs.statSync(file).mtime;
   results.set(suite, r);
 }
 if (results.size === 0) fail(`no results in ${inDir}: run scripts/bench.sh`);
@@ -175,11 +176,21 @@ function sh(cmd, argv) {
   }
 }
 
+/** Uncommitted changes to tracked files, other than this report's own outputs. */
+function dirty() {
+  const outputs = [outFile, plotDir, inDir].map((p) => path.relative(repo, p));
+  return sh('git', ['status', '--porcelain', '--untracked-files=no'])
+    .split('\n')
+    .map((l) => l.slice(3))
+    .some((f) => f && !outputs.some((o) => f === o || f.startsWith(`${o}/`)));
+}
+
 const machine = [
   `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`,
   `${sh('rustc', ['--version'])}; Node ${process.version}`,
-  `commit ${sh('git', ['rev-parse', '--short', 'HEAD'])}${sh('git', ['status', '--porcelain', '--untracked-files=no']) ? ' (with uncommitted changes)' : ''}`,
+  `commit ${sh('git', ['rev-parse', '--short', 'HEAD'])}${dirty() ? ' (with uncommitted changes)' : ''}`,
   `load average (1, 5, 15 min) when the report was written: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`,
+  `results written (UTC): ${[...results].map(([s, r]) => `${s} ${r.written.toISOString().slice(0, 16).replace('T', ' ')}`).join(', ')}`,
 ];
 
 // ------------------------------------------------------------ document
