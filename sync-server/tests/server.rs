@@ -441,3 +441,58 @@ async fn a_client_that_stops_reading_is_cut_off_without_stalling_the_others() {
     drop(slow);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn pushes_sent_back_to_back_are_applied_and_answered_in_order() {
+    let db = support::fresh_db("server-pipelined");
+    let server = start(&db).await;
+    let mut a = connect(&server).await;
+    send(&mut a, hello("writer", "team", "a", None)).await;
+    assert_eq!(recv(&mut a).await["type"], "welcome");
+    assert_eq!(recv(&mut a).await["type"], "snapshot");
+    // Each push depends on the one before (compare-and-set on the version it
+    // leaves), all sent before any answer is read: they are applied
+    // together, in order. The bad one in the middle fails alone.
+    const N: u64 = 200;
+    let mut frames = Vec::new();
+    for i in 0..N {
+        let mut op = set(&format!("p{i}"), "counter", json!({"title": format!("v{i}")}));
+        op["if_version"] = json!(i);
+        frames.push(Message::Text(
+            json!({"type": "push", "ops": [op]}).to_string().into(),
+        ));
+        if i == N / 2 {
+            let bad = set("bad", "other", json!({"nope": 1}));
+            frames.push(Message::Text(
+                json!({"type": "push", "ops": [bad]}).to_string().into(),
+            ));
+        }
+    }
+    for frame in frames {
+        a.feed(frame).await.unwrap();
+    }
+    a.flush().await.unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < N as usize + 1 {
+        let m = recv(&mut a).await;
+        if m["type"] == "ack" || m["type"] == "reject" {
+            answers.push(m);
+        }
+    }
+    let ids: Vec<&str> = answers.iter().map(|m| m["op_id"].as_str().unwrap()).collect();
+    let mut expected: Vec<String> = (0..N).map(|i| format!("p{i}")).collect();
+    expected.insert(N as usize / 2 + 1, "bad".into());
+    assert_eq!(ids, expected);
+    for m in &answers {
+        if m["op_id"] == "bad" {
+            assert_eq!(
+                (m["type"].as_str(), m["code"].as_str()),
+                (Some("reject"), Some("validation"))
+            );
+        } else {
+            assert_eq!(m["type"], "ack", "{m}");
+        }
+    }
+    assert_eq!(answers.last().unwrap()["version"], json!(N));
+    server.stop().await;
+}

@@ -18,7 +18,7 @@ use store_core::{Error, Event, Store, Watch, WatchOptions};
 use super::AppState;
 use super::frames::EventFrames;
 use super::metrics::Metrics;
-use crate::backend::Durable;
+use crate::backend::{Answer, Durable};
 
 /// How many committed changes may wait for a connection before it is
 /// treated as lagging (and sent a snapshot instead).
@@ -31,6 +31,10 @@ struct Admitted {
     frames: Arc<EventFrames>,
     client_id: String,
 }
+
+/// At most this many received frames are handled before the connection
+/// serves them (applies their pushes) and answers.
+const MAX_FRAMES_PER_ROUND: usize = 64;
 
 /// Runs one connection to its end.
 pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
@@ -46,10 +50,23 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
     let lag = metrics.register_lag();
     let (mut tx, mut rx) = socket.split();
 
+    // The peer closed or the socket failed: what it sent before is still
+    // served and answered, then the connection ends.
+    let mut closing = false;
+
     'session: loop {
+        // Pushes received together are submitted together, so the store
+        // commits them in one transaction; they are answered in order.
+        let mut applying = Vec::new();
         while let Some(effect) = session.poll_effect() {
-            serve(&state, &mut session, effect, &mut admitted, &mut watch).await;
+            if !matches!(effect, ServerEffect::Apply { .. }) {
+                answer(&state, &mut session, &mut applying).await;
+            }
+            if let Some(submitted) = serve(&state, &mut session, effect, &mut admitted, &mut watch).await {
+                applying.push(submitted);
+            }
         }
+        answer(&state, &mut session, &mut applying).await;
         while let Some(outbound) = session.poll_outbound() {
             if let Outbound::Changes { events, .. } = &outbound {
                 Metrics::add(&metrics.events_out, events.len() as u64);
@@ -71,6 +88,9 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
         }
         let backlog = watch.as_ref().map_or(0, Watch::ready) as u64;
         lag.store(backlog, std::sync::atomic::Ordering::Relaxed);
+        if closing {
+            break;
+        }
         if let Some(code) = session.poll_close() {
             let frame = CloseFrame {
                 code: code.code(),
@@ -83,18 +103,35 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
             .poll_timeout()
             .map(|at| Duration::from_millis(at.saturating_sub(now())));
         tokio::select! {
-            frame = rx.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    Metrics::add(&metrics.frames_in, 1);
-                    session.handle_frame(text.as_bytes(), now());
+            frame = rx.next() => {
+                // This frame and those already received after it (a bounded
+                // number), so that their pushes are applied together.
+                let mut frame = frame;
+                for round in 1.. {
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            Metrics::add(&metrics.frames_in, 1);
+                            session.handle_frame(text.as_bytes(), now());
+                        }
+                        Some(Ok(Message::Binary(bytes))) => {
+                            Metrics::add(&metrics.frames_in, 1);
+                            session.handle_frame(&bytes, now());
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                            closing = true;
+                            break;
+                        }
+                    }
+                    if round == MAX_FRAMES_PER_ROUND {
+                        break;
+                    }
+                    match rx.next().now_or_never() {
+                        Some(next) => frame = next,
+                        None => break,
+                    }
                 }
-                Some(Ok(Message::Binary(bytes))) => {
-                    Metrics::add(&metrics.frames_in, 1);
-                    session.handle_frame(&bytes, now());
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-            },
+            }
             events = next_changes(&mut watch) => match events {
                 Some(Ok((events, rev))) => session.handle_events(events, rev),
                 Some(Err(Error::Overflow)) => {
@@ -148,14 +185,15 @@ async fn next_changes(
     Some(Ok((events, rev)))
 }
 
-/// Serves one effect of the session.
+/// Serves one effect of the session. A push is only submitted to the
+/// store: its answers are what the returned future resolves to.
 async fn serve(
     state: &AppState,
     session: &mut ServerSession,
     effect: ServerEffect,
     admitted: &mut Option<Admitted>,
     watch: &mut Option<Watch<Value>>,
-) {
+) -> Option<impl Future<Output = Vec<Answer>> + use<>> {
     match effect {
         ServerEffect::Authenticate {
             namespace,
@@ -183,10 +221,12 @@ async fn serve(
                 Err(code) => Err(code),
             };
             session.handle_auth(answer);
+            None
         }
         ServerEffect::StartSync { since, .. } => {
             let Some(a) = admitted else {
-                return session.handle_shutdown();
+                session.handle_shutdown();
+                return None;
             };
             match start_sync(&a.store, since).await {
                 Ok(started) => started.feed(session, watch),
@@ -195,17 +235,31 @@ async fn serve(
                     session.handle_shutdown();
                 }
             }
+            None
         }
         ServerEffect::Apply { client_id, ops } => {
             let Some(a) = admitted.as_ref().filter(|a| a.client_id == client_id) else {
-                return session.handle_shutdown();
+                session.handle_shutdown();
+                return None;
             };
-            let answers = a.store.apply_ops(&client_id, ops).await;
-            let acked = answers.iter().filter(|a| a.is_ok()).count() as u64;
-            Metrics::add(&state.metrics.ops_acked, acked);
-            Metrics::add(&state.metrics.ops_rejected, answers.len() as u64 - acked);
-            session.handle_applied(answers);
+            Some(a.store.apply_ops(&client_id, ops))
         }
+    }
+}
+
+/// Awaits the submitted pushes in order and hands each one's answers to
+/// the session.
+async fn answer(
+    state: &AppState,
+    session: &mut ServerSession,
+    applying: &mut Vec<impl Future<Output = Vec<Answer>>>,
+) {
+    for answers in applying.drain(..) {
+        let answers = answers.await;
+        let acked = answers.iter().filter(|a| a.is_ok()).count() as u64;
+        Metrics::add(&state.metrics.ops_acked, acked);
+        Metrics::add(&state.metrics.ops_rejected, answers.len() as u64 - acked);
+        session.handle_applied(answers);
     }
 }
 
