@@ -496,3 +496,42 @@ async fn pushes_sent_back_to_back_are_applied_and_answered_in_order() {
     assert_eq!(answers.last().unwrap()["version"], json!(N));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn large_pushes_sent_back_to_back_are_all_answered() {
+    let db = support::fresh_db("server-pipelined-large");
+    let server = start(&db).await;
+    let mut a = connect(&server).await;
+    send(&mut a, hello("writer", "team", "a", None)).await;
+    assert_eq!(recv(&mut a).await["type"], "welcome");
+    assert_eq!(recv(&mut a).await["type"], "snapshot");
+    // Five pushes of 1,000 ops each: their 5,000 answers do not fit the
+    // session's queue of 1,024 messages at once, so they are sent in rounds.
+    for p in 0..5 {
+        let ops: Vec<Value> = (0..1_000)
+            .map(|i| {
+                set(
+                    &format!("{p}-{i}"),
+                    &format!("k{i}"),
+                    json!({"title": format!("{p}")}),
+                )
+            })
+            .collect();
+        a.feed(Message::Text(
+            json!({"type": "push", "ops": ops}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    }
+    a.flush().await.unwrap();
+    let mut acks = 0;
+    while acks < 5_000 {
+        let m = recv(&mut a).await;
+        assert_ne!(m["type"], "error", "{m}");
+        assert_ne!(m["type"], "reject", "{m}");
+        if m["type"] == "ack" {
+            acks += 1;
+        }
+    }
+    server.stop().await;
+}

@@ -53,13 +53,25 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
     // The peer closed or the socket failed: what it sent before is still
     // served and answered, then the connection ends.
     let mut closing = false;
+    // The answers of a round of pushes are queued before any is sent: a
+    // round holds at most half the session's queue of ops, and a push that
+    // does not fit waits for the next round.
+    let max_ops_per_round = (state.session.max_queued_messages / 2).max(1);
+    let mut next_round: Option<ServerEffect> = None;
 
     'session: loop {
         // Pushes received together are submitted together, so the store
         // commits them in one transaction; they are answered in order.
         let mut applying = Vec::new();
-        while let Some(effect) = session.poll_effect() {
-            if !matches!(effect, ServerEffect::Apply { .. }) {
+        let mut ops_in_round = 0;
+        while let Some(effect) = next_round.take().or_else(|| session.poll_effect()) {
+            if let ServerEffect::Apply { ops, .. } = &effect {
+                if !applying.is_empty() && ops_in_round + ops.len() > max_ops_per_round {
+                    next_round = Some(effect);
+                    break;
+                }
+                ops_in_round += ops.len();
+            } else {
                 answer(&state, &mut session, &mut applying).await;
             }
             if let Some(submitted) = serve(&state, &mut session, effect, &mut admitted, &mut watch).await {
@@ -88,7 +100,7 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
         }
         let backlog = watch.as_ref().map_or(0, Watch::ready) as u64;
         lag.store(backlog, std::sync::atomic::Ordering::Relaxed);
-        if closing {
+        if closing && next_round.is_none() {
             break;
         }
         if let Some(code) = session.poll_close() {
@@ -98,6 +110,9 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
             };
             let _ = tokio::time::timeout(state.send_timeout, tx.send(Message::Close(Some(frame)))).await;
             break;
+        }
+        if next_round.is_some() {
+            continue;
         }
         let timer = session
             .poll_timeout()
