@@ -181,7 +181,7 @@ function dirty() {
   const outputs = [outFile, plotDir, inDir].map((p) => path.relative(repo, p));
   return sh('git', ['status', '--porcelain', '--untracked-files=no'])
     .split('\n')
-    .map((l) => l.slice(3))
+    .map((l) => l.trim().replace(/^\S+\s+/, ''))
     .some((f) => f && !outputs.some((o) => f === o || f.startsWith(`${o}/`)));
 }
 
