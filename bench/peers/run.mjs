@@ -889,7 +889,7 @@ function results({ latency, initZ, initT, n, zestorSeedS, tbStats, notes }) {
     .filter((r) => r.kind === 'zestor' && r.ackP50 !== undefined)
     .map((r) => `${fmtInt(r.clients)} clients @ ${r.rate}/s ${fmtMs(r.ackP50)} / ${fmtMs(r.ackP99)} ms`);
   extraNotes.push(
-    `Zestor writer, send → ack p50 / p99 (the commit path; the server applies one connection's pushes one at a time, each its own commit and fsync): ${ackText.join('; ')}`,
+    `Zestor writer, send → ack p50 / p99 (the commit path: pushes a connection has already sent share a commit and fsync): ${ackText.join('; ')}`,
   );
   if (!initT.complete) extraNotes.push(`TinyBase initial sync did not complete within ${CFG.initialLimitS} s: ${fmtInt(initT.entries)} of ${fmtInt(n)} entries held`);
   if (tbStats?.ignoredErrors) {
