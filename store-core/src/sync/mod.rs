@@ -15,6 +15,7 @@
 pub mod codec;
 mod message;
 pub mod session;
+pub mod view;
 
 pub use message::{
     Ack, ChangeBatch, ClientMessage, CloseCode, ErrorCode, Hello, Op, OpAction, OpResult, PROTOCOL_VERSION,

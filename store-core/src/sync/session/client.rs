@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde_json::Value;
 
 use crate::sync::codec;
+use crate::sync::view::{self, Shown, Step};
 use crate::sync::{
     Ack, ChangeBatch, ClientMessage, ErrorCode, Hello, Op, OpAction, OpResult, PROTOCOL_VERSION,
     ProtocolError, Push, Rights, ServerError, ServerMessage, Snapshot, SnapshotEntry, SnapshotReason,
@@ -43,6 +44,11 @@ pub struct ClientConfig {
     pub heartbeat_ms: u64,
     /// The largest frame accepted from the server.
     pub max_frame_bytes: usize,
+    /// Record a [`Step`] for everything that changes the confirmed state or
+    /// the queue, for [`ClientSession::take_steps`]: for a client that shows
+    /// its view through a store with watchers ([`view::rebase`]). A client
+    /// that records steps must take them.
+    pub record_steps: bool,
 }
 
 impl ClientConfig {
@@ -56,6 +62,7 @@ impl ClientConfig {
             kinds: None,
             heartbeat_ms: 30_000,
             max_frame_bytes: 16 << 20,
+            record_steps: false,
         }
     }
 }
@@ -166,6 +173,8 @@ pub struct ClientSession {
     last_rx_ms: u64,
     last_tx_ms: u64,
     next_nonce: u64,
+    /// Recorded steps, when the config asks for them.
+    steps: Vec<Step>,
 }
 
 impl ClientSession {
@@ -201,6 +210,7 @@ impl ClientSession {
             last_rx_ms: 0,
             last_tx_ms: 0,
             next_nonce: 1,
+            steps: Vec::new(),
         }
     }
 
@@ -274,14 +284,33 @@ impl ClientSession {
     /// `if_version` is not checked locally).
     #[must_use]
     pub fn get(&self, kind: &str, key: &str) -> Option<Value> {
-        let mut value = self.confirmed(kind, key).map(|e| e.value.clone());
-        for op in self.pending.iter().filter(|op| op.kind == kind && op.key == key) {
-            value = match op.action {
-                OpAction::Set => op.value.clone(),
-                OpAction::Delete => None,
-            };
+        self.optimistic(kind, key).map(|(value, _)| value)
+    }
+
+    /// The optimistic value of `kind`/`key` with its version (see
+    /// [`view::optimistic`]).
+    #[must_use]
+    pub fn optimistic(&self, kind: &str, key: &str) -> Option<Shown> {
+        let ops = self.pending.iter().filter(|op| op.kind == kind && op.key == key);
+        view::optimistic(self.confirmed(kind, key), ops)
+    }
+
+    /// The steps recorded since the last call (see
+    /// [`ClientConfig::record_steps`]), in order.
+    pub fn take_steps(&mut self) -> Vec<Step> {
+        std::mem::take(&mut self.steps)
+    }
+
+    fn record(&mut self, kind: &str, key: &str, answered: Option<Op>) {
+        if self.config.record_steps {
+            let confirmed = self.confirmed(kind, key).cloned();
+            self.steps.push(Step {
+                kind: kind.to_owned(),
+                key: key.to_owned(),
+                confirmed,
+                answered,
+            });
         }
-        value
     }
 
     /// Every key of `kind` with its optimistic value (see
@@ -371,11 +400,13 @@ impl ClientSession {
     // (a second browser tab on the same database, where only one tab holds
     // the connection) keeps its session in step with what that one learned.
 
-    /// Sets (or with `None` removes) the confirmed entry of `kind`/`key`, as
-    /// the client holding the connection learned it.
-    pub fn mirror_confirmed(&mut self, kind: &str, key: &str, entry: Option<Entry<Value>>) {
-        let slot = (kind.to_owned(), key.to_owned());
-        match entry {
+    /// Applies a step the client holding the connection recorded (see
+    /// [`ClientConfig::record_steps`]): its confirmed entry, and the op it
+    /// answered leaves the queue. Records the step in turn, without the op
+    /// when this client did not hold it. Returns the op it answered here.
+    pub fn mirror(&mut self, step: Step) -> Option<Op> {
+        let slot = (step.kind.clone(), step.key.clone());
+        match step.confirmed {
             Some(e) => {
                 self.confirmed.insert(slot, e);
             }
@@ -383,16 +414,24 @@ impl ClientSession {
                 self.confirmed.remove(&slot);
             }
         }
+        let answered = step.answered.and_then(|op| self.take_pending(&op.op_id));
+        self.record(&step.kind, &step.key, answered.clone());
+        answered
+    }
+
+    /// Queues an op another client sharing this state wrote (it persisted
+    /// the op; this client may hold the connection that sends it). Unlike
+    /// [`ClientSession::enqueue`], it records a step: the view does not show
+    /// the op yet.
+    pub fn mirror_op(&mut self, op: Op) {
+        let (kind, key) = (op.kind.clone(), op.key.clone());
+        self.pending.push_back(op);
+        self.record(&kind, &key, None);
     }
 
     /// Sets the cursor to the one the client holding the connection reached.
     pub fn mirror_cursor(&mut self, cursor: Option<u64>) {
         self.cursor = cursor;
-    }
-
-    /// Drops a pending op that was answered on another connection.
-    pub fn forget_pending(&mut self, op_id: &str) -> Option<Op> {
-        self.take_pending(op_id)
     }
 
     /// Call when a socket to the server opened: queues `hello` resuming from
@@ -451,11 +490,13 @@ impl ClientSession {
             ServerMessage::Ack(ack) => {
                 if let Some(op) = self.take_pending(&ack.op_id) {
                     self.confirm(&op, &ack);
+                    self.record(&op.kind, &op.key, Some(op.clone()));
                     self.events.push_back(ClientEvent::Acked(ack));
                 }
             }
             ServerMessage::Reject(r) => {
                 if let Some(op) = self.take_pending(&r.op_id) {
+                    self.record(&op.kind, &op.key, Some(op.clone()));
                     self.events.push_back(ClientEvent::Rejected {
                         op,
                         code: r.code,
@@ -479,7 +520,7 @@ impl ClientSession {
         if !s.done {
             return;
         }
-        self.confirmed = std::mem::take(&mut self.snapshot)
+        let confirmed: BTreeMap<(String, String), Entry<Value>> = std::mem::take(&mut self.snapshot)
             .into_iter()
             .map(|e| {
                 let entry = Entry {
@@ -490,6 +531,27 @@ impl ClientSession {
                 ((e.kind, e.key), entry)
             })
             .collect();
+        let old = std::mem::replace(&mut self.confirmed, confirmed);
+        if self.config.record_steps {
+            // A snapshot has no history: one step per entry it changed.
+            let mut changed: Vec<&(String, String)> = old
+                .iter()
+                .filter(|(slot, e)| self.confirmed.get(*slot) != Some(*e))
+                .map(|(slot, _)| slot)
+                .chain(
+                    self.confirmed
+                        .iter()
+                        .filter(|(slot, e)| old.get(*slot) != Some(*e))
+                        .map(|(slot, _)| slot),
+                )
+                .collect();
+            changed.sort();
+            changed.dedup();
+            let changed: Vec<(String, String)> = changed.into_iter().cloned().collect();
+            for (kind, key) in changed {
+                self.record(&kind, &key, None);
+            }
+        }
         self.cursor = Some(s.rev);
         self.events.push_back(ClientEvent::SnapshotApplied {
             rev: s.rev,
@@ -523,6 +585,7 @@ impl ClientSession {
                     },
                 );
             }
+            self.record(&e.kind, &e.key, None);
         }
         if c.rev > cursor || self.cursor.is_none() {
             self.cursor = Some(c.rev.max(cursor));
