@@ -1,0 +1,395 @@
+//! A client replica's view, as a store with watchers shows it: a
+//! [`ClientSession`] that records steps, and a view that applies
+//! [`view::rebase`] at arbitrary points, as the browser's writer does.
+//!
+//! Seeded runs against a sequential server model: local writes shown at
+//! once, other clients' writes, the server's changes and acks in either
+//! order, frames delivered in bursts. The view must end equal to the
+//! server, never show a value the session does not, and show every change
+//! of the keys only others wrote exactly as the server made it, in order.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde_json::{Value, json};
+use store_core::sync::codec::encode_server;
+use store_core::sync::session::{ClientConfig, ClientSession};
+use store_core::sync::view::{self, ViewChange};
+use store_core::sync::{
+    Ack, ChangeBatch, ClientMessage, Op, OpAction, OpResult, Rights, ServerMessage, Welcome,
+};
+use store_core::{Event, EventType};
+
+const KIND: &str = "t";
+
+/// The server: applies writes in order, one revision each.
+#[derive(Default)]
+struct Server {
+    entries: BTreeMap<String, (Value, u64)>,
+    rev: u64,
+    /// Every change, in revision order: (key, type, value, version).
+    log: Vec<(String, EventType, Value, u64)>,
+}
+
+impl Server {
+    /// Applies a write; the change it made (if any) and its ack.
+    fn apply(&mut self, op_id: &str, key: &str, value: Option<Value>) -> (Option<Event<Value>>, Ack) {
+        let old = self.entries.get(key).cloned();
+        let (event, result) = match (value, old) {
+            (Some(v), Some((old, _))) if v == old => {
+                let ack = Ack {
+                    op_id: op_id.into(),
+                    result: OpResult::Unchanged,
+                    version: self.entries[key].1,
+                    rev: self.rev,
+                };
+                return (None, ack);
+            }
+            (Some(v), old) => {
+                let version = old.as_ref().map_or(1, |(_, n)| n + 1);
+                self.entries.insert(key.into(), (v.clone(), version));
+                let t = if old.is_some() {
+                    EventType::Update
+                } else {
+                    EventType::Create
+                };
+                let result = if old.is_some() {
+                    OpResult::Updated
+                } else {
+                    OpResult::Created
+                };
+                ((t, v, version), result)
+            }
+            (None, Some((old, version))) => {
+                self.entries.remove(key);
+                ((EventType::Delete, old, version), OpResult::Deleted)
+            }
+            (None, None) => {
+                let ack = Ack {
+                    op_id: op_id.into(),
+                    result: OpResult::Absent,
+                    version: 0,
+                    rev: self.rev,
+                };
+                return (None, ack);
+            }
+        };
+        self.rev += 1;
+        let (event_type, value, version) = event;
+        self.log.push((key.into(), event_type, value.clone(), version));
+        let ack_version = if event_type == EventType::Delete {
+            0
+        } else {
+            version
+        };
+        let event = Event {
+            kind: KIND.into(),
+            key: key.into(),
+            event_type,
+            value,
+            version,
+            rev: self.rev,
+        };
+        let ack = Ack {
+            op_id: op_id.into(),
+            result,
+            version: ack_version,
+            rev: self.rev,
+        };
+        (Some(event), ack)
+    }
+}
+
+/// A replica: the session and the view a store shows, with its watch log.
+struct Replica {
+    session: ClientSession,
+    view: BTreeMap<String, (Value, u64)>,
+    watched: Vec<(String, EventType, Value, u64)>,
+    next_op: u64,
+}
+
+impl Replica {
+    fn new() -> Self {
+        let mut config = ClientConfig::new("ns", "token", "c1");
+        config.record_steps = true;
+        let mut session = ClientSession::new(config);
+        session.connect(0);
+        let welcome = ServerMessage::Welcome(Welcome {
+            protocol: store_core::sync::PROTOCOL_VERSION,
+            namespace: "ns".into(),
+            rights: Rights::ReadWrite,
+            schemas: BTreeMap::new(),
+            heartbeat_ms: 30_000,
+            max_frame_bytes: 1 << 20,
+        });
+        session
+            .handle_frame(encode_server(&welcome).as_bytes(), 0)
+            .unwrap();
+        while session.poll_transmit().is_some() {}
+        Replica {
+            session,
+            view: BTreeMap::new(),
+            watched: Vec::new(),
+            next_op: 0,
+        }
+    }
+
+    /// A local write as a store makes it: shown at once, then queued.
+    fn write(&mut self, key: &str, value: Option<Value>) {
+        let old = self.view.get(key).cloned();
+        let shown = match (&value, &old) {
+            (Some(v), Some((o, _))) if v == o => return, // unchanged: no op
+            (None, None) => return,                      // nothing to delete
+            (Some(v), _) => {
+                let version = old.as_ref().map_or(1, |(_, n)| n + 1);
+                let t = if old.is_some() {
+                    EventType::Update
+                } else {
+                    EventType::Create
+                };
+                self.view.insert(key.into(), (v.clone(), version));
+                (t, v.clone(), version)
+            }
+            (None, Some((o, n))) => {
+                self.view.remove(key);
+                (EventType::Delete, o.clone(), *n)
+            }
+        };
+        self.watched.push((key.into(), shown.0, shown.1, shown.2));
+        self.next_op += 1;
+        let op = Op {
+            op_id: format!("op{}", self.next_op),
+            kind: KIND.into(),
+            key: key.into(),
+            action: if value.is_some() {
+                OpAction::Set
+            } else {
+                OpAction::Delete
+            },
+            value,
+            if_version: None,
+        };
+        self.session.enqueue(op);
+    }
+
+    /// The store's writer pass: rebase what the session recorded.
+    fn plan(&mut self) {
+        let steps = self.session.take_steps();
+        let view_now = self.view.clone();
+        let changes = view::rebase(
+            &steps,
+            |_, key| view_now.get(key).cloned(),
+            self.session.pending(),
+        );
+        for ViewChange {
+            key,
+            event_type,
+            value,
+            version,
+            ..
+        } in changes
+        {
+            let before = self.view.get(&key).cloned();
+            match event_type {
+                EventType::Create => assert!(before.is_none(), "create of a shown key {key}"),
+                EventType::Update => assert!(before.is_some(), "update of an absent key {key}"),
+                EventType::Delete => {
+                    assert_eq!(
+                        before,
+                        Some((value.clone(), version)),
+                        "a delete names what was shown"
+                    )
+                }
+            }
+            if event_type == EventType::Delete {
+                self.view.remove(&key);
+            } else {
+                self.view.insert(key.clone(), (value.clone(), version));
+            }
+            self.watched.push((key, event_type, value, version));
+        }
+        for key in steps.iter().map(|s| s.key.as_str()).collect::<BTreeSet<_>>() {
+            let want = self.session.optimistic(KIND, key);
+            let shown = self.view.get(key).cloned();
+            let pending = self.session.pending().any(|op| op.key == key);
+            if pending {
+                assert_eq!(shown.map(|s| s.0), want.map(|w| w.0), "{key}: the pending value");
+            } else {
+                assert_eq!(shown, want, "{key}: the confirmed entry");
+            }
+        }
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn changes(event: Event<Value>, rev: u64) -> ServerMessage {
+    ServerMessage::Changes(ChangeBatch {
+        events: vec![event],
+        rev,
+    })
+}
+
+fn run(seed: u64) {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut server = Server::default();
+    let mut replica = Replica::new();
+    let mut wire: VecDeque<ServerMessage> = VecDeque::new();
+    let keys = ["a", "b", "c", "d"];
+    // Keys only other clients write: their watch log must equal the server's.
+    let remote_only = ["r", "s"];
+    let mut remote_op = 0;
+    for _ in 0..200 {
+        match rng.below(10) {
+            0..=2 => {
+                let key = keys[rng.below(keys.len() as u64) as usize];
+                let value = (rng.below(4) > 0).then(|| json!(rng.below(3)));
+                replica.write(key, value);
+            }
+            3..=4 => {
+                let all: Vec<&str> = keys.iter().chain(&remote_only).copied().collect();
+                let key = all[rng.below(all.len() as u64) as usize];
+                let value = (rng.below(4) > 0).then(|| json!(rng.below(3)));
+                remote_op += 1;
+                let (event, _) = server.apply(&format!("other{remote_op}"), key, value);
+                if let Some(e) = event {
+                    wire.push_back(changes(e, server.rev));
+                }
+            }
+            5..=6 => {
+                // The client sends; the server applies, and relays the change
+                // before or after its ack.
+                while let Some(message) = replica.session.poll_transmit() {
+                    let ClientMessage::Push(push) = message else {
+                        continue;
+                    };
+                    for op in push.ops {
+                        let (event, ack) = server.apply(&op.op_id, &op.key, op.value.clone());
+                        let ack = ServerMessage::Ack(ack);
+                        let change = event.map(|e| changes(e, server.rev));
+                        if rng.below(2) == 0 {
+                            wire.push_back(ack);
+                            wire.extend(change);
+                        } else {
+                            wire.extend(change);
+                            wire.push_back(ack);
+                        }
+                    }
+                }
+            }
+            7..=8 => {
+                for _ in 0..=rng.below(4) {
+                    let Some(message) = wire.pop_front() else { break };
+                    let frame = encode_server(&message);
+                    replica.session.handle_frame(frame.as_bytes(), 0).unwrap();
+                }
+            }
+            _ => replica.plan(),
+        }
+    }
+    // Deliver everything, answer everything.
+    loop {
+        while let Some(message) = replica.session.poll_transmit() {
+            let ClientMessage::Push(push) = message else {
+                continue;
+            };
+            for op in push.ops {
+                let (event, ack) = server.apply(&op.op_id, &op.key, op.value.clone());
+                wire.extend(event.map(|e| changes(e, server.rev)));
+                wire.push_back(ServerMessage::Ack(ack));
+            }
+        }
+        let Some(message) = wire.pop_front() else { break };
+        replica
+            .session
+            .handle_frame(encode_server(&message).as_bytes(), 0)
+            .unwrap();
+    }
+    replica.plan();
+    assert_eq!(replica.session.pending().len(), 0);
+    assert_eq!(
+        replica.view, server.entries,
+        "seed {seed}: the view ends as the server"
+    );
+    for key in remote_only {
+        let of = |log: &[(String, EventType, Value, u64)]| -> Vec<_> {
+            log.iter().filter(|e| e.0 == key).cloned().collect()
+        };
+        assert_eq!(
+            of(&replica.watched),
+            of(&server.log),
+            "seed {seed}: every change of {key}, as the server made it"
+        );
+    }
+}
+
+#[test]
+fn a_replica_view_shows_every_remote_change_in_order_and_ends_as_the_server() {
+    let seeds: u64 = std::env::var("ZESTOR_VIEW_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    for seed in 0..seeds {
+        run(seed);
+    }
+}
+
+#[test]
+fn offline_writes_arriving_together_are_one_event_each() {
+    // The repro: another client wrote x=1, x=2, y=1, delete y, a=1; they
+    // arrive in one batch.
+    let mut server = Server::default();
+    let mut events = Vec::new();
+    for (i, (key, value)) in [
+        ("x", Some(json!(1))),
+        ("x", Some(json!(2))),
+        ("y", Some(json!(1))),
+        ("y", None),
+        ("a", Some(json!(1))),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        events.extend(server.apply(&format!("o{i}"), key, value).0);
+    }
+    let mut replica = Replica::new();
+    let batch = ServerMessage::Changes(ChangeBatch {
+        events,
+        rev: server.rev,
+    });
+    replica
+        .session
+        .handle_frame(encode_server(&batch).as_bytes(), 0)
+        .unwrap();
+    replica.plan();
+    assert_eq!(replica.watched, server.log);
+    // A second replica that mirrors the first (another tab) sees the same.
+    let mut config = ClientConfig::new("ns", "token", "c1");
+    config.record_steps = true;
+    let mut mirror = Replica {
+        session: ClientSession::new(config),
+        ..Replica::new()
+    };
+    let mut leader = Replica::new();
+    leader
+        .session
+        .handle_frame(encode_server(&batch).as_bytes(), 0)
+        .unwrap();
+    for step in leader.session.take_steps() {
+        mirror.session.mirror(step);
+    }
+    mirror.plan();
+    assert_eq!(mirror.watched, server.log);
+}
