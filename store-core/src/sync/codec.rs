@@ -10,6 +10,8 @@ use serde_json::Value;
 use super::message::{ClientMessage, ErrorCode, OpAction, ProtocolError, ServerMessage};
 use crate::Event;
 
+mod fields;
+
 /// What the decoder accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -95,7 +97,8 @@ fn check_required(what: &str, id: &str, limits: &Limits) -> Result<(), ProtocolE
 
 /// Decodes and checks a frame from a client (used by the server).
 pub fn decode_client(frame: &[u8], limits: &Limits) -> Result<ClientMessage, ProtocolError> {
-    let message: ClientMessage = decode(frame, limits.max_frame_bytes, CLIENT_TYPES)?;
+    let message: ClientMessage =
+        decode(frame, limits.max_frame_bytes, CLIENT_TYPES).map_err(|e| fields::explained(e, frame))?;
     match &message {
         ClientMessage::Hello(h) => {
             check_required("namespace", &h.namespace, limits)?;

@@ -426,6 +426,11 @@ pub enum CloseCode {
     GoingAway,
     /// 1002: the client broke the protocol.
     ProtocolError,
+    /// 1003: the client sent a kind of data the protocol does not take (a
+    /// binary frame; the protocol is text only).
+    UnsupportedData,
+    /// 1007: a text frame that is not valid UTF-8.
+    InvalidPayload,
     /// 1009: a frame exceeded the size limit.
     TooBig,
     /// 1011: the server failed.
@@ -450,6 +455,8 @@ impl CloseCode {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
             CloseCode::ProtocolError => 1002,
+            CloseCode::UnsupportedData => 1003,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::TooBig => 1009,
             CloseCode::InternalError => 1011,
             CloseCode::UnsupportedProtocol => 4000,
@@ -467,6 +474,8 @@ impl CloseCode {
             CloseCode::Normal,
             CloseCode::GoingAway,
             CloseCode::ProtocolError,
+            CloseCode::UnsupportedData,
+            CloseCode::InvalidPayload,
             CloseCode::TooBig,
             CloseCode::InternalError,
             CloseCode::UnsupportedProtocol,

@@ -72,4 +72,4 @@ mod client;
 mod server;
 
 pub use client::{ClientConfig, ClientEvent, ClientSession, ClientState};
-pub use server::{Authorized, Outbound, ServerConfig, ServerEffect, ServerSession, SyncStart};
+pub use server::{Authorized, BadFrame, Outbound, ServerConfig, ServerEffect, ServerSession, SyncStart};

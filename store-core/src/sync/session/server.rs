@@ -149,6 +149,29 @@ impl Outbound {
     }
 }
 
+/// A frame the shell's WebSocket received but could not hand over as
+/// text: what [`ServerSession::handle_bad_frame`] takes. Each one ends the
+/// session with a fatal error and the close code that names the fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadFrame {
+    /// A binary frame: the protocol is text only. `bad_message`, close
+    /// 1003 (unsupported data).
+    Binary,
+    /// A text frame whose payload is not valid UTF-8. `bad_message`, close
+    /// 1007 (invalid payload data).
+    InvalidUtf8,
+    /// A frame, or a message of several frames, that the transport refused
+    /// for its size after reading `size` of its bytes or its header saying
+    /// so. `too_large`, close 1009.
+    TooLarge {
+        /// The size seen, in bytes.
+        size: usize,
+    },
+    /// Framing that breaks RFC 6455 (an unmasked frame, reserved bits, a
+    /// stray continuation…), described. `bad_message`, close 1002.
+    Malformed(String),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Waiting for `hello`.
@@ -270,6 +293,41 @@ impl ServerSession {
             Ok(message) => self.handle_message(message),
             Err(e) => self.fail(e.code, e.message),
         }
+    }
+
+    /// Call with every frame received that the transport could not hand
+    /// over as text, and the time: the session ends (see [`BadFrame`]).
+    pub fn handle_bad_frame(&mut self, frame: BadFrame, now_ms: u64) {
+        if self.is_closed() {
+            return;
+        }
+        self.last_rx_ms = now_ms;
+        let (code, close, message) = match frame {
+            BadFrame::Binary => (
+                ErrorCode::BadMessage,
+                CloseCode::UnsupportedData,
+                "a binary frame: the protocol takes text frames only".to_owned(),
+            ),
+            BadFrame::InvalidUtf8 => (
+                ErrorCode::BadMessage,
+                CloseCode::InvalidPayload,
+                "a text frame that is not valid UTF-8".to_owned(),
+            ),
+            BadFrame::TooLarge { size } => (
+                ErrorCode::TooLarge,
+                CloseCode::TooBig,
+                format!(
+                    "a frame of at least {size} bytes exceeds the limit of {}",
+                    self.config.limits.max_frame_bytes
+                ),
+            ),
+            BadFrame::Malformed(what) => (
+                ErrorCode::BadMessage,
+                CloseCode::ProtocolError,
+                format!("not a valid WebSocket frame: {what}"),
+            ),
+        };
+        self.fail_with(code, close, message);
     }
 
     fn handle_message(&mut self, message: ClientMessage) {
@@ -512,6 +570,18 @@ impl ServerSession {
         self.fail(ErrorCode::ShuttingDown, "the server is shutting down");
     }
 
+    /// Call when the shell could not write anything to the client for
+    /// `stalled_ms` (its send timeout): the client stopped reading. The
+    /// session ends with a fatal `slow_consumer` (close 4008); what was
+    /// queued for the client is dropped, so the error is all that is left
+    /// to send, once the client's socket takes data again.
+    pub fn handle_send_stalled(&mut self, stalled_ms: u64) {
+        self.fail(
+            ErrorCode::SlowConsumer,
+            format!("the client did not read for {stalled_ms} ms; reconnect and resume from the cursor"),
+        );
+    }
+
     /// Call when the timer armed at [`ServerSession::poll_timeout`] fires.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         if self.is_closed() {
@@ -615,6 +685,11 @@ impl ServerSession {
     /// Ends the session with a fatal error. What was queued is dropped: the
     /// client resumes from its cursor and retries its unanswered ops.
     fn fail(&mut self, code: ErrorCode, message: impl Into<String>) {
+        self.fail_with(code, code.close_code(), message);
+    }
+
+    /// Like [`ServerSession::fail`], with a close code of its own.
+    fn fail_with(&mut self, code: ErrorCode, close: CloseCode, message: impl Into<String>) {
         if self.is_closed() {
             return;
         }
@@ -631,7 +706,7 @@ impl ServerSession {
         self.effects.clear();
         self.deferred.clear();
         self.early.clear();
-        self.close = Some(code.close_code());
+        self.close = Some(close);
         self.phase = Phase::Closed;
     }
 }
