@@ -14,7 +14,7 @@ use store_core::sync::codec::Limits;
 use store_core::sync::session::ServerConfig;
 use store_core::{DEFAULT_RETENTION, StoreOptions};
 use sync_server::backend::sqlite::Synchronous;
-use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, serve};
+use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, check_allowed_origins, serve};
 
 /// Zestor's sync server: keeps namespaces of typed, versioned key-value data
 /// in SQLite or PostgreSQL and syncs them to clients over WebSockets.
@@ -51,8 +51,18 @@ struct Args {
     #[arg(long, env = "ZESTOR_STATIC")]
     static_dir: Option<PathBuf>,
 
-    /// Browser origins allowed to connect (repeatable); none allows any.
-    #[arg(long = "allow-origin", env = "ZESTOR_ALLOW_ORIGINS", value_delimiter = ',')]
+    /// Another web origin whose pages may connect, as `scheme://host[:port]`
+    /// (repeatable, or comma-separated); `*` allows any. Without it, only
+    /// pages of the host the server is reached at may connect (the `Origin`
+    /// header's host name must equal the `Host` header's; schemes and ports
+    /// are not compared). Clients that send no `Origin` (native clients,
+    /// scripts) are always allowed.
+    #[arg(
+        long = "allow-origin",
+        env = "ZESTOR_ALLOW_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
     allow_origins: Vec<String>,
 
     /// Revisions of history kept per namespace for clients to resume from.
@@ -72,7 +82,9 @@ struct Args {
     #[arg(long, env = "ZESTOR_HEARTBEAT_MS", default_value_t = 30_000)]
     heartbeat_ms: u64,
 
-    /// Cut off a client that has not read for this many milliseconds.
+    /// Give up on a client that has not read for this many milliseconds
+    /// (`slow_consumer`, close 4008), and wait as long at most for a client
+    /// to take the close frame.
     #[arg(long, env = "ZESTOR_SEND_TIMEOUT_MS", default_value_t = 10_000)]
     send_timeout_ms: u64,
 
@@ -142,6 +154,7 @@ async fn main() {
 
 async fn run(args: Args) -> Result<(), String> {
     let database: Database = args.db.parse()?;
+    check_allowed_origins(&args.allow_origins)?;
     let tokens = match (&args.tokens, args.insecure_open) {
         (Some(path), _) => Tokens::load(path)?,
         (None, true) => Tokens::open_to_all(),

@@ -7,22 +7,34 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
 use store_core::sync::codec::encode_server;
-use store_core::sync::session::{Authorized, Outbound, ServerEffect, ServerSession, SyncStart};
+use store_core::sync::session::{Authorized, BadFrame, Outbound, ServerEffect, ServerSession, SyncStart};
 use store_core::sync::{ErrorCode, SnapshotEntry, SnapshotReason};
 use store_core::{Error, Event, Store, Watch, WatchOptions};
+use tokio::io::AsyncReadExt;
+use tokio::time::timeout_at;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::AppState;
 use super::frames::EventFrames;
 use super::metrics::Metrics;
+use super::socket::Socket;
 use crate::backend::{Answer, Durable};
 
 /// How many committed changes may wait for a connection before it is
 /// treated as lagging (and sent a snapshot instead).
 const LIVE_BUFFER: usize = 4_096;
+
+/// After a frame the transport refused, the server reads out (and drops)
+/// what the client still sends, so that closing does not reset the
+/// connection under the close frame; it stops when nothing arrives for
+/// this long (the client is done and waits for the server to hang up).
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
 
 /// The namespace a session was admitted to.
 struct Admitted {
@@ -36,8 +48,38 @@ struct Admitted {
 /// serves them (applies their pushes) and answers.
 const MAX_FRAMES_PER_ROUND: usize = 64;
 
+/// How the client's side of the connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// Frames may still come.
+    Open,
+    /// The client sent a Close frame. Nothing more can be sent but the
+    /// answering Close (tungstenite has queued it, with the client's code);
+    /// it goes out once what the client pushed before is applied.
+    Closed,
+    /// The connection is gone (reset, or ended without a Close).
+    Gone,
+    /// The transport refused a frame (too large, not UTF-8, malformed): the
+    /// session answers it; the WebSocket reader is unusable from there on.
+    Refused,
+}
+
+type Sink = SplitSink<Socket, Message>;
+type Source = SplitStream<Socket>;
+
 /// Runs one connection to its end.
-pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
+///
+/// How a connection ends, as the client sees it:
+///
+/// - a fatal error of the session (including a frame the transport refused,
+///   and a client that stopped reading): what was queued before it, the
+///   `error` message, then a Close frame with the error's close code; the
+///   server then reads until the client answers the Close or hangs up;
+/// - the client's Close: what it pushed before is applied, then the Close is
+///   answered (with the client's code, 1000 for a normal close);
+/// - every wait on the client (a send, the close, the answer to it) is
+///   bounded by the send timeout; past it the TCP connection is dropped.
+pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
     let metrics = &state.metrics;
     Metrics::add(&metrics.connections, 1);
     Metrics::add(&metrics.connections_total, 1);
@@ -50,16 +92,17 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
     let lag = metrics.register_lag();
     let (mut tx, mut rx) = socket.split();
 
-    // The peer closed or the socket failed: what it sent before is still
-    // served and answered, then the connection ends.
-    let mut closing = false;
+    // Once the client closed, went away or sent a frame the transport
+    // refused, what it sent before is still served, then the connection
+    // ends.
+    let mut peer = Peer::Open;
     // The answers of a round of pushes are queued before any is sent: a
     // round holds at most half the session's queue of ops, and a push that
     // does not fit waits for the next round.
     let max_ops_per_round = (state.session.max_queued_messages / 2).max(1);
     let mut next_round: Option<ServerEffect> = None;
 
-    'session: loop {
+    loop {
         // Pushes received together are submitted together, so the store
         // commits them in one transaction; they are answered in order.
         let mut applying = Vec::new();
@@ -79,36 +122,38 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
             }
         }
         answer(&state, &mut session, &mut applying).await;
+        if session.is_closed() {
+            // The session's last messages and its close code are sent when
+            // the connection ends.
+            break;
+        }
         while let Some(outbound) = session.poll_outbound() {
+            if peer != Peer::Open {
+                // The client closed or is gone: nothing more reaches it.
+                continue;
+            }
             if let Outbound::Changes { events, .. } = &outbound {
                 Metrics::add(&metrics.events_out, events.len() as u64);
             }
-            // A `changes` frame is built from the namespace's shared
-            // encodings of its events, not encoded per connection.
-            let text = match (&outbound, &admitted) {
-                (Outbound::Changes { events, rev }, Some(a)) => a.frames.changes(events, *rev),
-                _ => encode_server(&outbound.into_message()),
-            };
+            let text = encode(outbound, admitted.as_ref());
             match tokio::time::timeout(state.send_timeout, tx.send(Message::Text(text.into()))).await {
                 Ok(Ok(())) => Metrics::add(&metrics.frames_out, 1),
-                Ok(Err(_)) => break 'session,
+                Ok(Err(_)) => peer = Peer::Gone,
                 Err(_) => {
-                    tracing::info!("cutting off a client that stopped reading");
-                    break 'session;
+                    // The client stopped reading: stop queuing for it; the
+                    // `slow_consumer` error and the close frame follow what
+                    // its socket already holds, if it reads again in time.
+                    tracing::info!("giving up on a client that stopped reading");
+                    Metrics::add(&metrics.slow_consumers, 1);
+                    session.handle_send_stalled(state.send_timeout.as_millis() as u64);
+                    watch = None;
+                    break;
                 }
             }
         }
         let backlog = watch.as_ref().map_or(0, Watch::ready) as u64;
         lag.store(backlog, std::sync::atomic::Ordering::Relaxed);
-        if closing && next_round.is_none() {
-            break;
-        }
-        if let Some(code) = session.poll_close() {
-            let frame = CloseFrame {
-                code: code.code(),
-                reason: "".into(),
-            };
-            let _ = tokio::time::timeout(state.send_timeout, tx.send(Message::Close(Some(frame)))).await;
+        if session.is_closed() || peer != Peer::Open && next_round.is_none() {
             break;
         }
         if next_round.is_some() {
@@ -123,22 +168,8 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
                 // number), so that their pushes are applied together.
                 let mut frame = frame;
                 for round in 1.. {
-                    match frame {
-                        Some(Ok(Message::Text(text))) => {
-                            Metrics::add(&metrics.frames_in, 1);
-                            session.handle_frame(text.as_bytes(), now());
-                        }
-                        Some(Ok(Message::Binary(bytes))) => {
-                            Metrics::add(&metrics.frames_in, 1);
-                            session.handle_frame(&bytes, now());
-                        }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                            closing = true;
-                            break;
-                        }
-                    }
-                    if round == MAX_FRAMES_PER_ROUND {
+                    peer = take_frame(frame, &mut session, now(), metrics);
+                    if peer != Peer::Open || round == MAX_FRAMES_PER_ROUND {
                         break;
                     }
                     match rx.next().now_or_never() {
@@ -167,7 +198,129 @@ pub(crate) async fn run(socket: WebSocket, state: Arc<AppState>) {
             _ = shutdown.changed() => session.handle_shutdown(),
         }
     }
+    drop(watch);
+    close(&state, &mut session, admitted.as_ref(), tx, rx, peer).await;
     Metrics::decrement(&metrics.connections);
+}
+
+/// Hands one received frame to the session; tells how the client's side
+/// stands after it.
+fn take_frame(
+    frame: Option<Result<Message, WsError>>,
+    session: &mut ServerSession,
+    now: u64,
+    metrics: &Metrics,
+) -> Peer {
+    match frame {
+        Some(Ok(Message::Text(text))) => {
+            Metrics::add(&metrics.frames_in, 1);
+            session.handle_frame(text.as_bytes(), now);
+        }
+        Some(Ok(Message::Binary(_))) => {
+            Metrics::add(&metrics.frames_in, 1);
+            session.handle_bad_frame(BadFrame::Binary, now);
+        }
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+        Some(Ok(Message::Close(_))) => return Peer::Closed,
+        Some(Err(e)) => {
+            return match refused(e) {
+                Some(bad) => {
+                    session.handle_bad_frame(bad, now);
+                    Peer::Refused
+                }
+                None => Peer::Gone,
+            };
+        }
+        None => return Peer::Gone,
+    }
+    Peer::Open
+}
+
+/// The frame the transport refused, or `None` when the error is the
+/// connection's end.
+fn refused(error: WsError) -> Option<BadFrame> {
+    match error {
+        WsError::Utf8(_) => Some(BadFrame::InvalidUtf8),
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => Some(BadFrame::TooLarge { size }),
+        WsError::Capacity(e) => Some(BadFrame::Malformed(e.to_string())),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(e) => Some(BadFrame::Malformed(e.to_string())),
+        WsError::AttackAttempt => Some(BadFrame::Malformed("an attack attempt".into())),
+        _ => None,
+    }
+}
+
+/// The text of a message to send: a `changes` message from the namespace's
+/// shared encodings of its events, not encoded per connection.
+fn encode(outbound: Outbound, admitted: Option<&Admitted>) -> String {
+    match (&outbound, admitted) {
+        (Outbound::Changes { events, rev }, Some(a)) => a.frames.changes(events, *rev),
+        _ => encode_server(&outbound.into_message()),
+    }
+}
+
+/// Ends the connection, waiting on the client at most the send timeout:
+/// sends the session's last messages and its close frame (or answers the
+/// client's close), then reads until the client hangs up.
+async fn close(
+    state: &AppState,
+    session: &mut ServerSession,
+    admitted: Option<&Admitted>,
+    mut tx: Sink,
+    rx: Source,
+    peer: Peer,
+) {
+    let deadline = tokio::time::Instant::now() + state.send_timeout;
+    let code = session.poll_close();
+    match (peer, code) {
+        (Peer::Closed, _) => {
+            // Writes the answering Close that tungstenite queued; the
+            // connection ends with it.
+            let _ = timeout_at(deadline, tx.flush()).await;
+        }
+        (Peer::Open | Peer::Refused, Some(code)) => {
+            let sent = timeout_at(deadline, async {
+                while let Some(outbound) = session.poll_outbound() {
+                    let text = encode(outbound, admitted);
+                    tx.send(Message::Text(text.into())).await?;
+                    Metrics::add(&state.metrics.frames_out, 1);
+                }
+                let frame = CloseFrame {
+                    code: code.code().into(),
+                    reason: "".into(),
+                };
+                tx.send(Message::Close(Some(frame))).await
+            })
+            .await;
+            if matches!(sent, Ok(Ok(()))) {
+                drain(tx, rx, peer == Peer::Refused, deadline).await;
+            }
+        }
+        (Peer::Gone, _) | (Peer::Open | Peer::Refused, None) => {}
+    }
+}
+
+/// After the server's close frame: reads what the client still sends
+/// until it answers the close or hangs up, so that the connection is not
+/// reset under the close frame. When the WebSocket reader failed (`raw`),
+/// the bytes are read from the TCP connection and dropped, until nothing
+/// comes for [`DRAIN_IDLE`].
+async fn drain(tx: Sink, mut rx: Source, raw: bool, deadline: tokio::time::Instant) {
+    if !raw {
+        let _ = timeout_at(deadline, async { while let Some(Ok(_)) = rx.next().await {} }).await;
+        return;
+    }
+    let Ok(mut socket) = rx.reunite(tx) else {
+        return;
+    };
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let until = deadline.min(tokio::time::Instant::now() + DRAIN_IDLE);
+        match timeout_at(until, socket.get_mut().read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
 }
 
 async fn sleep(timer: Option<Duration>) {

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub ops_rejected: AtomicU64,
     /// Change events sent to clients.
     pub events_out: AtomicU64,
+    /// Clients given up on because nothing could be written to them for
+    /// the send timeout (`slow_consumer`).
+    pub slow_consumers: AtomicU64,
     /// Each live connection's lag: changes committed but not yet sent.
     lags: Mutex<Vec<Weak<AtomicU64>>>,
 }
@@ -50,7 +53,7 @@ impl Metrics {
     #[must_use]
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 7] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 8] = [
             (
                 "zestor_connections",
                 "gauge",
@@ -92,6 +95,12 @@ impl Metrics {
                 "counter",
                 "change events sent",
                 &self.events_out,
+            ),
+            (
+                "zestor_slow_consumers_total",
+                "counter",
+                "clients given up on because they stopped reading",
+                &self.slow_consumers,
             ),
         ];
         for (name, kind, help, value) in rows {

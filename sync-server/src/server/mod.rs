@@ -10,22 +10,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use store_core::sync::session::ServerConfig;
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tower_http::services::ServeDir;
 
 mod auth;
 mod connection;
 mod frames;
 mod metrics;
+mod origin;
+mod socket;
 mod stores;
 
 pub use auth::Tokens;
 pub use metrics::Metrics;
+pub use origin::check_allowed_origins;
 pub use stores::{Database, Stores};
 
 /// What a running server shares with its connections.
@@ -38,10 +42,15 @@ pub struct AppState {
     pub session: ServerConfig,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
-    /// Browser origins allowed to open `/sync`; empty allows any.
+    /// Browser origins (`scheme://host[:port]`, `null`, or `*` for any)
+    /// allowed to open `/sync` besides the pages of the server's own host;
+    /// requests without an `Origin` (not from a browser) are always allowed.
+    /// See `docs/protocol.md` (Origins).
     pub allowed_origins: Vec<String>,
     /// How long a send may wait on a client that does not read before the
-    /// connection is cut, so it can neither stall nor grow the server.
+    /// server gives up on it (`slow_consumer`, 4008), so it can neither
+    /// stall nor grow the server; and how long the server then waits for
+    /// the client to take its last frames and answer its close.
     pub send_timeout: std::time::Duration,
     /// Becomes `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
@@ -68,23 +77,23 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn sync(State(state): State<Arc<AppState>>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
-        && !state.allowed_origins.is_empty()
-        && !state.allowed_origins.iter().any(|allowed| allowed == origin)
-    {
+async fn sync(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let headers = request.headers();
+    let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if !origin::allowed(text(header::ORIGIN), text(header::HOST), &state.allowed_origins) {
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
     // Frames up to twice the limit reach the session, which answers the
-    // ones over it with `too_large`; larger ones end the connection.
+    // ones over it with `too_large`; the transport refuses larger ones from
+    // their header, and the connection answers them with `too_large` too.
     let max = state.session.limits.max_frame_bytes.saturating_mul(2);
     // A small read buffer: tungstenite's default (128 KiB, zero-filled) would
     // make every idle connection cost that much.
-    upgrade
+    let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| connection::run(socket, state))
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    socket::upgrade(request, config, move |socket| connection::run(socket, state))
 }
 
 /// Each connection's WebSocket read buffer.
