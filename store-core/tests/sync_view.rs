@@ -104,6 +104,8 @@ struct Replica {
     session: ClientSession,
     view: BTreeMap<String, (Value, u64)>,
     watched: Vec<(String, EventType, Value, u64)>,
+    /// The events of its own writes, as the store showed them.
+    written: Vec<(String, EventType, Value, u64)>,
     next_op: u64,
 }
 
@@ -129,6 +131,7 @@ impl Replica {
             session,
             view: BTreeMap::new(),
             watched: Vec::new(),
+            written: Vec::new(),
             next_op: 0,
         }
     }
@@ -154,7 +157,8 @@ impl Replica {
                 (EventType::Delete, o.clone(), *n)
             }
         };
-        self.watched.push((key.into(), shown.0, shown.1, shown.2));
+        self.watched.push((key.into(), shown.0, shown.1.clone(), shown.2));
+        self.written.push((key.into(), shown.0, shown.1, shown.2));
         self.next_op += 1;
         let op = Op {
             op_id: format!("op{}", self.next_op),
@@ -248,13 +252,16 @@ fn run(seed: u64) {
     let mut replica = Replica::new();
     let mut wire: VecDeque<ServerMessage> = VecDeque::new();
     let keys = ["a", "b", "c", "d"];
+    // A key only this client writes: confirming its writes shows nothing.
+    let local_only = "l";
     // Keys only other clients write: their watch log must equal the server's.
     let remote_only = ["r", "s"];
     let mut remote_op = 0;
     for _ in 0..200 {
         match rng.below(10) {
             0..=2 => {
-                let key = keys[rng.below(keys.len() as u64) as usize];
+                let i = rng.below(keys.len() as u64 + 1) as usize;
+                let key = keys.get(i).copied().unwrap_or(local_only);
                 let value = (rng.below(4) > 0).then(|| json!(rng.below(3)));
                 replica.write(key, value);
             }
@@ -269,23 +276,38 @@ fn run(seed: u64) {
                 }
             }
             5..=6 => {
-                // The client sends; the server applies, and relays the change
-                // before or after its ack.
+                // The client sends; the server applies a push as one commit
+                // and relays its changes (in one batch) before or after the
+                // acks, or each change next to its ack.
                 while let Some(message) = replica.session.poll_transmit() {
                     let ClientMessage::Push(push) = message else {
                         continue;
                     };
+                    let mut events = Vec::new();
+                    let mut acks = Vec::new();
+                    let order = rng.below(3);
                     for op in push.ops {
                         let (event, ack) = server.apply(&op.op_id, &op.key, op.value.clone());
-                        let ack = ServerMessage::Ack(ack);
-                        let change = event.map(|e| changes(e, server.rev));
-                        if rng.below(2) == 0 {
-                            wire.push_back(ack);
-                            wire.extend(change);
+                        if order == 2 {
+                            wire.push_back(ServerMessage::Ack(ack));
+                            wire.extend(event.map(|e| changes(e, server.rev)));
                         } else {
-                            wire.extend(change);
-                            wire.push_back(ack);
+                            events.extend(event);
+                            acks.push(ServerMessage::Ack(ack));
                         }
+                    }
+                    let batch = (!events.is_empty()).then(|| {
+                        ServerMessage::Changes(ChangeBatch {
+                            events,
+                            rev: server.rev,
+                        })
+                    });
+                    if order == 0 {
+                        wire.extend(batch);
+                        wire.extend(acks);
+                    } else {
+                        wire.extend(acks);
+                        wire.extend(batch);
                     }
                 }
             }
@@ -323,13 +345,18 @@ fn run(seed: u64) {
         replica.view, server.entries,
         "seed {seed}: the view ends as the server"
     );
+    let of = |log: &[(String, EventType, Value, u64)], key: &str| -> Vec<_> {
+        log.iter().filter(|e| e.0 == key).cloned().collect()
+    };
+    assert_eq!(
+        of(&replica.watched, local_only),
+        of(&replica.written, local_only),
+        "seed {seed}: the confirmations of writes nobody else touched show nothing"
+    );
     for key in remote_only {
-        let of = |log: &[(String, EventType, Value, u64)]| -> Vec<_> {
-            log.iter().filter(|e| e.0 == key).cloned().collect()
-        };
         assert_eq!(
-            of(&replica.watched),
-            of(&server.log),
+            of(&replica.watched, key),
+            of(&server.log, key),
             "seed {seed}: every change of {key}, as the server made it"
         );
     }

@@ -175,6 +175,8 @@ pub struct ClientSession {
     next_nonce: u64,
     /// Recorded steps, when the config asks for them.
     steps: Vec<Step>,
+    /// Keys an ack deleted at a revision past the cursor (see `confirm`).
+    deleted_ahead: BTreeMap<(String, String), u64>,
 }
 
 impl ClientSession {
@@ -211,6 +213,7 @@ impl ClientSession {
             last_tx_ms: 0,
             next_nonce: 1,
             steps: Vec::new(),
+            deleted_ahead: BTreeMap::new(),
         }
     }
 
@@ -532,6 +535,7 @@ impl ClientSession {
             })
             .collect();
         let old = std::mem::replace(&mut self.confirmed, confirmed);
+        self.deleted_ahead.retain(|_, rev| *rev > s.rev);
         if self.config.record_steps {
             // A snapshot has no history: one step per entry it changed.
             let mut changed: Vec<&(String, String)> = old
@@ -573,6 +577,17 @@ impl ClientSession {
         let events: Vec<Event<Value>> = c.events.into_iter().filter(|e| e.rev > cursor).collect();
         for e in &events {
             let slot = (e.kind.clone(), e.key.clone());
+            // An ack that arrived before its change already took the key to
+            // a later revision (see `confirm`): older changes of the key
+            // are history it has passed.
+            let ahead = self
+                .confirmed
+                .get(&slot)
+                .map(|c| c.rev)
+                .max(self.deleted_ahead.get(&slot).copied());
+            if ahead.is_some_and(|rev| rev >= e.rev) {
+                continue;
+            }
             if e.event_type == EventType::Delete {
                 self.confirmed.remove(&slot);
             } else {
@@ -589,6 +604,8 @@ impl ClientSession {
         }
         if c.rev > cursor || self.cursor.is_none() {
             self.cursor = Some(c.rev.max(cursor));
+            let cursor = c.rev.max(cursor);
+            self.deleted_ahead.retain(|_, rev| *rev > cursor);
         }
         if !events.is_empty() {
             self.events.push_back(ClientEvent::Changed { events });
@@ -617,6 +634,7 @@ impl ClientSession {
             }
             OpResult::Deleted => {
                 self.confirmed.remove(&slot);
+                self.deleted_ahead.insert(slot, ack.rev);
             }
             OpResult::Unchanged | OpResult::Absent => {}
         }
