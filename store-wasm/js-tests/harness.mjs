@@ -29,6 +29,8 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
   '--no-first-run',
   '--disable-quic',
+  // window.gc(), for tests of what the garbage collector may free.
+  '--js-flags=--expose-gc',
 ];
 export const PKG_DIR = process.env.ZESTOR_PKG_DIR || path.join(repo, 'store-wasm/pkg/web');
 

@@ -362,6 +362,7 @@ impl Shared {
             }
         });
         *self.driver.borrow_mut() = Some(driver);
+        self.store.post(&TabMessage::Leading);
         self.status_changed();
     }
 
@@ -747,8 +748,15 @@ impl JsStore {
         let mut watch = self.subscribe(&kind, &options)?;
         let store = self.store().clone();
         let (cancel, cancelled) = futures_channel::oneshot::channel::<()>();
+        // Only calling the unsubscribe function ends the watch: an app that
+        // drops it (the garbage collector frees it) keeps watching.
+        let cancelled = async move {
+            if cancelled.await.is_err() {
+                future::pending::<()>().await;
+            }
+        };
         wasm_bindgen_futures::spawn_local(async move {
-            let mut cancelled = cancelled.fuse();
+            let mut cancelled = Box::pin(cancelled.fuse());
             loop {
                 let next = future::select(watch.next(), &mut cancelled).await;
                 let item = match next {

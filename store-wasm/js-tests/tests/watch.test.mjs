@@ -205,3 +205,24 @@ s.test('a watch callback can read and write the store', async (tc) => {
   assert.ok(got.reads.every((v) => v >= 1), JSON.stringify(got.reads));
   assert.ok(got.results.every((r) => r === 'created' || r === 'updated'), JSON.stringify(got.results));
 });
+
+s.test('a watch whose unsubscribe function the app dropped keeps delivering after garbage collection', async (tc) => {
+  const page = await tc.newPage();
+  const got = await page.evaluate(async () => {
+    const z = await window.zestorReady;
+    const { waitFor, sleep } = window.helpers;
+    const store = await z.open({ name: 'watch-dropped' });
+    window.seen = [];
+    // The unsubscribe function is not kept.
+    store.watch('note', {}, (event) => event && window.seen.push(event.key));
+    for (let i = 0; i < 5; i++) {
+      window.gc();
+      await sleep(20);
+    }
+    await store.set('note', 'after-gc', { n: 1 });
+    await waitFor(() => window.seen.length === 1, () => `the event (seen ${JSON.stringify(window.seen)})`, 3000);
+    await store.close();
+    return window.seen;
+  });
+  assert.deepEqual(got, ['after-gc']);
+});
