@@ -60,7 +60,7 @@
 mod common;
 
 use common::{
-    KEYS, Pg, Results, Row, chain, crate_version, die, in_order, pragma, raw_sqlite_kv, runtime, skipped,
+    KEYS, Pg, Results, Row, crate_version, die, in_order, pragma, raw_sqlite_kv, runtime, skipped,
     sqlite_version, value, write_loops,
 };
 use std::io::{BufRead, BufReader, Write};
@@ -200,7 +200,7 @@ const ROWS_CHANGE: &str = "INSERT INTO {s}.raw_changes (ns, rev, kind, key, type
      FROM {s}.raw_heads h WHERE h.ns = $1::text";
 
 fn pg_fail(what: &str, e: &tokio_postgres::Error) -> ! {
-    die(&format!("{what}: {}", chain(e)))
+    die(&format!("{what}: {}", postgres::error_message(e)))
 }
 
 /// Two child processes, each a store on the same namespace with 32

@@ -308,3 +308,102 @@ fn change_log_is_trimmed() {
         pg::drop_schema(url, &schema).await;
     });
 }
+
+/// A write the database refuses fails with the server's own report — its
+/// SQLSTATE code, message, detail and hint — not tokio-postgres' bare
+/// `db error`.
+#[test]
+fn a_refused_write_reports_the_database_error() {
+    let Some(url) = pg::url("a_refused_write_reports_the_database_error") else {
+        return;
+    };
+    pg::run(async {
+        let schema = pg::create_schema(url).await;
+        let s = open_in::<Value>(url, &schema, "ns").await.unwrap();
+        let admin = pg::connect(url).await;
+        admin
+            .batch_execute(&format!(
+                "ALTER TABLE {schema}.zestor_entries ADD CONSTRAINT short_keys CHECK (length(key) < 8);
+                 CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'ZT001',
+                         DETAIL = 'the key is refused', HINT = 'use another key';
+                 END $$;
+                 CREATE TRIGGER refuse BEFORE INSERT ON {schema}.zestor_entries
+                     FOR EACH ROW WHEN (NEW.key = 'refused') EXECUTE FUNCTION {schema}.refuse();"
+            ))
+            .await
+            .unwrap();
+        let refused = |key: &'static str| {
+            let s = &s;
+            async move {
+                match s.set("t", key, json!(1), NONE).await {
+                    Err(Error::Storage(e)) => e.to_string(),
+                    other => panic!("expected a storage error writing {key}, got {other:?}"),
+                }
+            }
+        };
+        let msg = refused("too-long-a-key").await;
+        assert!(
+            msg.contains(
+                "ERROR 23514: new row for relation \"zestor_entries\" violates check constraint \"short_keys\""
+            ) && msg.contains("; detail: Failing row contains (ns, t, too-long-a-key"),
+            "{msg}"
+        );
+        let msg = refused("refused").await;
+        assert!(
+            msg.contains(
+                "ERROR ZT001: refused by the test; detail: the key is refused; hint: use another key"
+            ),
+            "{msg}"
+        );
+        // Nothing was written, and the store goes on.
+        assert_eq!(s.rev().await.unwrap(), 0);
+        let w = s.set("t", "ok", json!(1), NONE).await.unwrap();
+        assert_eq!((w.rev, w.version), (1, 1));
+        Store::close(&s).await;
+        pg::drop_schema(url, &schema).await;
+    });
+}
+
+/// A migration the database refuses fails `open` with the server's report,
+/// and leaves the schema as it was: the migration is one transaction.
+#[test]
+fn a_refused_migration_reports_the_database_error_and_changes_nothing() {
+    let Some(url) = pg::url("a_refused_migration_reports_the_database_error_and_changes_nothing") else {
+        return;
+    };
+    pg::run(async {
+        let schema = pg::create_schema(url).await;
+        let admin = pg::connect(url).await;
+        // A table of another application where the migration creates one.
+        admin
+            .batch_execute(&format!("CREATE TABLE {schema}.zestor_entries (x int)"))
+            .await
+            .unwrap();
+        match open_in::<Value>(url, &schema, "ns").await {
+            Err(Error::Storage(e)) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(
+                        "migrating the schema: ERROR 42P07: relation \"zestor_entries\" already exists"
+                    ),
+                    "{msg}"
+                );
+            }
+            other => panic!("expected a storage error, got {other:?}"),
+        }
+        let tables: Vec<String> = admin
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(tables, ["zestor_entries"]);
+        pg::drop_schema(url, &schema).await;
+    });
+}

@@ -75,19 +75,6 @@ pub fn skipped(what: &str, why: &str, hint: &str) {
     }
 }
 
-/// The error and its sources on one line (tokio-postgres keeps the server's
-/// message in the source).
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 // ---- versions ----
 
 /// The versions of package `name` in the workspace's `Cargo.lock` (read at
@@ -464,7 +451,7 @@ impl Pg {
         rt.block_on(async {
             let client = match tokio::time::timeout(Duration::from_secs(5), pg_connect(&url)).await {
                 Ok(Ok(client)) => client,
-                Ok(Err(e)) => return Err(format!("{at}: {}", chain(&e))),
+                Ok(Err(e)) => return Err(format!("{at}: {}", postgres::error_message(&e))),
                 Err(_) => return Err(format!("{at}: no answer within 5 s")),
             };
             client
@@ -473,7 +460,7 @@ impl Pg {
                     RAW_KV_TABLE.replace("{s}", &schema)
                 ))
                 .await
-                .map_err(|e| format!("creating the schema {schema}: {}", chain(&e)))
+                .map_err(|e| format!("creating the schema {schema}: {}", postgres::error_message(&e)))
         })?;
         Ok(Pg {
             rt,
@@ -508,7 +495,7 @@ impl Pg {
     pub async fn client(&self) -> Client {
         pg_connect(&self.url)
             .await
-            .unwrap_or_else(|e| die(&format!("PostgreSQL connection: {}", chain(&e))))
+            .unwrap_or_else(|e| die(&format!("PostgreSQL connection: {}", postgres::error_message(&e))))
     }
 
     /// `server_version` and `synchronous_commit` as the server has them.
@@ -519,7 +506,9 @@ impl Pg {
             let sync = client.query_one("SHOW synchronous_commit", &[]).await;
             match (version, sync) {
                 (Ok(v), Ok(s)) => (v.get(0), s.get(0)),
-                (Err(e), _) | (_, Err(e)) => die(&format!("PostgreSQL settings: {}", chain(&e))),
+                (Err(e), _) | (_, Err(e)) => {
+                    die(&format!("PostgreSQL settings: {}", postgres::error_message(&e)))
+                }
             }
         })
     }
@@ -538,7 +527,12 @@ impl Pg {
                     &[&ns],
                 )
                 .await
-                .unwrap_or_else(|e| die(&format!("counting writes per commit: {}", chain(&e))))
+                .unwrap_or_else(|e| {
+                    die(&format!(
+                        "counting writes per commit: {}",
+                        postgres::error_message(&e)
+                    ))
+                })
                 .get(0)
         })
     }
@@ -585,7 +579,7 @@ impl Pg {
     /// (disjoint per connection).
     async fn raw_kv_loop(&self, client: &Client, conn: u64, batch: u64, start: Instant) -> u64 {
         fn fail(e: tokio_postgres::Error) -> ! {
-            die(&format!("raw kv upserts: {}", chain(&e)))
+            die(&format!("raw kv upserts: {}", postgres::error_message(&e)))
         }
         let upsert = client
             .prepare(&self.sql(KV_UPSERT))
@@ -644,7 +638,10 @@ impl Drop for Pg {
             Ok::<(), tokio_postgres::Error>(())
         });
         if let Err(e) = dropped {
-            eprintln!("could not drop the bench schemas {schemas:?}: {}", chain(&e));
+            eprintln!(
+                "could not drop the bench schemas {schemas:?}: {}",
+                postgres::error_message(&e)
+            );
         }
     }
 }

@@ -211,7 +211,7 @@ impl Target {
         let role = role.to_owned();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::warn!(role, error = %chain(&e), "PostgreSQL connection ended");
+                tracing::warn!(role, error = %error_message(&e), "PostgreSQL connection ended");
             }
         });
         Ok(client)
@@ -232,21 +232,57 @@ struct Shared {
     kick: Notify,
 }
 
-/// The error chain as one line (tokio-postgres puts the server's message in
-/// the source).
+/// A tokio-postgres error as text that says what went wrong.
+///
+/// tokio-postgres' own `Display` prints only `db error` for an error the
+/// server reported; the server's report is in its source. For such an error
+/// this gives its severity, SQLSTATE code, message, detail and hint, e.g.
+/// `ERROR 23505: duplicate key value violates unique constraint "t_pkey";
+/// detail: Key (id)=(1) already exists.`; for any other error (connecting,
+/// a closed connection, decoding a column), the error and its sources,
+/// separated by `: `.
+///
+/// Every PostgreSQL error this crate reports or logs is formatted with it.
+pub fn error_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db_error_message(db),
+        None => chain(e),
+    }
+}
+
+fn db_error_message(db: &tokio_postgres::error::DbError) -> String {
+    let mut out = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    if let Some(detail) = db.detail() {
+        out.push_str("; detail: ");
+        out.push_str(detail);
+    }
+    if let Some(hint) = db.hint() {
+        out.push_str("; hint: ");
+        out.push_str(hint);
+    }
+    out
+}
+
+/// The error and its sources on one line; a server's report among them is
+/// given as [`error_message`] gives it.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
+    let mut out = String::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        match e.downcast_ref::<tokio_postgres::error::DbError>() {
+            Some(db) => out.push_str(&db_error_message(db)),
+            None => out.push_str(&e.to_string()),
+        }
+        next = e.source();
     }
     out
 }
 
 fn pg_error(context: &str, e: &tokio_postgres::Error) -> Error {
-    storage_error(format!("PostgreSQL: {context}: {}", chain(e)))
+    storage_error(format!("PostgreSQL: {context}: {}", error_message(e)))
 }
 
 fn u64_of(v: i64) -> u64 {
@@ -834,7 +870,7 @@ impl Storage for PgStorage {
                 self.conn = None;
                 self.shared.writer_pid.store(0, Ordering::SeqCst);
             } else if let Err(e) = w.client.batch_execute("ROLLBACK").await {
-                tracing::warn!(error = %chain(&e), "PostgreSQL rollback failed");
+                tracing::warn!(error = %error_message(&e), "PostgreSQL rollback failed");
             }
         }
         // A failed commit may still have committed (the connection broke

@@ -31,6 +31,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sync_server::backend::postgres::error_message;
 use tokio_postgres::{Client, NoTls};
 
 /// The tokio runtime the tests run PostgreSQL stores on.
@@ -88,9 +89,9 @@ fn probe(url: &str) -> Result<(), String> {
                         .simple_query("SELECT 1")
                         .await
                         .map(drop)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| error_message(&e))
                 }
-                Ok(Err(e)) => Err(e.to_string()),
+                Ok(Err(e)) => Err(error_message(&e)),
                 Err(_) => Err("timed out".to_owned()),
             }
         })
@@ -240,7 +241,7 @@ pub fn url(test: &str) -> Option<&'static str> {
 pub async fn connect(url: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .unwrap_or_else(|e| panic!("connect to the test database: {e:?}"));
+        .unwrap_or_else(|e| panic!("connect to the test database: {}", error_message(&e)));
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -274,7 +275,7 @@ pub async fn create_schema(url: &str) -> String {
              COMMENT ON SCHEMA {name} IS 'zestor test {now}';"
         ))
         .await
-        .unwrap_or_else(|e| panic!("create schema {name}: {e:?}"));
+        .unwrap_or_else(|e| panic!("create schema {name}: {}", error_message(&e)));
     name
 }
 
@@ -329,7 +330,7 @@ pub async fn drop_schema(url: &str, name: &str) {
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
         .await
     {
-        eprintln!("could not drop test schema {name}: {e:?}");
+        eprintln!("could not drop test schema {name}: {}", error_message(&e));
     }
 }
 

@@ -18,7 +18,7 @@ use store_core::{Engine, Error, MemStore, Result, StoreValue};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification, Statement};
 
-use super::{CHANNEL, Shared, Target, chain, event_of, i64_of, pg_error};
+use super::{CHANNEL, Shared, Target, error_message, event_of, i64_of, pg_error};
 use crate::backend::StoredEvent;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -105,7 +105,7 @@ impl Session {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %chain(&e), "the PostgreSQL listener's connection failed");
+                        tracing::warn!(error = %error_message(&e), "the PostgreSQL listener's connection failed");
                         break;
                     }
                 }
@@ -176,7 +176,7 @@ impl Session {
                 Err(e) => {
                     // Start over on a fresh connection (with backoff) rather
                     // than wait for a notification that may never come.
-                    tracing::error!(ns, error = %chain(&e), "the PostgreSQL listener cannot read the change log");
+                    tracing::error!(ns, error = %error_message(&e), "the PostgreSQL listener cannot read the change log");
                     return Some(End::Lost);
                 }
             };
