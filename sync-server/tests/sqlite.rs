@@ -289,3 +289,84 @@ fn a_store_behind_the_trimmed_log_reloads_and_ends_its_watches_with_compacted() 
     assert_eq!(block_on(b.get("t", "k6")).unwrap().unwrap().value, json!(594));
     assert_eq!(block_on(b.count("t")).unwrap(), 7);
 }
+
+/// Opening a file another connection is writing waits for it, including
+/// the switch to WAL, where SQLite itself answers "database is locked" at
+/// once instead of waiting.
+#[test]
+fn opening_waits_for_a_writer_holding_the_file() {
+    let path = support::fresh_db("held");
+    let other = Connection::open(&path).unwrap();
+    // Not in WAL mode yet: the store's open has to switch it.
+    other
+        .execute_batch("CREATE TABLE other_app (x); BEGIN IMMEDIATE; INSERT INTO other_app VALUES (1);")
+        .unwrap();
+    let opening = std::thread::spawn(move || {
+        sqlite::open::<Value>(SqliteOptions::new(&path, "ns"), StoreOptions::new())
+    });
+    // Give the open time to reach the lock (it waits however long it comes
+    // to be held, up to the busy timeout).
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    other.execute_batch("COMMIT").unwrap();
+    let store = opening
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the open failed: {e}"));
+    let w = block_on(store.set("t", "k", json!(1), NONE)).unwrap();
+    assert_eq!((w.version, w.rev), (1, 1));
+    store.close();
+}
+
+/// Stores opening one new file at once (several processes starting
+/// together, say) all open: the switch to WAL and the migration wait for
+/// each other, and the file is migrated once.
+#[test]
+fn stores_opening_a_new_file_at_once_all_open() {
+    const OPENS: usize = 4;
+    for round in 0..20 {
+        let path = support::fresh_db("concurrent-open");
+        let barrier = std::sync::Barrier::new(OPENS);
+        let opened: Vec<_> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..OPENS)
+                .map(|i| {
+                    let (path, barrier) = (&path, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        sqlite::open::<Value>(
+                            SqliteOptions::new(path, format!("ns{}", i % 2)),
+                            StoreOptions::new(),
+                        )
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let stores: Vec<_> = opened
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|e| panic!("round {round}: an open failed: {e}")))
+            .collect();
+        for (i, s) in stores.iter().enumerate() {
+            block_on(s.set("t", &format!("k{i}"), json!(i), NONE)).unwrap();
+        }
+        for s in &stores {
+            s.close();
+        }
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row(
+                "SELECT value FROM zestor_meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, sqlite::SCHEMA_VERSION);
+        let heads: Vec<(String, i64)> = conn
+            .prepare("SELECT ns, rev FROM zestor_heads ORDER BY ns")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(heads, [("ns0".to_owned(), 2), ("ns1".to_owned(), 2)]);
+    }
+}

@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use futures_channel::mpsc;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -132,11 +133,8 @@ fn connect(options: &SqliteOptions) -> Result<Connection> {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(sql)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(sql)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+    let mode = journal_mode_wal(&conn)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(storage_error(format!(
             "could not switch {} to WAL (got {mode})",
@@ -149,6 +147,36 @@ fn connect(options: &SqliteOptions) -> Result<Connection> {
     .map_err(sql)?;
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// How long a statement waits for another connection's lock on the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Switches the file to WAL; returns the journal mode it is in.
+///
+/// Switching takes the file to itself, and when another connection holds a
+/// lock on it SQLite answers "database is locked" at once rather than wait
+/// (its busy handler is not called there) — as when several processes open
+/// the same new file at the same moment. So a busy file is retried, like any
+/// other statement waits, for up to [`BUSY_TIMEOUT`]. Once the file is in
+/// WAL mode the switch is a no-op that takes no such lock.
+fn journal_mode_wal(conn: &Connection) -> Result<String> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            mode => return mode.map_err(sql),
+        }
+    }
 }
 
 /// Brings the file's schema to [`SCHEMA_VERSION`]; refuses a newer one.
