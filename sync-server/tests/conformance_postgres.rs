@@ -407,3 +407,88 @@ fn a_refused_migration_reports_the_database_error_and_changes_nothing() {
         pg::drop_schema(url, &schema).await;
     });
 }
+
+/// Stores opening at once on a schema that does not exist yet migrate one at
+/// a time: while the migration lock is held elsewhere they all wait for it;
+/// once it is released every one opens, on a schema created once, at the
+/// current version, with each namespace's head.
+#[test]
+fn stores_opening_at_once_migrate_one_at_a_time() {
+    let Some(url) = pg::url("stores_opening_at_once_migrate_one_at_a_time") else {
+        return;
+    };
+    const OPENS: i64 = 4;
+    pg::run(async {
+        let schema = pg::create_schema(url).await;
+        let admin = pg::connect(url).await;
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema}"))
+            .await
+            .unwrap();
+        let lock = [
+            "SELECT pg_advisory_lock($1, hashtext($2::text))",
+            "SELECT pg_advisory_unlock($1, hashtext($2::text))",
+        ];
+        admin
+            .execute(lock[0], &[&postgres::MIGRATION_LOCK, &schema])
+            .await
+            .unwrap();
+        let opens: Vec<_> = (0..OPENS)
+            .map(|i| {
+                let schema = schema.clone();
+                tokio::spawn(async move { open_in::<Value>(url, &schema, &format!("ns{}", i % 2)).await })
+            })
+            .collect();
+        loop {
+            let waiting: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                     AND classid = $1::int4::oid AND objid = hashtext($2::text)::oid AND objsubid = 2",
+                    &[&postgres::MIGRATION_LOCK, &schema],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            // An open that ended without waiting fails below.
+            if waiting == OPENS || opens.iter().any(tokio::task::JoinHandle::is_finished) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        admin
+            .execute(lock[1], &[&postgres::MIGRATION_LOCK, &schema])
+            .await
+            .unwrap();
+        let mut stores = Vec::new();
+        for open in opens {
+            stores.push(open.await.unwrap().expect("every store opens"));
+        }
+        for (i, s) in stores.iter().enumerate() {
+            s.set("t", &format!("k{i}"), json!(i), NONE).await.unwrap();
+        }
+        let version: i64 = admin
+            .query_one(
+                &format!("SELECT value FROM {schema}.zestor_meta WHERE key = 'schema_version'"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, SCHEMA_VERSION);
+        let heads: Vec<(String, i64)> = admin
+            .query(
+                &format!("SELECT ns, rev FROM {schema}.zestor_heads ORDER BY ns"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(heads, [("ns0".to_owned(), 2), ("ns1".to_owned(), 2)]);
+        for s in &stores {
+            Store::close(s).await;
+        }
+        pg::drop_schema(url, &schema).await;
+    });
+}

@@ -5,13 +5,28 @@
 //! cycle it starts this same binary as a child (`ZESTOR_CRASH_CHILD` set),
 //! which opens the store and has four threads write as fast as they can,
 //! printing an `ack` line only after each write returned (was durable). The
-//! parent kills the child at a random moment with SIGKILL, then reopens the
-//! database and checks that
+//! parent kills the child with SIGKILL, at any moment of its life, opening
+//! included:
 //!
+//! - while its migration waits for a lock the parent holds (every tenth
+//!   cycle, the first included: the database then has no tables yet);
+//! - as soon as it says its store is open (migrated, nothing written yet);
+//! - otherwise at a random moment from 0 to 430 ms after it started.
+//!
+//! After each kill the parent reads the database and checks that
+//!
+//! - the schema is all there at the current version, or not there at all
+//!   (a migration is one transaction), and in the latter case nothing was
+//!   acknowledged;
 //! - every acknowledged write is in the change log, at its revision, with its
 //!   key, type, version and value;
 //! - revisions are gap-free from 1 to the head;
 //! - replaying the change log gives exactly the entries table.
+//!
+//! Every child must open the database the previous one left (a child that
+//! fails to open exits by itself, which fails the cycle); after the last
+//! cycle the parent opens it once more and checks the store reads what the
+//! tables hold.
 //!
 //! It runs against SQLite, then PostgreSQL (see `support/pg.rs` for how the
 //! database is found; without one the PostgreSQL half skips loudly, or fails
@@ -20,14 +35,15 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Value, json};
-use store_core::{SetOptions, StoreOptions};
+use store_core::{SetOptions, Store, StoreOptions};
 use sync_server::backend::Durable;
-use sync_server::backend::postgres::{self, PgOptions};
+use sync_server::backend::postgres::{self, PgOptions, error_message};
 use sync_server::backend::sqlite::{self, SqliteOptions};
 
 #[path = "support/pg.rs"]
@@ -37,6 +53,17 @@ mod support;
 const CHILD: &str = "ZESTOR_CRASH_CHILD";
 const WRITERS: u64 = 4;
 const KEYS: u64 = 40;
+/// What the child prints before it opens the store, and once it is open.
+const OPENING: &str = "opening";
+const OPENED: &str = "opened";
+/// The tables a migrated schema holds.
+const TABLES: [&str; 5] = [
+    "zestor_meta",
+    "zestor_heads",
+    "zestor_entries",
+    "zestor_changes",
+    "zestor_applied_ops",
+];
 
 /// One acknowledged write, as the child printed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +133,9 @@ fn main() {
         let (p, f) = crash_cycles(target, cycles);
         passed += p;
         failures.extend(f);
+        if let Err(e) = reopen(target) {
+            failures.push(format!("{} after the last cycle: {e}", target.name()));
+        }
         if let Target::Postgres { url, schema } = target {
             pg::run(pg::drop_schema(url, schema));
         }
@@ -119,24 +149,42 @@ fn main() {
     }
 }
 
+/// When a cycle kills its child.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// While the child's migration waits for the lock the parent holds
+    /// meanwhile: whatever it had done, its migration has not committed.
+    Migrating,
+    /// As soon as the child says its store is open.
+    Opened,
+    /// This long after the child was started, whatever it is doing.
+    After(Duration),
+}
+
 /// Runs `cycles` kill-and-check cycles against one target.
 fn crash_cycles(target: &Target, cycles: usize) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let mut acked: Vec<Ack> = Vec::new();
     let mut rng = seed();
     for cycle in 0..cycles {
-        let delay = Duration::from_millis(30 + next(&mut rng) % 400);
+        let kill = match cycle % 10 {
+            0 => Kill::Migrating,
+            1 => Kill::Opened,
+            _ => Kill::After(Duration::from_millis(next(&mut rng) % 430)),
+        };
         let name = target.name();
-        let result = run_cycle(target, delay).and_then(|acks| {
+        let result = run_cycle(target, kill).and_then(|acks| {
             let n = acks.len();
             acked.extend(acks);
-            check(&read_tables(target)?, &acked).map(|head| (n, head))
+            let tables = read_tables(target)?;
+            check(&tables, &acked).map(|head| (n, head, tables.migrated))
         });
         match result {
-            Ok((n, head)) => {
-                println!("{name} cycle {cycle}: killed after {delay:?}, {n} acks, head {head}: ok")
-            }
-            Err(e) => failures.push(format!("{name} cycle {cycle}: {e}")),
+            Ok((n, head, migrated)) => println!(
+                "{name} cycle {cycle}: killed {kill:?}, {n} acks, head {head}{}: ok",
+                if migrated { "" } else { ", no schema yet" }
+            ),
+            Err(e) => failures.push(format!("{name} cycle {cycle} (killed {kill:?}): {e}")),
         }
     }
     (cycles - failures.len(), failures)
@@ -156,33 +204,194 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-/// Starts a child, kills it after `delay`, returns what it acknowledged.
-fn run_cycle(target: &Target, delay: Duration) -> Result<Vec<Ack>, String> {
-    let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
-        .env(CHILD, target.encode())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("spawn: {e}"))?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
-    let started = Instant::now();
-    while started.elapsed() < delay {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("the child exited by itself: {status}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
+/// A running child and its output, line by line.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(target: &Target) -> Result<Running, String> {
+        let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+            .env(CHILD, target.encode())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        })
     }
-    child.kill().map_err(|e| format!("kill: {e}"))?; // SIGKILL
-    child.wait().map_err(|e| format!("wait: {e}"))?;
-    let lines = reader.join().map_err(|_| "reader thread panicked".to_owned())?;
-    // A line cut by the kill is not an ack; every complete one is.
-    Ok(lines.iter().filter_map(|l| parse_ack(l)).collect())
+
+    /// Collects output for up to `wait`; whether `line` was printed.
+    fn read(&mut self, wait: Duration, line: &str) -> Result<bool, String> {
+        match self.lines.recv_timeout(wait) {
+            Ok(l) => {
+                let found = l == line;
+                self.seen.push(l);
+                Ok(found)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(false),
+            // The child closed its output: it ended by itself.
+            Err(mpsc::RecvTimeoutError::Disconnected) => self.exited(),
+        }
+    }
+
+    /// An error when the child has ended (it was not killed yet).
+    fn exited(&mut self) -> Result<bool, String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(format!("the child exited by itself: {status}")),
+            Ok(None) => Ok(false),
+            Err(e) => Err(format!("wait: {e}")),
+        }
+    }
+
+    /// Waits until the child prints `line`.
+    fn wait_for(&mut self, line: &str) -> Result<(), String> {
+        while !self.read(Duration::from_millis(5), line)? {
+            self.exited()?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs the child; returns every write it acknowledged.
+    fn kill(mut self) -> Result<Vec<Ack>, String> {
+        self.child.kill().map_err(|e| format!("kill: {e}"))?;
+        self.child.wait().map_err(|e| format!("wait: {e}"))?;
+        // The pipe is closed now: the rest of the output is buffered.
+        self.seen.extend(self.lines.iter());
+        // A line cut by the kill is not an ack; every complete one is.
+        Ok(self.seen.iter().filter_map(|l| parse_ack(l)).collect())
+    }
+}
+
+/// Starts a child, kills it as `kill` says, returns what it acknowledged.
+fn run_cycle(target: &Target, kill: Kill) -> Result<Vec<Ack>, String> {
+    match kill {
+        Kill::Migrating => {
+            let lock = MigrationLock::take(target)?;
+            let mut child = Running::start(target)?;
+            let waited = lock.wait_for_waiter(&mut child);
+            let acks = child.kill();
+            lock.release()?;
+            waited?;
+            acks
+        }
+        Kill::Opened => {
+            let mut child = Running::start(target)?;
+            child.wait_for(OPENED)?;
+            child.kill()
+        }
+        Kill::After(delay) => {
+            let mut child = Running::start(target)?;
+            let started = Instant::now();
+            while started.elapsed() < delay {
+                child.read(Duration::from_millis(5), "")?;
+                child.exited()?;
+            }
+            child.kill()
+        }
+    }
+}
+
+/// The lock a store's migration takes, held by the parent.
+enum MigrationLock {
+    /// A SQLite write transaction (`BEGIN IMMEDIATE`).
+    Sqlite(Connection),
+    /// The migration's advisory lock, taken at session level (it conflicts
+    /// with the transaction-level one the migration waits for).
+    Postgres {
+        client: tokio_postgres::Client,
+        schema: String,
+    },
+}
+
+const PG_LOCK: &str = "SELECT pg_advisory_lock($1, hashtext($2::text))";
+const PG_UNLOCK: &str = "SELECT pg_advisory_unlock($1, hashtext($2::text))";
+
+impl MigrationLock {
+    fn take(target: &Target) -> Result<MigrationLock, String> {
+        match target {
+            Target::Sqlite(path) => {
+                let conn = Connection::open(path).map_err(|e| format!("lock sqlite: {e}"))?;
+                // In WAL mode, as the store puts it: the child's switch to WAL
+                // is then a no-op, and its migration's `BEGIN IMMEDIATE` waits.
+                conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+                    .and_then(|()| conn.execute_batch("BEGIN IMMEDIATE"))
+                    .map_err(|e| format!("lock sqlite: {e}"))?;
+                Ok(MigrationLock::Sqlite(conn))
+            }
+            Target::Postgres { url, schema } => pg::run(async {
+                let client = pg::connect(url).await;
+                client
+                    .execute(PG_LOCK, &[&postgres::MIGRATION_LOCK, schema])
+                    .await
+                    .map_err(|e| format!("taking the migration lock: {}", error_message(&e)))?;
+                Ok(MigrationLock::Postgres {
+                    client,
+                    schema: schema.clone(),
+                })
+            }),
+        }
+    }
+
+    /// Waits until the child waits for this lock (PostgreSQL), or has
+    /// started opening its store (SQLite, where a wait cannot be seen: its
+    /// migration cannot commit either way).
+    fn wait_for_waiter(&self, child: &mut Running) -> Result<(), String> {
+        match self {
+            MigrationLock::Sqlite(_) => child.wait_for(OPENING),
+            MigrationLock::Postgres { client, schema } => {
+                child.wait_for(OPENING)?;
+                loop {
+                    let waiting = pg::run(async {
+                        client
+                            .query_one(
+                                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                                 AND classid = $1::int4::oid AND objid = hashtext($2::text)::oid
+                                 AND objsubid = 2",
+                                &[&postgres::MIGRATION_LOCK, schema],
+                            )
+                            .await
+                            .map(|r| r.get::<_, i64>(0))
+                            .map_err(|e| format!("reading pg_locks: {}", error_message(&e)))
+                    })?;
+                    if waiting > 0 {
+                        return Ok(());
+                    }
+                    child.read(Duration::from_millis(5), "")?;
+                    child.exited()?;
+                }
+            }
+        }
+    }
+
+    fn release(self) -> Result<(), String> {
+        match self {
+            MigrationLock::Sqlite(conn) => conn
+                .execute_batch("ROLLBACK")
+                .map_err(|e| format!("unlock sqlite: {e}")),
+            MigrationLock::Postgres { client, schema } => pg::run(async {
+                client
+                    .execute(PG_UNLOCK, &[&postgres::MIGRATION_LOCK, &schema])
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("releasing the migration lock: {}", error_message(&e)))
+            }),
+        }
+    }
 }
 
 fn parse_ack(line: &str) -> Option<Ack> {
@@ -204,22 +413,33 @@ fn parse_ack(line: &str) -> Option<Ack> {
     })
 }
 
+fn store_options() -> StoreOptions<Value> {
+    StoreOptions::new().retention(usize::MAX)
+}
+
+fn pg_options(url: &str, schema: &str) -> PgOptions {
+    PgOptions::new(url, "crash").schema(schema)
+}
+
 /// The child: four writers, each printing an ack after every durable write.
 fn child(target: &Target) {
-    let options = StoreOptions::new().retention(usize::MAX);
+    let say = |line: &str| {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").and_then(|()| out.flush()).ok();
+    };
+    say(OPENING);
     let runtime;
     let store: Durable<Value> = match target {
-        Target::Sqlite(path) => {
-            sqlite::open(SqliteOptions::new(path, "crash"), options).expect("open sqlite")
-        }
+        Target::Sqlite(path) => sqlite::open(SqliteOptions::new(path, "crash"), store_options())
+            .unwrap_or_else(|e| panic!("open sqlite: {e}")),
         Target::Postgres { url, schema } => {
             runtime = tokio::runtime::Runtime::new().expect("runtime");
-            let options = PgOptions::new(url.as_str(), "crash").schema(schema.as_str());
             runtime
-                .block_on(postgres::open(options, StoreOptions::new().retention(usize::MAX)))
-                .expect("open postgres")
+                .block_on(postgres::open(pg_options(url, schema), store_options()))
+                .unwrap_or_else(|e| panic!("open postgres: {e}"))
         }
     };
+    say(OPENED);
     std::thread::scope(|s| {
         for w in 0..WRITERS {
             let store = &store;
@@ -256,7 +476,10 @@ fn child(target: &Target) {
 type LogRow = (u64, String, String, String, Value, u64);
 
 /// What a crashed database holds for the namespace.
+#[derive(Default)]
 struct Tables {
+    /// Whether the schema is there (else the rest is empty).
+    migrated: bool,
     head: u64,
     log: Vec<LogRow>,
     entries: BTreeMap<(String, String), (Value, u64, u64)>,
@@ -264,7 +487,7 @@ struct Tables {
 
 fn read_tables(target: &Target) -> Result<Tables, String> {
     match target {
-        Target::Sqlite(path) => read_sqlite(path).map_err(|e| format!("reading sqlite: {e}")),
+        Target::Sqlite(path) => read_sqlite(path),
         Target::Postgres { url, schema } => pg::run(read_postgres(url, schema)),
     }
 }
@@ -273,15 +496,62 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| Value::String(format!("undecodable: {e}")))
 }
 
-fn read_sqlite(path: &std::path::Path) -> rusqlite::Result<Tables> {
-    let conn = Connection::open(path)?;
-    let head = conn.query_row("SELECT rev FROM zestor_heads WHERE ns = 'crash'", [], |r| {
-        r.get::<_, i64>(0)
-    })?;
-    let log = conn
+/// The tables, when the schema is there at the current version; empty ones
+/// when none of it is (the database was never migrated). Anything in
+/// between is a half-applied migration: an error.
+fn migrated(found: &[String], version: Option<i64>, current: i64) -> Result<bool, String> {
+    if found.is_empty() {
+        return Ok(false);
+    }
+    if found.len() != TABLES.len() || version != Some(current) {
+        return Err(format!(
+            "a half-applied migration: tables {found:?}, schema version {version:?} (this build: {current})"
+        ));
+    }
+    Ok(true)
+}
+
+fn read_sqlite(path: &std::path::Path) -> Result<Tables, String> {
+    let q = |e: rusqlite::Error| format!("reading sqlite: {e}");
+    let mut conn = Connection::open(path).map_err(q)?;
+    // One snapshot for every read.
+    let tx = conn.transaction().map_err(q)?;
+    let found: Vec<String> = tx
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .map_err(q)?
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(q)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(q)?
+        .into_iter()
+        .filter(|t| TABLES.contains(&t.as_str()))
+        .collect();
+    let version = if found.iter().any(|t| t == "zestor_meta") {
+        tx.query_row(
+            "SELECT value FROM zestor_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(q)?
+    } else {
+        None
+    };
+    if !migrated(&found, version, sqlite::SCHEMA_VERSION)? {
+        return Ok(Tables::default());
+    }
+    // The head row is written with the namespace's first change.
+    let head: Option<i64> = tx
+        .query_row("SELECT rev FROM zestor_heads WHERE ns = 'crash'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(q)?;
+    let log = tx
         .prepare(
             "SELECT rev, kind, key, type, value, version FROM zestor_changes WHERE ns = 'crash' ORDER BY rev",
-        )?
+        )
+        .map_err(q)?
         .query_map([], |r| {
             let value: String = r.get(4)?;
             Ok((
@@ -292,10 +562,13 @@ fn read_sqlite(path: &std::path::Path) -> rusqlite::Result<Tables> {
                 json(&value),
                 r.get::<_, i64>(5)? as u64,
             ))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let entries = conn
-        .prepare("SELECT kind, key, value, version, rev FROM zestor_entries WHERE ns = 'crash'")?
+        })
+        .map_err(q)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(q)?;
+    let entries = tx
+        .prepare("SELECT kind, key, value, version, rev FROM zestor_entries WHERE ns = 'crash'")
+        .map_err(q)?
         .query_map([], |r| {
             let value: String = r.get(2)?;
             Ok((
@@ -306,10 +579,13 @@ fn read_sqlite(path: &std::path::Path) -> rusqlite::Result<Tables> {
                     r.get::<_, i64>(4)? as u64,
                 ),
             ))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+        })
+        .map_err(q)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(q)?;
     Ok(Tables {
-        head: head as u64,
+        migrated: true,
+        head: head.map_or(0, |h| h as u64),
         log,
         entries,
     })
@@ -317,8 +593,8 @@ fn read_sqlite(path: &std::path::Path) -> rusqlite::Result<Tables> {
 
 async fn read_postgres(url: &str, schema: &str) -> Result<Tables, String> {
     let mut client = pg::connect(url).await;
-    let q = |e: tokio_postgres::Error| format!("reading postgres: {e}");
-    // One snapshot for all three reads: the killed child's server-side session
+    let q = |e: tokio_postgres::Error| format!("reading postgres: {}", error_message(&e));
+    // One snapshot for every read: the killed child's server-side session
     // may still be committing a transaction it had already sent.
     let client = client
         .build_transaction()
@@ -327,13 +603,41 @@ async fn read_postgres(url: &str, schema: &str) -> Result<Tables, String> {
         .start()
         .await
         .map_err(q)?;
+    let found: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname::text = ANY($2)",
+            &[&schema, &&TABLES[..]],
+        )
+        .await
+        .map_err(q)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let version = if found.iter().any(|t| t == "zestor_meta") {
+        client
+            .query_opt(
+                &format!("SELECT value FROM {schema}.zestor_meta WHERE key = 'schema_version'"),
+                &[],
+            )
+            .await
+            .map_err(q)?
+            .map(|r| r.get(0))
+    } else {
+        None
+    };
+    if !migrated(&found, version, postgres::SCHEMA_VERSION)? {
+        return Ok(Tables::default());
+    }
+    // The migration creates the namespace's head row.
     let head: i64 = client
-        .query_one(
+        .query_opt(
             &format!("SELECT rev FROM {schema}.zestor_heads WHERE ns = 'crash'"),
             &[],
         )
         .await
         .map_err(q)?
+        .ok_or("the schema is migrated but the namespace has no head row")?
         .get(0);
     let log = client
         .query(
@@ -377,15 +681,53 @@ async fn read_postgres(url: &str, schema: &str) -> Result<Tables, String> {
         })
         .collect();
     Ok(Tables {
+        migrated: true,
         head: head as u64,
         log,
         entries,
     })
 }
 
+/// Opens the store on what the last child left, as a restarted server would,
+/// and checks it reads what the tables hold.
+fn reopen(target: &Target) -> Result<(), String> {
+    let store: Durable<Value> = match target {
+        Target::Sqlite(path) => sqlite::open(SqliteOptions::new(path, "crash"), store_options()),
+        Target::Postgres { url, schema } => pg::run(postgres::open(pg_options(url, schema), store_options())),
+    }
+    .map_err(|e| format!("reopening: {e}"))?;
+    let (rev, entries) = futures_executor::block_on(async { (store.rev().await, store.get_all("t").await) });
+    store.close();
+    let (rev, entries) = (
+        rev.map_err(|e| e.to_string())?,
+        entries.map_err(|e| e.to_string())?,
+    );
+    let tables = read_tables(target)?;
+    let read: BTreeMap<(String, String), (Value, u64, u64)> = entries
+        .into_iter()
+        .map(|(key, e)| (("t".to_owned(), key), (e.value, e.version, e.rev)))
+        .collect();
+    if (rev, &read) != (tables.head, &tables.entries) {
+        return Err(format!(
+            "the reopened store (rev {rev}, {} entries) differs from the tables (head {}, {} entries)",
+            read.len(),
+            tables.head,
+            tables.entries.len()
+        ));
+    }
+    println!(
+        "{}: reopened at rev {rev} with {} entries: ok",
+        target.name(),
+        read.len()
+    );
+    Ok(())
+}
+
 /// Checks the database after a crash; returns the head revision.
 fn check(tables: &Tables, acked: &[Ack]) -> Result<u64, String> {
-    let Tables { head, log, entries } = tables;
+    let Tables {
+        head, log, entries, ..
+    } = tables;
     let revs: Vec<u64> = log.iter().map(|l| l.0).collect();
     if revs != (1..=*head).collect::<Vec<u64>>() {
         return Err(format!(

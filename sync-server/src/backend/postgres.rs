@@ -85,9 +85,12 @@ pub const CHANNEL: &str = "zestor_changes";
 /// default (see [`PgOptions::min_log_retention`]).
 pub const DEFAULT_MIN_LOG_RETENTION: u64 = 10_000;
 
-/// The advisory-lock class id taken (with the schema name's hash) while
-/// migrating, so that processes opening at once migrate one at a time.
-const MIGRATION_LOCK: i32 = 0x7a65_7374; // "zest"
+/// The advisory lock a store holds while it migrates the schema and creates
+/// its namespace's head: `pg_advisory_xact_lock(MIGRATION_LOCK,
+/// hashtext(schema))`, so that processes opening at once migrate one at a
+/// time. The migration is one transaction: a process killed while migrating
+/// leaves the schema as it found it.
+pub const MIGRATION_LOCK: i32 = 0x7a65_7374; // "zest"
 
 /// `{s}` stands for the quoted schema name.
 const MIGRATIONS: &[&str] = &[
@@ -125,6 +128,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (ns, client_id, op_id)
     );",
 ];
+
+const _: () = assert!(
+    SCHEMA_VERSION >= 0 && SCHEMA_VERSION as usize == MIGRATIONS.len(),
+    "SCHEMA_VERSION must equal the number of MIGRATIONS"
+);
 
 /// Where and how to open a PostgreSQL store.
 #[derive(Clone)]

@@ -65,6 +65,13 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
 ];
 
+// The schema version is the number of migrations: a migration added
+// without bumping it (or the reverse) does not build.
+const _: () = assert!(
+    SCHEMA_VERSION >= 0 && SCHEMA_VERSION as usize == MIGRATIONS.len(),
+    "SCHEMA_VERSION must equal the number of MIGRATIONS"
+);
+
 /// SQLite's `synchronous` setting for the store's connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Synchronous {
