@@ -24,9 +24,9 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use store_core::json::json_eq;
 use store_core::schema::Schema;
 use store_core::sync::session::{ClientConfig, ClientSession, ClientState};
+use store_core::sync::view::{self, Step};
 use store_core::sync::{Ack, ErrorCode, Op, OpAction};
 use store_core::{
     BoxError, Deleted, Engine, Entry, Error, Event, EventType, Filter, Result, SetOptions, Store,
@@ -136,8 +136,10 @@ struct SyncPlan {
     answered: Vec<Notice>,
     /// The answered ops' op ids, places, kinds and keys.
     places: Vec<(String, f64, String, String)>,
-    keys: BTreeSet<(String, String)>,
+    /// The steps planned, kept for the next pass if persisting fails.
+    steps: Vec<Step>,
     dirty_all: bool,
+    rebase_all: bool,
 }
 
 /// A staged batch of local writes, ready to persist.
@@ -180,8 +182,9 @@ pub struct SyncState {
     places: HashMap<String, (f64, String, String)>,
     /// How many pending ops each key has.
     pending_keys: HashMap<(String, String), u32>,
-    /// Keys the session changed since the writer last persisted.
-    dirty: BTreeSet<(String, String)>,
+    /// What the session (or, in a tab without the connection, the leader)
+    /// recorded since the writer last persisted, in order.
+    steps: Vec<Step>,
     /// A snapshot replaced the confirmed state since the last persist.
     dirty_all: bool,
     /// The session was reloaded from IndexedDB: rebase every key.
@@ -199,11 +202,6 @@ pub struct SyncState {
 }
 
 impl SyncState {
-    /// Records what the session reported, for the writer to persist.
-    pub fn changed(&mut self, kind: &str, key: &str) {
-        self.dirty.insert((kind.to_owned(), key.to_owned()));
-    }
-
     pub fn snapshot_applied(&mut self) {
         self.dirty_all = true;
     }
@@ -214,7 +212,21 @@ impl SyncState {
     }
 
     /// Replaces the session's state with a persisted one.
-    fn restore(&mut self, p: Persisted) {
+    fn restore(&mut self, mut p: Persisted) {
+        // Ops this tab heard of that the read missed: written by another tab
+        // after it (their post can arrive before the read completes), or
+        // answered and removed by the tab holding the connection (sending
+        // them again gets their recorded answer). Dropping them would strand
+        // them; they keep their place in the queue.
+        let read: HashSet<&str> = p.pending.iter().map(|(_, op)| op.op_id.as_str()).collect();
+        let missed: Vec<(f64, Op)> = self
+            .session
+            .pending()
+            .filter(|op| !read.contains(op.op_id.as_str()))
+            .filter_map(|op| self.places.get(&op.op_id).map(|(place, ..)| (*place, op.clone())))
+            .collect();
+        p.pending.extend(missed);
+        p.pending.sort_by(|(a, _), (b, _)| a.total_cmp(b));
         let state = ClientState {
             cursor: p.cursor,
             entries: p.entries,
@@ -246,12 +258,18 @@ impl SyncState {
             .map(|(kind, key, _)| (kind.to_owned(), key.to_owned()))
             .chain(self.pending_keys.keys().cloned())
             .collect();
+        let mut ops: HashMap<(&str, &str), Vec<&Op>> = HashMap::new();
+        for op in self.session.pending() {
+            ops.entry((&op.kind, &op.key)).or_default().push(op);
+        }
         let mut view: Vec<_> = keys
             .into_iter()
             .filter_map(|(kind, key)| {
-                let (value, version) = self.optimistic(&kind, &key)?;
-                let pending = self.pending_keys.contains_key(&(kind.clone(), key.clone()));
-                let server_rev = self.session.confirmed(&kind, &key).map_or(0, |e| e.rev);
+                let confirmed = self.session.confirmed(&kind, &key);
+                let key_ops = ops.get(&(kind.as_str(), key.as_str()));
+                let (value, version) = view::optimistic(confirmed, key_ops.into_iter().flatten().copied())?;
+                let pending = key_ops.is_some();
+                let server_rev = confirmed.map_or(0, |e| e.rev);
                 Some(((pending, server_rev), kind, key, value, version))
             })
             .collect();
@@ -335,31 +353,6 @@ impl SyncState {
         {
             self.answers.remove(&old);
         }
-    }
-
-    /// The confirmed state with the pending ops of `kind`/`key` applied in
-    /// order: what the engine should show, with its version.
-    fn optimistic(&self, kind: &str, key: &str) -> Option<(Value, u64)> {
-        let mut current = self
-            .session
-            .confirmed(kind, key)
-            .map(|e| (e.value.clone(), e.version));
-        if self.pending_keys.contains_key(&(kind.to_owned(), key.to_owned())) {
-            for op in self
-                .session
-                .pending()
-                .filter(|op| op.kind == kind && op.key == key)
-            {
-                current = match op.action {
-                    OpAction::Set => {
-                        let version = current.as_ref().map_or(1, |(_, v)| v + 1);
-                        Some((op.value.clone().unwrap_or(Value::Null), version))
-                    }
-                    OpAction::Delete => None,
-                };
-            }
-        }
-        current
     }
 
     fn add_pending(&mut self, op: &Op, place: f64) {
@@ -530,6 +523,7 @@ impl IdbStore {
         };
         let mut config = ClientConfig::new(setup.namespace, setup.token, client_id);
         config.kinds = setup.kinds;
+        config.record_steps = true;
         let mut sync = SyncState {
             session: ClientSession::new(config.clone()),
             config,
@@ -541,7 +535,7 @@ impl IdbStore {
             schemas_json: BTreeMap::new(),
             places: HashMap::new(),
             pending_keys: HashMap::new(),
-            dirty: BTreeSet::new(),
+            steps: Vec::new(),
             dirty_all: false,
             rebase_all: false,
             answered: Vec::new(),
@@ -834,7 +828,7 @@ impl IdbStore {
         }
     }
 
-    /// Persists what the session learned and rebases the touched keys.
+    /// Persists what the session learned and rebases the view over it.
     async fn persist_sync(&self) {
         let Some(sync_cell) = &self.inner.sync else { return };
         let SyncPlan {
@@ -845,8 +839,9 @@ impl IdbStore {
             pending_revs,
             answered,
             places,
-            keys,
+            steps,
             dirty_all,
+            rebase_all,
         } = self.plan_sync(sync_cell);
         let persisted = self.inner.db.write(&batch).await;
         let mut sync = sync_cell.borrow_mut();
@@ -854,7 +849,9 @@ impl IdbStore {
             // Keep it all for the next pass.
             web_sys::console::error_1(&format!("zestor: persisting sync state failed: {e}").into());
             sync.dirty_all |= dirty_all;
-            sync.dirty.extend(keys);
+            sync.rebase_all |= rebase_all;
+            let later = std::mem::replace(&mut sync.steps, steps);
+            sync.steps.extend(later);
             sync.schemas_dirty = true;
             for (op_id, place, kind, key) in places {
                 let op = Op {
@@ -890,7 +887,7 @@ impl IdbStore {
         self.push_notices(answered);
     }
 
-    /// What to persist for the session's news, and the rebase events.
+    /// What to persist for the session's news, and the view's changes.
     fn plan_sync(&self, sync_cell: &RefCell<SyncState>) -> SyncPlan {
         let engine = self.inner.engine.borrow();
         let mut sync = sync_cell.borrow_mut();
@@ -898,8 +895,11 @@ impl IdbStore {
         let persist = sync.leader;
         let dirty_all = std::mem::take(&mut sync.dirty_all);
         let rebase_all = std::mem::take(&mut sync.rebase_all);
-        let mut keys = std::mem::take(&mut sync.dirty);
+        let mut steps = std::mem::take(&mut sync.steps);
+        steps.extend(sync.session.take_steps());
         let mut answered = std::mem::take(&mut sync.answered);
+        // An op sent again after a hand-over is answered again: reported once.
+        answered.retain(|n| !sync.answers.contains_key(n.op_id()));
         let mut batch = Batch::default();
         let mut places = Vec::new();
         for notice in &mut answered {
@@ -911,8 +911,7 @@ impl IdbStore {
                 if persist {
                     batch.delete_pending.push(place);
                 }
-                places.push((notice.op_id().to_owned(), place, kind.clone(), key.clone()));
-                keys.insert((kind, key));
+                places.push((notice.op_id().to_owned(), place, kind, key));
             }
         }
         let mut messages = Vec::new();
@@ -924,7 +923,6 @@ impl IdbStore {
                     rev: e.rev,
                 })
             };
-            let mut entries = Vec::new();
             if dirty_all {
                 batch.clear_entries = true;
                 for (kind, key, _) in sync.session.confirmed_entries() {
@@ -934,15 +932,15 @@ impl IdbStore {
                         .push((kind.to_owned(), key.to_owned(), stored_json(&stored)));
                 }
             } else {
-                for (kind, key) in &keys {
-                    let stored = confirmed(kind, key);
-                    match &stored {
+                let keys: BTreeSet<(&str, &str)> =
+                    steps.iter().map(|s| (s.kind.as_str(), s.key.as_str())).collect();
+                for (kind, key) in keys {
+                    match confirmed(kind, key) {
                         Some(e) => batch
                             .put_entries
-                            .push((kind.clone(), key.clone(), stored_json(e))),
-                        None => batch.delete_entries.push((kind.clone(), key.clone())),
+                            .push((kind.to_owned(), key.to_owned(), stored_json(&e))),
+                        None => batch.delete_entries.push((kind.to_owned(), key.to_owned())),
                     }
-                    entries.push((kind.clone(), key.clone(), stored));
                 }
             }
             let cursor = sync.session.cursor();
@@ -956,9 +954,11 @@ impl IdbStore {
                     .put_meta
                     .push((SCHEMAS, serde_json::to_string(schemas).unwrap_or_default()));
             }
+            // After a snapshot the other tabs read the new state from
+            // IndexedDB rather than receive a step per entry.
             messages.push(TabMessage::Synced {
                 cursor,
-                entries,
+                steps: if dirty_all { Vec::new() } else { steps.clone() },
                 answered: answered.clone(),
                 schemas,
             });
@@ -966,8 +966,17 @@ impl IdbStore {
                 messages.push(TabMessage::Reload);
             }
         }
-        if dirty_all || rebase_all {
-            // Rebase every key the view or the confirmed state holds.
+        let shown = |kind: &str, key: &str| {
+            engine
+                .get(kind, key)
+                .ok()
+                .flatten()
+                .map(|e| (e.value.clone(), e.version))
+        };
+        let changes = if rebase_all {
+            // The session was restored: every key the view or the session
+            // holds goes to what the session shows.
+            let mut keys: BTreeSet<(String, String)> = BTreeSet::new();
             for kind in engine.kinds().unwrap_or_default() {
                 for (key, _) in engine.list(kind, &[]).unwrap_or_default() {
                     keys.insert((kind.to_owned(), key.to_owned()));
@@ -976,40 +985,38 @@ impl IdbStore {
             for (kind, key, _) in sync.session.confirmed_entries() {
                 keys.insert((kind.to_owned(), key.to_owned()));
             }
-        }
-        // The rebase: each touched key's optimistic value against the view.
-        let mut rev = engine.rev();
-        let mut events = Vec::new();
-        let mut pending_revs = Vec::new();
-        for (kind, key) in &keys {
-            let current = engine.get(kind, key).ok().flatten();
-            let desired = sync.optimistic(kind, key);
-            let event = match (current, desired) {
-                (None, None) => None,
-                (Some(cur), None) => Some((EventType::Delete, cur.value.clone(), cur.version)),
-                (None, Some((value, version))) => Some((EventType::Create, value, version)),
-                (Some(cur), Some((value, version))) => {
-                    if cur.version == version && json_eq(cur.value, &value) {
-                        None
-                    } else {
-                        Some((EventType::Update, value, version))
-                    }
-                }
-            };
-            if let Some((event_type, value, version)) = event {
-                rev += 1;
-                if sync.pending_keys.contains_key(&(kind.clone(), key.clone())) {
-                    pending_revs.push(rev);
-                }
-                events.push(Event {
-                    kind: kind.clone(),
-                    key: key.clone(),
-                    event_type,
-                    value,
-                    version,
-                    rev,
-                });
+            for op in sync.session.pending() {
+                keys.insert((op.kind.clone(), op.key.clone()));
             }
+            let touched: Vec<Step> = keys
+                .into_iter()
+                .map(|(kind, key)| Step {
+                    confirmed: sync.session.confirmed(&kind, &key).cloned(),
+                    kind,
+                    key,
+                    answered: None,
+                })
+                .collect();
+            view::rebase(&touched, shown, sync.session.pending())
+        } else {
+            view::rebase(&steps, shown, sync.session.pending())
+        };
+        let mut rev = engine.rev();
+        let mut events = Vec::with_capacity(changes.len());
+        let mut pending_revs = Vec::new();
+        for change in changes {
+            rev += 1;
+            if change.pending {
+                pending_revs.push(rev);
+            }
+            events.push(Event {
+                kind: change.kind,
+                key: change.key,
+                event_type: change.event_type,
+                value: change.value,
+                version: change.version,
+                rev,
+            });
         }
         if persist && !events.is_empty() {
             batch.put_meta.push((HEAD, rev.to_string()));
@@ -1022,8 +1029,9 @@ impl IdbStore {
             pending_revs,
             answered,
             places,
-            keys,
+            steps,
             dirty_all,
+            rebase_all,
         }
     }
 
@@ -1049,7 +1057,7 @@ impl IdbStore {
         {
             let mut sync = sync.borrow_mut();
             sync.restore(persisted);
-            sync.dirty.clear();
+            sync.steps.clear();
             sync.rebase_all = true;
         }
         self.persist_sync().await;
@@ -1097,12 +1105,14 @@ impl IdbStore {
             TabMessage::Pending { ops } => {
                 let mut any = false;
                 for (place, op) in ops {
-                    if sync.places.contains_key(&op.op_id) {
+                    let known = sync.places.contains_key(&op.op_id)
+                        || sync.answering.contains(&op.op_id)
+                        || sync.answers.contains_key(&op.op_id);
+                    if known {
                         continue;
                     }
                     sync.add_pending(&op, place);
-                    sync.changed(&op.kind, &op.key);
-                    sync.session.enqueue(op);
+                    sync.session.mirror_op(op);
                     any = true;
                 }
                 drop(sync);
@@ -1119,24 +1129,33 @@ impl IdbStore {
             // The leader persists for itself; a second leader (no Web
             // Locks) hears the server directly.
             _ if sync.leader => {}
+            TabMessage::Leading => {
+                // A tab took over the connection. It read the queue from
+                // IndexedDB, which lacks what the previous leader answered
+                // but could not tell: post every op still pending here, so
+                // that the new leader sends the ones it does not hold (the
+                // server answers those again, from its record).
+                let ops: Vec<(f64, Op)> = sync
+                    .session
+                    .pending()
+                    .filter_map(|op| sync.places.get(&op.op_id).map(|(place, ..)| (*place, op.clone())))
+                    .collect();
+                drop(sync);
+                if !ops.is_empty() {
+                    self.post(&TabMessage::Pending { ops });
+                }
+            }
             TabMessage::Synced {
                 cursor,
-                entries,
+                steps,
                 answered,
                 schemas,
             } => {
-                for (kind, key, entry) in entries {
-                    let entry = entry.map(|e| Entry {
-                        value: e.value,
-                        version: e.version,
-                        rev: e.rev,
-                    });
-                    sync.session.mirror_confirmed(&kind, &key, entry);
-                    sync.changed(&kind, &key);
+                for step in steps {
+                    sync.session.mirror(step);
                 }
                 sync.session.mirror_cursor(cursor);
                 for notice in answered {
-                    sync.session.forget_pending(notice.op_id());
                     sync.answered(notice);
                 }
                 if let Some(schemas) = schemas {

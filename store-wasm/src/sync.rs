@@ -293,12 +293,7 @@ impl Driver {
                         persist = true;
                     }
                     ClientEvent::Synced { .. } => persist = true,
-                    ClientEvent::Changed { events } => {
-                        for e in &events {
-                            sync.changed(&e.kind, &e.key);
-                        }
-                        persist = true;
-                    }
+                    ClientEvent::Changed { .. } => persist = true,
                     ClientEvent::Acked(ack) => {
                         sync.answered(Notice::Acked {
                             ack,

@@ -7,8 +7,10 @@
 //! server, persists what the server says and posts it, and every other tab
 //! mirrors that into its session and rebases its view. When the leader
 //! closes, its lock passes to a waiting tab, which reloads the queue from
-//! IndexedDB and connects: ops in flight are re-sent with their op ids, so
-//! the server applies each once.
+//! IndexedDB, connects and says so; every other tab then posts the ops it
+//! still holds pending, in case the old leader had them answered without
+//! telling. Ops in flight are re-sent with their op ids, so the server
+//! applies each once and answers the rest from its record.
 //!
 //! Where the Web Locks API is missing (an insecure context), every tab leads
 //! with its own connection; the server's op-id idempotency keeps that
@@ -20,12 +22,12 @@ use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use store_core::sync::view::Step;
 use store_core::sync::{Op, Rights};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{BroadcastChannel, MessageEvent};
 
-use crate::idb::StoredEntry;
 use crate::store::Notice;
 
 /// What one tab tells the others.
@@ -37,8 +39,9 @@ pub enum TabMessage {
     /// The leader persisted what the server said.
     Synced {
         cursor: Option<u64>,
-        /// Confirmed entries now (`None`: removed).
-        entries: Vec<(String, String, Option<StoredEntry>)>,
+        /// What the leader's session recorded, in order (none after a
+        /// snapshot: `Reload` follows).
+        steps: Vec<Step>,
         answered: Vec<Notice>,
         /// The server's schemas, when they changed.
         schemas: Option<BTreeMap<String, Value>>,
@@ -47,6 +50,8 @@ pub enum TabMessage {
     Reload,
     /// A tab joined: the leader answers with its `Status`.
     Joined,
+    /// A tab took over the connection: the others post their pending ops.
+    Leading,
     /// The leader's connection status.
     Status {
         connection: String,
