@@ -311,6 +311,10 @@ impl Driver {
                         fatal = Some((e.code.as_str().to_owned(), e.message, e.fatal && !retry));
                     }
                     ClientEvent::TimedOut => timed_out = true,
+                    ClientEvent::Retry { code, message, .. } => {
+                        fatal = Some((code.as_str().to_owned(), message, false));
+                        timed_out = true;
+                    }
                 }
             }
             if let Some(socket) = self.inner.socket.borrow().as_ref() {

@@ -149,6 +149,11 @@ fn dispatch_events(inner: &mut Inner, backoff: &mut Backoff) -> Option<End> {
                 });
             }
             ClientEvent::TimedOut => end = Some(End::Retry("the server stopped answering".into())),
+            ClientEvent::Retry { op_id, code, message } => {
+                end = Some(End::Retry(format!(
+                    "op {op_id} failed on the server ({code}): {message}"
+                )));
+            }
             _ => {}
         }
         inner.dispatch(event);

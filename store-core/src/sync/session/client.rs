@@ -124,6 +124,19 @@ pub enum ClientEvent {
     /// The server stayed silent for twice the heartbeat period: the shell
     /// should drop the connection and reconnect.
     TimedOut,
+    /// The server failed to apply a pending op without recording an
+    /// answer (`internal` or `shutting_down`): the op stays queued, and the
+    /// session dropped the connection so that the op is sent again on the
+    /// next one, in its place among the others. The shell should close the
+    /// socket and reconnect with backoff.
+    Retry {
+        /// The op.
+        op_id: String,
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -495,6 +508,20 @@ impl ClientSession {
                     self.confirm(&op, &ack);
                     self.record(&op.kind, &op.key, Some(op.clone()));
                     self.events.push_back(ClientEvent::Acked(ack));
+                }
+            }
+            ServerMessage::Reject(r) if matches!(r.code, ErrorCode::Internal | ErrorCode::ShuttingDown) => {
+                // Not applied, and a retry applies it (docs/protocol.md). It
+                // must not go after the ops behind it, so the whole queue
+                // goes again, in order, on a new connection; the server
+                // answers the ops it applied from its record.
+                if self.pending.iter().any(|op| op.op_id == r.op_id) {
+                    self.disconnected();
+                    self.events.push_back(ClientEvent::Retry {
+                        op_id: r.op_id,
+                        code: r.code,
+                        message: r.message,
+                    });
                 }
             }
             ServerMessage::Reject(r) => {

@@ -1,0 +1,98 @@
+//! An op the server failed to apply without recording an answer (`internal`,
+//! `shutting_down`) is not dropped: it stays queued and the whole queue is
+//! sent again, in order, on a new connection (docs/protocol.md: "retry the op
+//! with the same `op_id`").
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use store_core::sync::codec::encode_server;
+use store_core::sync::session::{ClientConfig, ClientEvent, ClientSession};
+use store_core::sync::{
+    ClientMessage, ErrorCode, OpAction, PROTOCOL_VERSION, Reject, Rights, ServerMessage, Welcome,
+};
+
+fn welcome(session: &mut ClientSession) {
+    let welcome = ServerMessage::Welcome(Welcome {
+        protocol: PROTOCOL_VERSION,
+        namespace: "ns".into(),
+        rights: Rights::ReadWrite,
+        schemas: BTreeMap::new(),
+        heartbeat_ms: 30_000,
+        max_frame_bytes: 1 << 20,
+    });
+    session
+        .handle_frame(encode_server(&welcome).as_bytes(), 0)
+        .unwrap();
+}
+
+fn pushed(session: &mut ClientSession) -> Vec<String> {
+    let mut ids = Vec::new();
+    while let Some(message) = session.poll_transmit() {
+        if let ClientMessage::Push(push) = message {
+            ids.extend(push.ops.into_iter().map(|op| op.op_id));
+        }
+    }
+    ids
+}
+
+fn reject(session: &mut ClientSession, op_id: &str, code: ErrorCode) {
+    let reject = ServerMessage::Reject(Reject {
+        op_id: op_id.into(),
+        code,
+        message: "it failed".into(),
+    });
+    session
+        .handle_frame(encode_server(&reject).as_bytes(), 0)
+        .unwrap();
+}
+
+#[test]
+fn an_op_the_server_failed_to_apply_is_sent_again_in_its_place() {
+    for code in [ErrorCode::Internal, ErrorCode::ShuttingDown] {
+        let mut session = ClientSession::new(ClientConfig::new("ns", "token", "c1"));
+        session.connect(0);
+        welcome(&mut session);
+        let first = session.push_op("t", "x", OpAction::Set, Some(json!(1)), None);
+        let second = session.push_op("t", "x", OpAction::Set, Some(json!(2)), None);
+        assert_eq!(pushed(&mut session).len(), 2, "both ops pushed");
+        reject(&mut session, &first, code);
+        let events: Vec<ClientEvent> = std::iter::from_fn(|| session.poll_event()).collect();
+        assert!(
+            matches!(events.last(), Some(ClientEvent::Retry { op_id, code: c, .. }) if *op_id == first && *c == code),
+            "{events:?}"
+        );
+        assert!(!session.is_connected(), "the session let the connection go");
+        let queued: Vec<&str> = session.pending().map(|op| op.op_id.as_str()).collect();
+        assert_eq!(
+            queued,
+            [first.as_str(), second.as_str()],
+            "{code}: nothing dropped"
+        );
+        assert_eq!(session.get("t", "x"), Some(json!(2)), "nothing rolled back");
+        session.connect(1);
+        welcome(&mut session);
+        assert_eq!(
+            pushed(&mut session),
+            [first.clone(), second.clone()],
+            "{code}: sent again, in order"
+        );
+    }
+}
+
+#[test]
+fn a_refusal_still_rolls_the_op_back() {
+    let mut session = ClientSession::new(ClientConfig::new("ns", "token", "c1"));
+    session.connect(0);
+    welcome(&mut session);
+    let op = session.push_op("t", "x", OpAction::Set, Some(json!(1)), None);
+    let _ = pushed(&mut session);
+    reject(&mut session, &op, ErrorCode::Validation);
+    let events: Vec<ClientEvent> = std::iter::from_fn(|| session.poll_event()).collect();
+    assert!(
+        matches!(events.last(), Some(ClientEvent::Rejected { .. })),
+        "{events:?}"
+    );
+    assert_eq!(session.pending().len(), 0);
+    assert!(session.is_connected());
+}
