@@ -171,6 +171,37 @@ fn check_kind(kind: &str) -> Result<()> {
     }
 }
 
+/// The longest kind, and the longest key, a store accepts: in bytes of
+/// UTF-8.
+///
+/// One limit for every backend, so that a write one backend takes is taken
+/// by all: PostgreSQL indexes `(namespace, kind, key)` and refuses an index
+/// row over about 2.7 KB, which two identifiers of this length and a
+/// namespace of the protocol's 256 bytes stay under. Writes check it
+/// ([`Error::KeyTooLong`]) before staging anything; reads of a longer key
+/// find nothing. The sync protocol uses the same limit for the kind and key
+/// of an op.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The identifier rules of a write, checked before anything is staged: a
+/// kind (not empty) and a key of at most [`MAX_KEY_BYTES`], without the NUL
+/// character, which PostgreSQL's text cannot hold.
+pub(crate) fn check_key(kind: &str, key: &str) -> Result<()> {
+    check_kind(kind)?;
+    for (field, id) in [("kind", kind), ("key", key)] {
+        if id.len() > MAX_KEY_BYTES {
+            return Err(Error::KeyTooLong { field, len: id.len() });
+        }
+        if id.contains('\0') {
+            return Err(Error::InvalidKey {
+                field,
+                reason: "contains the nul character (\\0)",
+            });
+        }
+    }
+    Ok(())
+}
+
 impl<T: StoreValue> Engine<T> {
     /// An empty engine at revision 0.
     #[must_use]
@@ -319,6 +350,14 @@ impl<T: StoreValue> Engine<T> {
         check_kind(kind)
     }
 
+    /// Whether a write to `kind`/`key` may be staged at all.
+    fn writable(&self, kind: &str, key: &str) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        check_key(kind, key)
+    }
+
     fn kind_map(&self, kind: &str) -> Result<Option<&Keys<T>>> {
         self.open(kind)?;
         Ok(self.kinds.get(kind))
@@ -397,7 +436,7 @@ impl<T: StoreValue> Engine<T> {
         value: T,
         opts: SetOptions,
     ) -> Result<Written> {
-        self.open(kind)?;
+        self.writable(kind, key)?;
         self.options.validate(kind, key, &value)?;
         let current = self.current(txn, kind, key);
         Self::check_version(current, opts)?;
@@ -419,7 +458,7 @@ impl<T: StoreValue> Engine<T> {
         F: FnOnce(&T) -> std::result::Result<T, E>,
         E: Into<BoxError>,
     {
-        self.open(kind)?;
+        self.writable(kind, key)?;
         let current = self.current(txn, kind, key).ok_or(Error::KeyNotFound)?;
         Self::check_version(Some(current), opts)?;
         let value = f(&current.value).map_err(|e| Error::Function(e.into()))?;
@@ -436,9 +475,10 @@ impl<T: StoreValue> Engine<T> {
         kind: &str,
         items: impl IntoIterator<Item = (String, T)>,
     ) -> Result<Vec<(String, Written)>> {
-        self.open(kind)?;
+        self.writable(kind, "")?;
         let items: BTreeMap<String, T> = items.into_iter().collect();
         for (key, value) in &items {
+            check_key(kind, key)?;
             self.options.validate(kind, key, value)?;
         }
         Ok(items
@@ -459,7 +499,7 @@ impl<T: StoreValue> Engine<T> {
         key: &str,
         opts: SetOptions,
     ) -> Result<Option<Deleted<T>>> {
-        self.open(kind)?;
+        self.writable(kind, key)?;
         let current = self.current(txn, kind, key);
         Self::check_version(current, opts)?;
         let Some(prev) = current else {

@@ -22,6 +22,27 @@ pub enum Error {
     /// The kind argument was empty.
     #[error("kind required")]
     KindRequired,
+    /// A write named a kind or key longer than
+    /// [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES); nothing was written.
+    #[error(
+        "{field} is {len} bytes long, over the limit of {} bytes",
+        crate::MAX_KEY_BYTES
+    )]
+    KeyTooLong {
+        /// `"kind"` or `"key"`.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A write named a kind or key that no store holds (one with the NUL
+    /// character); nothing was written.
+    #[error("{field} {reason}")]
+    InvalidKey {
+        /// `"kind"` or `"key"`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// `set_fn` was called on a key that does not exist.
     #[error("key not found")]
     KeyNotFound,
@@ -104,6 +125,8 @@ impl Error {
         match self {
             Error::Closed => "closed",
             Error::KindRequired => "kind_required",
+            Error::KeyTooLong { .. } => "key_too_long",
+            Error::InvalidKey { .. } => "invalid_key",
             Error::KeyNotFound => "key_not_found",
             Error::Validation { .. } => "validation",
             Error::Conflict { .. } => "conflict",

@@ -15,6 +15,27 @@
 //! Every committed change takes the next revision: strictly increasing,
 //! gap-free, in commit order.
 //!
+//! Kinds and keys are strings of at most [`MAX_KEY_BYTES`] (1024) bytes of
+//! UTF-8 without the NUL character (`\0`); a value is any JSON, NUL in its
+//! strings included. The same on every backend.
+//!
+//! ## Versions belong to one life of a key
+//!
+//! Deleting a key forgets it, and creating it again starts over at version
+//! 1: no tombstone is kept. So a version alone does not tell two lives of a
+//! key apart — an `if_version: 1` meant for the first life matches the
+//! second. This is on purpose: a tombstone kept for every deleted key,
+//! forever, would grow every store without bound, and a synced client could
+//! no longer predict the version of a key it creates (its optimistic view
+//! shows version 1 for a key it does not hold, though the server may have
+//! seen that key live and die before the client synced).
+//!
+//! The remedy is the entry's `rev`: a revision is never reused, so a key
+//! created again has a new `rev`, larger than any of its earlier lives'. To
+//! be sure a write lands on the life you read, compare the `rev` you read
+//! with the one `get` returns now, or watch the kind: a `delete` event ends
+//! a life, and the next `create` begins another.
+//!
 //! # The store contract
 //!
 //! Every backend implements [`Store`] and passes the same conformance suite
@@ -31,7 +52,13 @@
 //!   order, and is all or nothing: one invalid value rejects the batch.
 //! - `delete` returns the previous entry, or `None` if there was none.
 //! - [`SetOptions::if_version`] makes a write compare-and-set
-//!   ([`Error::Conflict`]); version 0 means "must not exist".
+//!   ([`Error::Conflict`]); version 0 means "must not exist". Versions
+//!   restart at 1 when a key is deleted and created again (see above).
+//! - Every write checks its kind and key before anything is staged: longer
+//!   than [`MAX_KEY_BYTES`] is [`Error::KeyTooLong`], a NUL character is
+//!   [`Error::InvalidKey`]; nothing is written, and in a batch of writes
+//!   (a durable backend's group commit) the others go on. Reads of such a
+//!   key find nothing.
 //! - Validation runs per kind: closures, and declarative JSON Schemas
 //!   ([`schema::Schema`]) that servers also ship to clients.
 //! - An empty kind is [`Error::KindRequired`]; after `close` every call is
@@ -107,7 +134,7 @@ pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use engine::{Engine, WriteTxn};
+pub use engine::{Engine, MAX_KEY_BYTES, WriteTxn};
 pub use error::{BoxError, Error, Result};
 pub use hub::{DEFAULT_BUFFER_SIZE, Watch, WatchOptions};
 pub use mem::MemStore;

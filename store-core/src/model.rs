@@ -112,6 +112,11 @@ pub struct SetOptions {
     /// Compare-and-set: the write happens only if the stored version equals
     /// this one, with 0 meaning "the key must not exist"; otherwise the write
     /// fails with [`Error::Conflict`](crate::Error::Conflict).
+    ///
+    /// Versions count the changes of one life of a key: a key deleted and
+    /// created again is at version 1 again, so a version read before the
+    /// delete can match the new life. Its `rev` tells the lives apart (a
+    /// revision is never reused); see the [crate docs](crate#versions-belong-to-one-life-of-a-key).
     pub if_version: Option<u64>,
 }
 

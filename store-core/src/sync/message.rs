@@ -345,6 +345,11 @@ pub enum ErrorCode {
     Conflict,
     /// The op named an empty kind.
     KindRequired,
+    /// The op's kind or key is longer than
+    /// [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES).
+    KeyTooLong,
+    /// The op's kind or key holds the NUL character.
+    InvalidKey,
     /// The server is shutting down.
     ShuttingDown,
     /// The server failed; the op may be retried with the same op id.
@@ -369,6 +374,8 @@ impl ErrorCode {
             ErrorCode::Validation => "validation",
             ErrorCode::Conflict => "conflict",
             ErrorCode::KindRequired => "kind_required",
+            ErrorCode::KeyTooLong => "key_too_long",
+            ErrorCode::InvalidKey => "invalid_key",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
         }
@@ -381,6 +388,8 @@ impl ErrorCode {
             crate::Error::Validation { .. } => ErrorCode::Validation,
             crate::Error::Conflict { .. } => ErrorCode::Conflict,
             crate::Error::KindRequired => ErrorCode::KindRequired,
+            crate::Error::KeyTooLong { .. } => ErrorCode::KeyTooLong,
+            crate::Error::InvalidKey { .. } => ErrorCode::InvalidKey,
             // A value the store cannot take (it does not decode as the
             // store's type, or the backend cannot hold it) is the client's.
             crate::Error::Decode { .. } | crate::Error::Encoding(_) => ErrorCode::Validation,
@@ -403,9 +412,12 @@ impl ErrorCode {
             ErrorCode::TooManyInFlight | ErrorCode::SlowConsumer => CloseCode::SlowConsumer,
             ErrorCode::Timeout => CloseCode::Timeout,
             ErrorCode::ShuttingDown => CloseCode::GoingAway,
-            ErrorCode::Validation | ErrorCode::Conflict | ErrorCode::KindRequired | ErrorCode::Internal => {
-                CloseCode::InternalError
-            }
+            ErrorCode::Validation
+            | ErrorCode::Conflict
+            | ErrorCode::KindRequired
+            | ErrorCode::KeyTooLong
+            | ErrorCode::InvalidKey
+            | ErrorCode::Internal => CloseCode::InternalError,
         }
     }
 }

@@ -97,6 +97,7 @@ macro_rules! __conformance_cases {
             set_fn_errors_write_nothing, set_many_merges_in_key_order, set_many_all_or_nothing,
             delete_reports_previous, if_version_compare_and_set, validation_closures,
             validation_schema, close_is_final_and_idempotent, interleaved_writers_no_lost_update,
+            key_size_limit, nul_character, recreate_restarts_version_with_a_new_rev,
         ]);
         $crate::__conformance_cases!(@each $mode $args watch_cases: [
             live_events_in_commit_order, watch_isolates_kinds, type_filter,

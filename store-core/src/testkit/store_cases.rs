@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{Backend, Lcg, expect_quiet, next_event, options, yield_now};
 use crate::schema::Schema;
-use crate::{Error, Filter, SetOptions, SetResult, Store, WatchOptions};
+use crate::{Error, EventType, Filter, MAX_KEY_BYTES, SetOptions, SetResult, Store, WatchOptions};
 
 const NONE: SetOptions = SetOptions { if_version: None };
 
@@ -28,6 +28,151 @@ async fn every_operation<S: Store<Value>>(s: &S, kind: &str) -> Vec<(&'static st
         ("delete", s.delete(kind, "k", NONE).await.map(drop)),
         ("watch", s.watch(kind, WatchOptions::new()).await.map(drop)),
     ]
+}
+
+/// Calls every write of `kind`/`key`, returning each outcome by name.
+async fn every_write<S: Store<Value>>(
+    s: &S,
+    kind: &str,
+    key: &str,
+) -> Vec<(&'static str, Result<(), Error>)> {
+    let same = |v: &Value| Ok::<_, Error>(v.clone());
+    vec![
+        ("set", s.set(kind, key, json!(1), NONE).await.map(drop)),
+        ("set_fn", s.set_fn(kind, key, same, NONE).await.map(drop)),
+        (
+            "set_many",
+            s.set_many(kind, vec![(key.to_owned(), json!(1))]).await.map(drop),
+        ),
+        ("delete", s.delete(kind, key, NONE).await.map(drop)),
+    ]
+}
+
+/// Text of exactly `bytes` bytes of UTF-8, mixing one- and two-byte
+/// characters, that does not compress (a backend's index stores it whole).
+fn noise(bytes: usize, seed: u64) -> String {
+    const CHARS: [char; 12] = ['a', 'k', 'q', 'z', '0', '7', '-', 'é', 'ß', 'ø', 'ж', 'λ'];
+    let mut rng = Lcg::new(seed);
+    let mut out = String::with_capacity(bytes);
+    while out.len() < bytes {
+        let c = CHARS[rng.below(CHARS.len() as u64) as usize];
+        out.push(if out.len() + c.len_utf8() > bytes { 'x' } else { c });
+    }
+    out
+}
+
+/// Kinds and keys are at most [`MAX_KEY_BYTES`] bytes of UTF-8 on every
+/// backend: a longer one is refused by every write (`key_too_long`) before
+/// anything is staged, and reads of it find nothing.
+pub async fn key_size_limit<B: Backend>(b: &B) {
+    let s = b.open(options()).await;
+    let (kind, key) = (noise(MAX_KEY_BYTES, 1), noise(MAX_KEY_BYTES, 2));
+    let w = s.set(&kind, &key, json!(1), NONE).await;
+    assert!(
+        matches!(w, Ok(ref w) if w.result == SetResult::Created),
+        "a kind and a key of {MAX_KEY_BYTES} bytes each are stored: {w:?}"
+    );
+    assert_eq!(s.get(&kind, &key).await.unwrap().unwrap().value, json!(1));
+    let over = format!("{}é", noise(MAX_KEY_BYTES - 1, 3));
+    assert!(
+        over.len() == MAX_KEY_BYTES + 1 && over.chars().count() < MAX_KEY_BYTES,
+        "the limit counts bytes, not characters"
+    );
+    for (field, kind, key) in [("key", "t", over.as_str()), ("kind", over.as_str(), "k")] {
+        for (op, r) in every_write(&s, kind, key).await {
+            match r {
+                Err(e @ Error::KeyTooLong { .. }) => {
+                    assert_eq!(e.code(), "key_too_long");
+                    assert!(
+                        matches!(e, Error::KeyTooLong { field: f, len } if f == field && len == over.len())
+                    );
+                    assert!(e.to_string().contains(&MAX_KEY_BYTES.to_string()), "{e}");
+                }
+                other => panic!("{op} with a {field} over the limit: {other:?}"),
+            }
+        }
+    }
+    let r = s
+        .set_many("t", vec![("a".into(), json!(1)), (over.clone(), json!(2))])
+        .await;
+    assert!(
+        matches!(r, Err(Error::KeyTooLong { .. })),
+        "one key over the limit refuses the batch: {r:?}"
+    );
+    assert!(s.get("t", "a").await.unwrap().is_none());
+    assert!(s.get("t", &over).await.unwrap().is_none());
+    assert_eq!(s.rev().await.unwrap(), 1, "refused writes spend no revision");
+}
+
+/// The NUL character: refused in a kind or key by every write
+/// (`invalid_key`), stored in the strings of a value like any other.
+pub async fn nul_character<B: Backend>(b: &B) {
+    let s = b.open(options()).await;
+    for (field, kind, key) in [("key", "t", "a\0b"), ("kind", "t\0", "k")] {
+        for (op, r) in every_write(&s, kind, key).await {
+            match r {
+                Err(e @ Error::InvalidKey { .. }) => {
+                    assert_eq!(e.code(), "invalid_key");
+                    assert!(matches!(e, Error::InvalidKey { field: f, .. } if f == field));
+                }
+                other => panic!("{op} with a NUL in the {field}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(s.rev().await.unwrap(), 0, "refused writes spend no revision");
+    let value = json!({"text": "a\0b", "\0": ["\0", "\\u0000"]});
+    let w = s.set("t", "k", value.clone(), NONE).await.unwrap();
+    assert_eq!((w.result, w.rev), (SetResult::Created, 1));
+    assert_eq!(s.get("t", "k").await.unwrap().unwrap().value, value);
+    let again = s.set("t", "k", value, NONE).await.unwrap();
+    assert_eq!(again.result, SetResult::Unchanged);
+}
+
+/// Versions count the changes of one life of a key: deleted and created
+/// again, it starts over at version 1 (so `if_version` matches the new
+/// life), with a new revision larger than any of the old life's — a
+/// revision is never reused, so `rev` tells lives apart.
+pub async fn recreate_restarts_version_with_a_new_rev<B: Backend>(b: &B) {
+    let s = b.open(options()).await;
+    s.set("t", "k", json!("first"), NONE).await.unwrap();
+    let w = s.set("t", "k", json!("second"), NONE).await.unwrap();
+    assert_eq!((w.version, w.rev), (2, 2));
+    let d = s.delete("t", "k", NONE).await.unwrap().expect("existed");
+    assert_eq!((d.prev.version, d.prev.rev, d.rev), (2, 2, 3));
+    let w = s
+        .set("t", "k", json!("third"), SetOptions::if_version(0))
+        .await
+        .unwrap();
+    assert_eq!((w.result, w.version, w.rev), (SetResult::Created, 1, 4));
+    let e = s.get("t", "k").await.unwrap().unwrap();
+    assert_eq!((e.version, e.rev), (1, 4));
+    assert!(
+        e.rev > d.prev.rev && e.rev > d.rev,
+        "a new life has a new, larger rev"
+    );
+    let w = s
+        .set("t", "k", json!("fourth"), SetOptions::if_version(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (w.result, w.version, w.rev),
+        (SetResult::Updated, 2, 5),
+        "if_version 1 matches the new life's version 1"
+    );
+    let mut watch = s.watch("t", WatchOptions::new().from_rev(2)).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let e = next_event(&mut watch, "the changes after rev 2").await;
+        seen.push((e.event_type, e.version, e.rev));
+    }
+    assert_eq!(
+        seen,
+        [
+            (EventType::Delete, 2, 3),
+            (EventType::Create, 1, 4),
+            (EventType::Update, 2, 5)
+        ]
+    );
 }
 
 /// Every call with an empty kind fails with `KindRequired`.
