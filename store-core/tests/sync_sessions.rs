@@ -755,6 +755,48 @@ fn a_rejected_op_is_rolled_back_with_an_event() {
     assert_eq!(w.clients[c].get("task", "x"), Some(json!(1)));
 }
 
+#[test]
+fn a_pending_op_over_the_key_limit_is_rejected_alone_on_every_reconnect() {
+    let mut w = World::simple();
+    let c = w.add_client("c0", "rw");
+    // Written offline, pending; then pushed on connect, as on every
+    // reconnect.
+    let long = "k".repeat(store_core::MAX_KEY_BYTES + 1);
+    let before = w.set(c, "task", "x", json!(1));
+    let bad = w.set(c, "task", &long, json!(2));
+    let nul = w.set(c, "task", "a\0b", json!(3));
+    let after = w.set(c, "task", "y", json!(4));
+    w.connect(c);
+    w.pump();
+    assert!(w.closes.is_empty(), "no session ended: {:?}", w.closes);
+    assert!(w.is_connected(c), "a bad op is not fatal");
+    let answers: Vec<(String, Option<ErrorCode>)> = w.delivered[c]
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Ack(a) => Some((a.op_id.clone(), None)),
+            ServerMessage::Reject(r) => Some((r.op_id.clone(), Some(r.code))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (before, None),
+            (bad, Some(ErrorCode::KeyTooLong)),
+            (nul, Some(ErrorCode::InvalidKey)),
+            (after, None)
+        ],
+        "answered in op order"
+    );
+    assert_eq!(w.clients[c].get("task", &long), None, "rolled back");
+    assert_eq!(w.clients[c].pending().len(), 0);
+    w.drop_connection(c);
+    w.connect(c);
+    w.pump();
+    assert!(w.closes.is_empty() && w.is_connected(c));
+    w.assert_converged();
+}
+
 // ---- the server session alone ----
 
 fn hello_frame(protocol: u32, token: &str) -> String {
@@ -867,10 +909,7 @@ fn bad_frames_are_fatal_with_their_close_codes() {
 
     // A bad frame after the handshake is fatal too.
     let mut s = live_session(ServerConfig::default());
-    s.handle_frame(
-        br#"{"type":"push","ops":[{"op_id":"1","kind":"t","key":"k","action":"set"}]}"#,
-        0,
-    );
+    s.handle_frame(br#"{"type":"push","ops":{"op_id":"1"}}"#, 0);
     assert_eq!(
         fatal_code(&mut s),
         (ErrorCode::BadMessage, Some(CloseCode::ProtocolError))
@@ -911,6 +950,83 @@ fn too_many_ops_in_flight_is_fatal() {
     assert!(matches!(&out[1], ServerMessage::Ack(a) if a.op_id == "2"));
     assert!(matches!(&out[2], ServerMessage::Error(e) if e.code == ErrorCode::TooManyInFlight && e.fatal));
     assert_eq!(s.poll_close(), Some(CloseCode::SlowConsumer));
+}
+
+#[test]
+fn an_op_breaking_a_rule_of_its_own_is_rejected_alone_in_its_turn() {
+    let mut s = live_session(ServerConfig::default());
+    let op = |id: &str, key: &str| Op {
+        op_id: id.into(),
+        kind: "task".into(),
+        key: key.into(),
+        action: OpAction::Delete,
+        value: None,
+        if_version: None,
+    };
+    let push = |ops: Vec<Op>| codec::encode_client(&ClientMessage::Push(Push { ops }));
+    let answers = |s: &mut ServerSession| -> Vec<(String, Option<ErrorCode>)> {
+        drain_out(s)
+            .into_iter()
+            .map(|m| match m {
+                ServerMessage::Ack(a) => (a.op_id, None),
+                ServerMessage::Reject(r) => (r.op_id, Some(r.code)),
+                other => panic!("expected answers, got {other:?}"),
+            })
+            .collect()
+    };
+    let long = "k".repeat(store_core::MAX_KEY_BYTES + 1);
+    let long_id = "o".repeat(ServerConfig::default().limits.max_id_bytes + 1);
+    s.handle_frame(
+        push(vec![
+            op("1", "a"),
+            op("2", &long),
+            op("3", "a\0"),
+            op(&long_id, "b"),
+            op("4", "b"),
+        ])
+        .as_bytes(),
+        0,
+    );
+    // Only the ops that keep the rules go to the store.
+    let Some(ServerEffect::Apply { ops, .. }) = s.poll_effect() else {
+        panic!("the push is applied")
+    };
+    assert_eq!(
+        ops.iter().map(|o| o.op_id.as_str()).collect::<Vec<_>>(),
+        ["1", "4"]
+    );
+    // A push of bad ops only, while ops before it are in flight: answered
+    // after them.
+    s.handle_frame(push(vec![op("5", &long)]).as_bytes(), 0);
+    assert_eq!(s.poll_effect(), None);
+    assert_eq!(
+        answers(&mut s),
+        [],
+        "nothing is answered before the ops sent before it"
+    );
+    s.handle_applied(vec![
+        Ok(Ack::deleted::<Value>("1", None, 0)),
+        Ok(Ack::deleted::<Value>("4", None, 0)),
+    ]);
+    assert_eq!(
+        answers(&mut s),
+        [
+            ("1".to_owned(), None),
+            ("2".to_owned(), Some(ErrorCode::KeyTooLong)),
+            ("3".to_owned(), Some(ErrorCode::InvalidKey)),
+            (long_id, Some(ErrorCode::BadMessage)),
+            ("4".to_owned(), None),
+            ("5".to_owned(), Some(ErrorCode::KeyTooLong)),
+        ]
+    );
+    // With nothing in flight, it is answered at once; the session goes on.
+    s.handle_frame(push(vec![op("6", &long)]).as_bytes(), 0);
+    assert_eq!(s.poll_effect(), None);
+    assert_eq!(answers(&mut s), [("6".to_owned(), Some(ErrorCode::KeyTooLong))]);
+    s.handle_frame(push(vec![op("7", "c")]).as_bytes(), 0);
+    assert!(matches!(s.poll_effect(), Some(ServerEffect::Apply { ops, .. }) if ops.len() == 1));
+    assert!(!s.is_closed());
+    assert_eq!(s.poll_close(), None);
 }
 
 #[test]

@@ -535,3 +535,65 @@ async fn large_pushes_sent_back_to_back_are_all_answered() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_op_breaking_an_identifier_rule_is_rejected_alone_on_every_reconnect() {
+    let db = support::fresh_db("server-identifiers");
+    let server = start(&db).await;
+    let long_key = "k".repeat(store_core::MAX_KEY_BYTES + 1);
+    let long_id = "o".repeat(ServerConfig::default().limits.max_id_bytes + 1);
+    let push = json!({"type": "push", "ops": [
+        set("i1", "before", json!({"title": "a"})),
+        set("i2", &long_key, json!({"title": "b"})),
+        set(&long_id, "id", json!({"title": "c"})),
+        set("i3", "a\u{0}b", json!({"title": "d"})),
+        set("i4", "after", json!({"title": "e"})),
+    ]});
+    let expected = [
+        ("i1", "ack", None),
+        ("i2", "reject", Some("key_too_long")),
+        (long_id.as_str(), "reject", Some("bad_message")),
+        ("i3", "reject", Some("invalid_key")),
+        ("i4", "ack", None),
+    ];
+    // A client re-pushes its pending ops on every new connection: each time
+    // the bad ones are refused alone, and the session goes on.
+    for round in 0..2 {
+        let mut a = connect(&server).await;
+        send(&mut a, hello("writer", "team", "a", None)).await;
+        assert_eq!(recv(&mut a).await["type"], "welcome");
+        assert_eq!(recv(&mut a).await["type"], "snapshot");
+        send(&mut a, push.clone()).await;
+        let mut answers = Vec::new();
+        while answers.len() < expected.len() {
+            let m = recv(&mut a).await;
+            assert_ne!(m["type"], "error", "round {round}: {m}");
+            if m["type"] == "ack" || m["type"] == "reject" {
+                answers.push(m);
+            }
+        }
+        let got: Vec<(&str, &str, Option<&str>)> = answers
+            .iter()
+            .map(|m| {
+                (
+                    m["op_id"].as_str().unwrap(),
+                    m["type"].as_str().unwrap(),
+                    m["code"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "round {round}");
+        send(&mut a, json!({"type": "ping", "nonce": 7})).await;
+        let pong = loop {
+            let m = recv(&mut a).await;
+            if m["type"] != "changes" {
+                break m;
+            }
+        };
+        assert_eq!(
+            (pong["type"].as_str(), pong["nonce"].as_u64()),
+            (Some("pong"), Some(7))
+        );
+    }
+    server.stop().await;
+}

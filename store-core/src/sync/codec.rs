@@ -3,12 +3,18 @@
 //! Decoding never panics, whatever the bytes: a frame is checked against the
 //! [`Limits`], its `type` is read first (so an unknown type is told apart
 //! from a malformed message), then the message is parsed and checked.
+//!
+//! A frame that is not a valid message is an error of the whole session.
+//! An op that breaks a rule of its own (its op id, kind or key, a `set`
+//! without a value) is not: [`check_op`] tells which ops of a well-formed
+//! `push` to refuse, alone, with a `reject`.
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::message::{ClientMessage, ErrorCode, OpAction, ProtocolError, ServerMessage};
+use super::message::{ClientMessage, ErrorCode, Op, OpAction, ProtocolError, Reject, ServerMessage};
 use crate::Event;
+use crate::engine::check_key;
 
 mod fields;
 
@@ -19,7 +25,8 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// The most ops in one `push`.
     pub max_ops_per_push: usize,
-    /// The longest namespace, client id, op id, kind or key, in bytes.
+    /// The longest namespace, client id or op id, in bytes. Kinds and keys
+    /// have the store's limit, [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES).
     pub max_id_bytes: usize,
 }
 
@@ -78,33 +85,50 @@ fn decode<'a, M: Deserialize<'a>>(
     serde_json::from_slice(frame).map_err(|e| bad(format!("invalid {message_type} message: {e}")))
 }
 
-fn check_id(what: &str, id: &str, limits: &Limits) -> Result<(), ProtocolError> {
-    if id.len() > limits.max_id_bytes {
-        return Err(bad(format!(
-            "{what} is longer than {} bytes",
-            limits.max_id_bytes
-        )));
+/// The rules of a namespace, client id or op id: not empty, at most
+/// `max_id_bytes`, no NUL character (PostgreSQL's text cannot hold it).
+fn check_required(what: &str, id: &str, limits: &Limits) -> Result<(), String> {
+    if id.is_empty() {
+        Err(format!("{what} must not be empty"))
+    } else if id.len() > limits.max_id_bytes {
+        Err(format!("{what} is longer than {} bytes", limits.max_id_bytes))
+    } else if id.contains('\0') {
+        Err(format!("{what} contains the nul character (\\0)"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks one op of a `push` on its own: its op id (as a namespace or
+/// client id is checked), its kind and key (the store's rules:
+/// `kind_required`, `key_too_long`, `invalid_key`) and that a `set` has a
+/// value. An op that fails is refused alone, with the returned `reject`;
+/// the other ops of its push are applied.
+pub fn check_op(op: &Op, limits: &Limits) -> Result<(), Reject> {
+    let reject = |code: ErrorCode, message: String| Reject {
+        op_id: op.op_id.clone(),
+        code,
+        message,
+    };
+    check_required("op_id", &op.op_id, limits).map_err(|m| reject(ErrorCode::BadMessage, m))?;
+    check_key(&op.kind, &op.key).map_err(|e| Reject::of(op.op_id.clone(), &e))?;
+    if op.action == OpAction::Set && op.value.is_none() {
+        return Err(reject(ErrorCode::BadMessage, "a set needs a value".into()));
     }
     Ok(())
 }
 
-fn check_required(what: &str, id: &str, limits: &Limits) -> Result<(), ProtocolError> {
-    if id.is_empty() {
-        return Err(bad(format!("{what} must not be empty")));
-    }
-    check_id(what, id, limits)
-}
-
-/// Decodes and checks a frame from a client (used by the server).
+/// Decodes and checks a frame from a client (used by the server). The ops
+/// of a `push` are checked one by one with [`check_op`], not here.
 pub fn decode_client(frame: &[u8], limits: &Limits) -> Result<ClientMessage, ProtocolError> {
     let message: ClientMessage =
         decode(frame, limits.max_frame_bytes, CLIENT_TYPES).map_err(|e| fields::explained(e, frame))?;
     match &message {
         ClientMessage::Hello(h) => {
-            check_required("namespace", &h.namespace, limits)?;
-            check_required("client_id", &h.client_id, limits)?;
+            check_required("namespace", &h.namespace, limits).map_err(bad)?;
+            check_required("client_id", &h.client_id, limits).map_err(bad)?;
             for kind in h.kinds.iter().flatten() {
-                check_required("a subscribed kind", kind, limits)?;
+                check_key(kind, "").map_err(|e| bad(format!("a subscribed kind: {e}")))?;
             }
         }
         ClientMessage::Push(p) => {
@@ -117,14 +141,6 @@ pub fn decode_client(frame: &[u8], limits: &Limits) -> Result<ClientMessage, Pro
                         limits.max_ops_per_push
                     ),
                 ));
-            }
-            for op in &p.ops {
-                check_required("op_id", &op.op_id, limits)?;
-                check_id("kind", &op.kind, limits)?;
-                check_id("key", &op.key, limits)?;
-                if op.action == OpAction::Set && op.value.is_none() {
-                    return Err(bad(format!("op {:?}: a set needs a value", op.op_id)));
-                }
             }
         }
         ClientMessage::Ping { .. } | ClientMessage::Pong { .. } => {}
@@ -302,10 +318,10 @@ mod tests {
             r#"{"no_type":1}"#,
             r#"{"type":7}"#,
             r#"{"type":"push"}"#,
-            r#"{"type":"push","ops":[{"op_id":"1","kind":"t","key":"k","action":"set"}]}"#,
-            r#"{"type":"push","ops":[{"op_id":"","kind":"t","key":"k","action":"delete"}]}"#,
             r#"{"type":"push","ops":[{"op_id":"1","kind":"t","key":"k","action":"upsert","value":1}]}"#,
             r#"{"type":"hello","protocol":1,"namespace":"","token":"t","client_id":"c"}"#,
+            r#"{"type":"hello","protocol":1,"namespace":"n\u0000","token":"t","client_id":"c"}"#,
+            r#"{"type":"hello","protocol":1,"namespace":"n","token":"t","client_id":"c","kinds":[""]}"#,
             r#"{"type":"hello","protocol":"one","namespace":"n","token":"t","client_id":"c"}"#,
         ] {
             assert_eq!(code(frame), ErrorCode::BadMessage, "{frame:?}");
@@ -353,13 +369,79 @@ mod tests {
             decode_client(three.as_bytes(), &roomy).unwrap_err().code,
             ErrorCode::TooManyInFlight
         );
+        // An op breaking a rule of its own is the op's problem, not the
+        // push's: the push decodes, and check_op refuses the op.
         let long = encode_client(&ClientMessage::Push(Push {
-            ops: vec![op("12345")],
+            ops: vec![op("12345"), op("1234")],
         }));
+        let ClientMessage::Push(push) = decode_client(long.as_bytes(), &roomy).unwrap() else {
+            panic!("not a push");
+        };
+        let reject = check_op(&push.ops[0], &roomy).unwrap_err();
         assert_eq!(
-            decode_client(long.as_bytes(), &roomy).unwrap_err().code,
-            ErrorCode::BadMessage
+            (reject.op_id.as_str(), reject.code),
+            ("12345", ErrorCode::BadMessage)
         );
+        assert!(reject.message.contains("longer than 4 bytes"), "{reject:?}");
+        assert_eq!(check_op(&push.ops[1], &roomy), Ok(()));
+    }
+
+    #[test]
+    fn an_op_is_checked_on_its_own() {
+        let limits = Limits::default();
+        let op = |op_id: &str, kind: &str, key: &str, value: Option<serde_json::Value>| Op {
+            op_id: op_id.into(),
+            kind: kind.into(),
+            key: key.into(),
+            action: if value.is_some() {
+                OpAction::Set
+            } else {
+                OpAction::Delete
+            },
+            value,
+            if_version: None,
+        };
+        let at_limit = "k".repeat(crate::MAX_KEY_BYTES);
+        let over = format!("{at_limit}k");
+        // Kinds and keys have the store's limit, not the other identifiers'.
+        assert!(crate::MAX_KEY_BYTES > limits.max_id_bytes);
+        assert_eq!(check_op(&op("1", &at_limit, &at_limit, None), &limits), Ok(()));
+        assert_eq!(check_op(&op("1", "t", "", Some(json!(1))), &limits), Ok(()));
+        let cases = [
+            (op("o", "t", &over, None), ErrorCode::KeyTooLong),
+            (op("o", &over, "k", Some(json!(1))), ErrorCode::KeyTooLong),
+            (op("o", "t", "a\0b", None), ErrorCode::InvalidKey),
+            (op("o", "t\0", "k", None), ErrorCode::InvalidKey),
+            (op("o", "", "k", None), ErrorCode::KindRequired),
+            (op("", "t", "k", None), ErrorCode::BadMessage),
+            (
+                op(&"o".repeat(limits.max_id_bytes + 1), "t", "k", None),
+                ErrorCode::BadMessage,
+            ),
+            (op("o\0", "t", "k", None), ErrorCode::BadMessage),
+            (
+                Op {
+                    action: OpAction::Set,
+                    ..op("o", "t", "k", None)
+                },
+                ErrorCode::BadMessage,
+            ),
+        ];
+        for (op, code) in cases {
+            let reject = check_op(&op, &limits).unwrap_err();
+            assert_eq!((&reject.op_id, reject.code), (&op.op_id, code), "{reject:?}");
+        }
+        // The same codes as the store's own errors.
+        let store = crate::Error::KeyTooLong {
+            field: "key",
+            len: 2_000,
+        };
+        assert_eq!(ErrorCode::of(&store).as_str(), store.code());
+        let store = crate::Error::InvalidKey {
+            field: "key",
+            reason: "contains the nul character (\\0)",
+        };
+        assert_eq!(ErrorCode::of(&store).as_str(), store.code());
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub enum ServerEffect {
     /// `(client_id, op_id)` (a retried op id gets its original answer);
     /// publish the changes (through `handle_events`) before answering with
     /// [`ServerSession::handle_applied`]. Apply effects are answered in the
-    /// order they were emitted.
+    /// order they were emitted. Ops the session refused on their own (see
+    /// [`codec::check_op`]) are left out; the session answers them itself,
+    /// in their turn.
     Apply {
         /// The client's id.
         client_id: String,
@@ -186,6 +188,16 @@ enum Phase {
     Closed,
 }
 
+/// An op of a `push` waiting for its answer, which is sent in op order.
+#[derive(Debug)]
+enum Pending {
+    /// Sent to the shell in an `Apply`; answered by `handle_applied`.
+    Applying(String),
+    /// Refused by the session (see [`codec::check_op`]); its `reject` waits
+    /// for the answers of the ops before it.
+    Refused(Reject),
+}
+
 /// One client connection, server side, sans I/O.
 ///
 /// The shell's loop: feed every received frame to [`handle_frame`], serve
@@ -215,8 +227,8 @@ pub struct ServerSession {
     deferred: VecDeque<ClientMessage>,
     /// Events fed before the sync start was answered.
     early: Vec<(Vec<Arc<Event<Value>>>, u64)>,
-    /// The op ids of each `Apply` not yet answered, in order.
-    in_flight: VecDeque<Vec<String>>,
+    /// The ops of each `Apply` not yet answered, in order.
+    in_flight: VecDeque<Vec<Pending>>,
     in_flight_ops: usize,
     transmit: VecDeque<Outbound>,
     snapshot_parts_queued: usize,
@@ -391,18 +403,44 @@ impl ServerSession {
                 ),
             );
         }
-        self.in_flight_ops += push.ops.len();
-        self.in_flight
-            .push_back(push.ops.iter().map(|op| op.op_id.clone()).collect());
+        // An op that breaks a rule of its own is refused alone; the others
+        // are applied. Every op is answered in the order sent.
+        let mut pending = Vec::with_capacity(push.ops.len());
+        let mut ops = Vec::with_capacity(push.ops.len());
+        for op in push.ops {
+            match codec::check_op(&op, &self.config.limits) {
+                Ok(()) => {
+                    pending.push(Pending::Applying(op.op_id.clone()));
+                    ops.push(op);
+                }
+                Err(reject) => pending.push(Pending::Refused(reject)),
+            }
+        }
+        if ops.is_empty() {
+            match self.in_flight.back_mut() {
+                // Answered after the ops still in flight.
+                Some(last) => {
+                    self.in_flight_ops += pending.len();
+                    last.extend(pending);
+                }
+                None => {
+                    for p in pending {
+                        if let Pending::Refused(reject) = p {
+                            self.send(ServerMessage::Reject(reject));
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        self.in_flight_ops += pending.len();
+        self.in_flight.push_back(pending);
         let client_id = self
             .hello
             .as_ref()
             .map(|h| h.client_id.clone())
             .unwrap_or_default();
-        self.effects.push_back(ServerEffect::Apply {
-            client_id,
-            ops: push.ops,
-        });
+        self.effects.push_back(ServerEffect::Apply { client_id, ops });
     }
 
     /// Call with the answer to [`ServerEffect::Authenticate`]: the rights
@@ -545,20 +583,23 @@ impl ServerSession {
         if self.is_closed() {
             return;
         }
-        let Some(op_ids) = self.in_flight.pop_front() else {
+        let Some(pending) = self.in_flight.pop_front() else {
             return;
         };
-        self.in_flight_ops -= op_ids.len();
+        self.in_flight_ops -= pending.len();
         let mut results = results.into_iter();
-        for op_id in op_ids {
-            let message = match results.next() {
-                Some(Ok(ack)) => ServerMessage::Ack(ack),
-                Some(Err(reject)) => ServerMessage::Reject(reject),
-                None => ServerMessage::Reject(Reject {
-                    op_id,
-                    code: ErrorCode::Internal,
-                    message: "the op was not answered; retry it".into(),
-                }),
+        for op in pending {
+            let message = match op {
+                Pending::Refused(reject) => ServerMessage::Reject(reject),
+                Pending::Applying(op_id) => match results.next() {
+                    Some(Ok(ack)) => ServerMessage::Ack(ack),
+                    Some(Err(reject)) => ServerMessage::Reject(reject),
+                    None => ServerMessage::Reject(Reject {
+                        op_id,
+                        code: ErrorCode::Internal,
+                        message: "the op was not answered; retry it".into(),
+                    }),
+                },
             };
             self.send(message);
         }
