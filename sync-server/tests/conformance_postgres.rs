@@ -243,27 +243,68 @@ fn open_outside_a_runtime_is_an_error() {
     }
 }
 
-/// A value PostgreSQL cannot store (a NUL character) fails its write with an
-/// encoding error, writes nothing, and leaves the store working.
+/// A database of schema version 1, whose values were `jsonb`, is migrated
+/// at open: its entries and change log are kept, and it then stores what
+/// `jsonb` could not, a string with the NUL character.
 #[test]
-fn unstorable_value_fails_cleanly() {
-    let Some(url) = pg::url("unstorable_value_fails_cleanly") else {
+fn a_version_1_database_is_migrated_to_json_values() {
+    let Some(url) = pg::url("a_version_1_database_is_migrated_to_json_values") else {
         return;
     };
     pg::run(async {
         let schema = pg::create_schema(url).await;
         let s = open_in::<Value>(url, &schema, "ns").await.unwrap();
-        match s.set("t", "k", json!("a\u{0}b"), NONE).await {
-            Err(Error::Encoding(_)) => {}
-            other => panic!("expected an encoding error, got {other:?}"),
+        s.set("t", "k", json!({"n": 1}), NONE).await.unwrap();
+        s.set("t", "k", json!({"n": 2}), NONE).await.unwrap();
+        Store::close(&s).await;
+        let admin = pg::connect(url).await;
+        admin
+            .batch_execute(&format!(
+                "ALTER TABLE {schema}.zestor_entries ALTER COLUMN value TYPE JSONB USING value::jsonb;
+                 ALTER TABLE {schema}.zestor_changes ALTER COLUMN value TYPE JSONB USING value::jsonb;
+                 UPDATE {schema}.zestor_meta SET value = 1 WHERE key = 'schema_version';"
+            ))
+            .await
+            .unwrap();
+        let s = open_in::<Value>(url, &schema, "ns").await.unwrap();
+        let types: Vec<String> = admin
+            .query(
+                "SELECT data_type FROM information_schema.columns
+                 WHERE table_schema = $1 AND column_name = 'value'
+                   AND table_name IN ('zestor_entries', 'zestor_changes')",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(types, ["json", "json"]);
+        let version: i64 = admin
+            .query_one(
+                &format!("SELECT value FROM {schema}.zestor_meta WHERE key = 'schema_version'"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, SCHEMA_VERSION);
+        let e = s.get("t", "k").await.unwrap().unwrap();
+        assert_eq!((e.value, e.version, e.rev), (json!({"n": 2}), 2, 2));
+        let mut w = s.watch("t", WatchOptions::new().from_rev(0)).await.unwrap();
+        for rev in 1..=2 {
+            assert_eq!(
+                w.next().await.unwrap().unwrap().rev,
+                rev,
+                "the change log is kept"
+            );
         }
-        assert_eq!(s.rev().await.unwrap(), 0);
-        assert!(s.get("t", "k").await.unwrap().is_none());
-        let w = s.set("t", "k", json!("ab"), NONE).await.unwrap();
-        assert_eq!((w.rev, w.version), (1, 1));
+        let value = json!({"text": "a\u{0}b"});
+        let w = s.set("t", "nul", value.clone(), NONE).await.unwrap();
+        assert_eq!(w.rev, 3);
         Store::close(&s).await;
         let s = open_in::<Value>(url, &schema, "ns").await.unwrap();
-        assert_eq!(s.get("t", "k").await.unwrap().unwrap().value, json!("ab"));
+        assert_eq!(s.get("t", "nul").await.unwrap().unwrap().value, value);
         Store::close(&s).await;
         pg::drop_schema(url, &schema).await;
     });

@@ -1,6 +1,7 @@
 //! A bad write fails alone: a panicking function, a value that cannot be
-//! encoded or stored, in the middle of a group commit. And a store's watches
-//! end when the store goes away.
+//! encoded, a key over the limit or with a NUL, in the middle of a group
+//! commit; a NUL in a value is stored by every backend. And a store's
+//! watches end when the store goes away.
 
 #[path = "support/pg.rs"]
 mod pg;
@@ -109,9 +110,88 @@ fn a_value_that_cannot_be_encoded_fails_only_its_own_write() {
     assert_eq!(block_on(s.count("t")).unwrap(), 9);
 }
 
+/// NUL follows one rule on every backend: a string of a value may hold it
+/// (it is stored, and read back after a reopen), a kind or key may not
+/// (`invalid_key`), and such a write is refused alone, not failing its batch.
+fn nul_is_stored_in_values_and_refused_alone_in_keys(open: &dyn Fn() -> Durable<Value>) {
+    let s = open();
+    block_on(s.set("blocker", "b", json!(0), NONE)).unwrap();
+    let value = json!({"text": "a\u{0}b", "k\u{0}": ["\u{0}"]});
+    let hold = hold_writer(&s);
+    let writes = vec![
+        s.set("t", "k1", json!(1), NONE),
+        s.set("t", "k2", value.clone(), NONE),
+        s.set("t", "k\u{0}", json!(3), NONE),
+        s.set("t\u{0}", "k", json!(3), NONE),
+        // An escaped backslash before "u0000" is text, not a NUL.
+        s.set("t", "k4", json!("\\u0000"), NONE),
+    ];
+    block_on(hold).unwrap();
+    let results = block_on(join_all(writes));
+    for (i, r) in results.iter().enumerate() {
+        if i == 2 || i == 3 {
+            assert!(
+                matches!(r, Err(e @ Error::InvalidKey { .. }) if e.code() == "invalid_key"),
+                "write {i} names a NUL: {r:?}"
+            );
+        } else {
+            assert!(r.is_ok(), "write {i}: {r:?}");
+        }
+    }
+    s.close();
+    drop(s);
+    let s = open();
+    assert_eq!(block_on(s.get("t", "k2")).unwrap().unwrap().value, value);
+    assert_eq!(
+        block_on(s.get("t", "k4")).unwrap().unwrap().value,
+        json!("\\u0000")
+    );
+    assert_eq!(block_on(s.count("t")).unwrap(), 3);
+    assert_eq!(block_on(s.rev()).unwrap(), 4);
+    s.close();
+}
+
 #[test]
-fn postgres_refuses_a_nul_character_alone() {
-    let Some(url) = pg::url("postgres_refuses_a_nul_character_alone") else {
+fn sqlite_stores_nul_in_values_and_refuses_it_in_keys_alone() {
+    let path = support::fresh_db("nul");
+    nul_is_stored_in_values_and_refused_alone_in_keys(&|| {
+        sqlite::open(SqliteOptions::new(path.clone(), "ns"), StoreOptions::new()).unwrap()
+    });
+}
+
+#[test]
+fn postgres_stores_nul_in_values_and_refuses_it_in_keys_alone() {
+    let Some(url) = pg::url("postgres_stores_nul_in_values_and_refuses_it_in_keys_alone") else {
+        return;
+    };
+    let schema = pg::run(pg::create_schema(url));
+    nul_is_stored_in_values_and_refused_alone_in_keys(&|| {
+        pg::run(postgres::open(
+            PgOptions::new(url, "ns").schema(schema.clone()),
+            StoreOptions::new(),
+        ))
+        .unwrap()
+    });
+    pg::run(pg::drop_schema(url, &schema));
+}
+
+/// Text that does not compress, so PostgreSQL stores it at full length
+/// (an index compresses what it can).
+fn noise(bytes: usize, seed: u64) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(x % 36) as usize])
+        })
+        .collect()
+}
+
+#[test]
+fn postgres_refuses_an_over_long_key_alone() {
+    let Some(url) = pg::url("postgres_refuses_an_over_long_key_alone") else {
         return;
     };
     let schema = pg::run(pg::create_schema(url));
@@ -121,25 +201,39 @@ fn postgres_refuses_a_nul_character_alone() {
     ))
     .unwrap();
     block_on(s.set("blocker", "b", json!(0), NONE)).unwrap();
-    let hold = hold_writer(&s);
-    let writes = vec![
-        s.set("t", "k1", json!(1), NONE),
-        s.set("t", "k2", json!("a\u{0}b"), NONE),
-        s.set("t", "k\u{0}", json!(3), NONE),
-        // An escaped backslash before "u0000" is not a NUL.
-        s.set("t", "k4", json!("\\u0000"), NONE),
+    // Over the limit: a key PostgreSQL's index could not hold, one it
+    // could, and a kind. Each is queued among writes that are fine, and all
+    // are committed as one batch.
+    let too_long = [
+        ("t".to_owned(), noise(10_000, 1)),
+        ("t".to_owned(), noise(store_core::MAX_KEY_BYTES + 1, 2)),
+        (noise(store_core::MAX_KEY_BYTES + 1, 3), "k".to_owned()),
     ];
+    let hold = hold_writer(&s);
+    let mut writes = Vec::new();
+    for (i, (kind, key)) in too_long.iter().enumerate() {
+        writes.push(s.set("t", &format!("before-{i}"), json!(i), NONE));
+        writes.push(s.set(kind, key, json!("too long"), NONE));
+        writes.push(s.set("t", &format!("after-{i}"), json!(i), NONE));
+    }
     block_on(hold).unwrap();
     let results = block_on(join_all(writes));
+    let count = block_on(s.count("t"));
+    let rev = block_on(s.rev());
     s.close();
     pg::run(pg::drop_schema(url, &schema));
-    assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
-    assert!(
-        matches!(&results[1], Err(Error::Encoding(m)) if m.contains("NUL")),
-        "{:?}",
-        results[1]
-    );
-    assert!(matches!(&results[2], Err(Error::Encoding(_))), "{:?}", results[2]);
+    for (i, r) in results.iter().enumerate() {
+        if i % 3 == 1 {
+            assert!(
+                matches!(r, Err(e @ Error::KeyTooLong { .. }) if e.code() == "key_too_long"),
+                "write {i} is over the limit: {r:?}"
+            );
+        } else {
+            assert!(r.is_ok(), "write {i} shares the batch of an over-long key: {r:?}");
+        }
+    }
+    assert_eq!(count.unwrap(), 6);
+    assert_eq!(rev.unwrap(), 7, "the refused writes spent no revision");
 }
 
 #[test]

@@ -10,8 +10,9 @@
 //! 2. applies any changes another process committed since this engine last
 //!    saw the database (so decisions are made on the current state);
 //! 3. stages every queued operation in one engine transaction — an operation
-//!    that fails validation, compare-and-set or its function is answered with
-//!    its error and leaves its neighbours alone;
+//!    that breaks the key rules (length, NUL), fails validation,
+//!    compare-and-set or its function is answered with its error and leaves
+//!    its neighbours alone;
 //! 4. writes the change records (entries, change log, head) and commits;
 //! 5. only then commits the engine transaction, which publishes to watchers,
 //!    and answers the callers.
@@ -113,13 +114,6 @@ pub(crate) trait Storage: Send + 'static {
     fn commit(&mut self) -> impl Future<Output = Result<()>> + Send;
     /// Abandons the transaction.
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
-    /// Whether the backend can store `event`; checked per operation while
-    /// staging, so one unstorable write is refused alone instead of failing
-    /// its whole batch at commit.
-    fn accepts(&self, event: &StoredEvent) -> Result<()> {
-        let _ = event;
-        Ok(())
-    }
 }
 
 fn decode<T: StoreValue>(kind: &str, key: &str, json: &str) -> Result<T> {
@@ -298,9 +292,8 @@ fn stage<T: StoreValue>(engine: &Engine<T>, txn: &mut WriteTxn<T>, op: Op<T>) ->
 /// its answer. Answers that say the server failed or was stopping
 /// (`internal`, `shutting_down`) are not recorded, so a
 /// retry applies the op.
-fn stage_client<T: StoreValue, S: Storage>(
+fn stage_client<T: StoreValue>(
     engine: &Engine<T>,
-    storage: &S,
     txn: &mut WriteTxn<T>,
     encoded: &mut Vec<StoredEvent>,
     answers: &mut ClientAnswers,
@@ -320,7 +313,6 @@ fn stage_client<T: StoreValue, S: Storage>(
     let op_id = op.op_id.clone();
     let staged = stage_one(
         engine,
-        storage,
         txn,
         encoded,
         Op::Client {
@@ -436,9 +428,8 @@ fn replicate(e: &Error) -> Error {
 /// Stages one operation, and encodes what it staged; on any failure —
 /// including a panic in the caller's function, validator or compare — the
 /// operation is undone and answered alone.
-fn stage_one<T: StoreValue, S: Storage>(
+fn stage_one<T: StoreValue>(
     engine: &Engine<T>,
-    storage: &S,
     txn: &mut WriteTxn<T>,
     encoded: &mut Vec<StoredEvent>,
     op: Op<T>,
@@ -452,9 +443,7 @@ fn stage_one<T: StoreValue, S: Storage>(
         })
         .and_then(|outcome| {
             for event in &txn.events()[savepoint..] {
-                let event = encode(event)?;
-                storage.accepts(&event)?;
-                encoded.push(event);
+                encoded.push(encode(event)?);
             }
             Ok(outcome)
         });
@@ -505,18 +494,11 @@ async fn write_batch<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut
             .map(|r| {
                 let outcome = match r.op {
                     Op::Client { client_id, op } => {
-                        let answer = stage_client(
-                            engine,
-                            &*storage,
-                            &mut txn,
-                            &mut encoded,
-                            &mut answers,
-                            client_id,
-                            op,
-                        );
+                        let answer =
+                            stage_client(engine, &mut txn, &mut encoded, &mut answers, client_id, op);
                         Ok(Outcome::Answer(answer))
                     }
-                    op => stage_one(engine, &*storage, &mut txn, &mut encoded, op),
+                    op => stage_one(engine, &mut txn, &mut encoded, op),
                 };
                 (r.reply, outcome)
             })

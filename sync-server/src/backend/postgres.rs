@@ -50,10 +50,13 @@
 //! on any executor — with a multi-threaded runtime, also from threads outside
 //! it (with a current-thread runtime, only while that runtime is driven).
 //!
-//! **Limits**: PostgreSQL text and `jsonb` cannot hold NUL characters, so a
-//! kind, key or string value containing `\0` fails to write (a storage
-//! error; nothing is written). Values are stored as `jsonb`, so object keys
-//! come back in `jsonb`'s order and duplicate object keys collapse.
+//! **Values** are stored as `json`: the text as written, so a string holding
+//! the NUL character (`\u0000`) is stored as on every other backend
+//! (`jsonb` cannot hold it; schema version 1 used `jsonb`, and migration 2
+//! converts its tables). Kinds and keys are PostgreSQL text, which cannot
+//! hold NUL either; the engine refuses NUL in them on every backend, and
+//! keeps them under [`MAX_KEY_BYTES`](store_core::MAX_KEY_BYTES), so that
+//! every write is refused or stored alone, never failing its batch at commit.
 
 use std::fmt;
 use std::sync::Arc;
@@ -75,7 +78,7 @@ mod listener;
 
 /// The schema version this build writes; a database with a newer one is
 /// refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The channel every store NOTIFYs after a commit and LISTENs on. The
 /// payload is `<schema>.<namespace>`.
@@ -127,6 +130,10 @@ const MIGRATIONS: &[&str] = &[
         response TEXT NOT NULL,
         PRIMARY KEY (ns, client_id, op_id)
     );",
+    // 2: values as `json`, the text as written, since `jsonb` cannot hold a
+    // string with the NUL character (`\u0000`), which every backend stores.
+    "ALTER TABLE {s}.zestor_entries ALTER COLUMN value TYPE JSON USING value::json;
+    ALTER TABLE {s}.zestor_changes ALTER COLUMN value TYPE JSON USING value::json;",
 ];
 
 const _: () = assert!(
@@ -536,12 +543,12 @@ async fn read_snapshot(c: &impl GenericClient, t: &Target, retention: u64) -> Re
 /// the notification. Sent with `COMMIT` in one round trip.
 const WRITE_SQL: &str = "WITH log AS (
     INSERT INTO {s}.zestor_changes (ns, rev, kind, key, type, value, version)
-    SELECT $1::text, r, k, y, t, v::jsonb, n
+    SELECT $1::text, r, k, y, t, v::json, n
     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
         AS u(r, k, y, t, v, n)
 ), up AS (
     INSERT INTO {s}.zestor_entries (ns, kind, key, value, version, rev)
-    SELECT $1::text, k, y, v::jsonb, n, r
+    SELECT $1::text, k, y, v::json, n, r
     FROM unnest($8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[]) AS u(k, y, v, n, r)
     ON CONFLICT (ns, kind, key) DO UPDATE
     SET value = excluded.value, version = excluded.version, rev = excluded.rev
@@ -887,24 +894,4 @@ impl Storage for PgStorage {
             self.shared.kick.notify_one();
         }
     }
-
-    fn accepts(&self, e: &StoredEvent) -> Result<()> {
-        if e.kind.contains('\0') || e.key.contains('\0') || has_nul_escape(&e.value) {
-            return Err(Error::Encoding(format!(
-                "{}/{}: PostgreSQL text and jsonb cannot hold the NUL character (\\u0000)",
-                e.kind, e.key
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Whether JSON text holds the escape `\u0000` (an escaped backslash followed
-/// by `u0000` does not count).
-fn has_nul_escape(json: &str) -> bool {
-    let bytes = json.as_bytes();
-    json.match_indices("u0000").any(|(i, _)| {
-        let backslashes = bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count();
-        backslashes % 2 == 1
-    })
 }
