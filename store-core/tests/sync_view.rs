@@ -296,12 +296,9 @@ fn run(seed: u64) {
                             acks.push(ServerMessage::Ack(ack));
                         }
                     }
-                    let batch = (!events.is_empty()).then(|| {
-                        ServerMessage::Changes(ChangeBatch {
-                            events,
-                            rev: server.rev,
-                        })
-                    });
+                    let rev = server.rev;
+                    let batch =
+                        (!events.is_empty()).then_some(ServerMessage::Changes(ChangeBatch { events, rev }));
                     if order == 0 {
                         wire.extend(batch);
                         wire.extend(acks);

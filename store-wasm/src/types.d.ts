@@ -162,7 +162,7 @@ export interface StoreEvents {
 /** Errors thrown or rejected by the store. */
 export interface ZestorError extends Error {
   name: "ZestorError";
-  /** Stable: the store's (`validation`, `conflict`, `key_not_found`, `kind_required`, `closed`, `overflow`, `compacted`, `revision_ahead`, `function`, `encoding`, `schema`, `storage`), `invalid_argument` for a bad call, and the server's codes (docs/protocol.md) for a refused op or session. */
+  /** Stable: the store's (`validation`, `conflict`, `key_not_found`, `kind_required`, `key_too_long`, `invalid_key`, `closed`, `overflow`, `compacted`, `revision_ahead`, `function`, `encoding`, `schema`, `storage`), `invalid_argument` for a bad call, and the server's codes (docs/protocol.md) for a refused op or session. */
   code: string;
 }
 
