@@ -15,7 +15,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
-use store_core::sync::CloseCode;
+use store_core::sync::reconnect::{self, Backoff};
 use store_core::sync::session::ClientEvent;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -73,7 +73,7 @@ struct Inner {
     socket: RefCell<Option<Socket>>,
     connection: Cell<Connection>,
     error: RefCell<Option<(String, String)>>,
-    attempt: Cell<u32>,
+    backoff: RefCell<Backoff>,
     timer: Cell<Option<i32>>,
     retry: Cell<Option<i32>>,
     stopped: Cell<bool>,
@@ -135,6 +135,7 @@ impl Driver {
     /// Starts connecting `store` (which must be synced); `on_change` is
     /// called whenever the status may have changed.
     pub fn start(store: IdbStore, options: DriverOptions, on_change: impl Fn() + 'static) -> Driver {
+        let backoff = Backoff::new(options.backoff_min_ms as u64, options.backoff_max_ms as u64);
         let driver = Driver {
             inner: Rc::new(Inner {
                 store,
@@ -142,7 +143,7 @@ impl Driver {
                 socket: RefCell::new(None),
                 connection: Cell::new(Connection::Offline),
                 error: RefCell::new(None),
-                attempt: Cell::new(0),
+                backoff: RefCell::new(backoff),
                 timer: Cell::new(None),
                 retry: Cell::new(None),
                 stopped: Cell::new(false),
@@ -327,7 +328,7 @@ impl Driver {
             }
         }
         if welcomed {
-            self.inner.attempt.set(0);
+            self.inner.backoff.borrow_mut().reset();
             *self.inner.error.borrow_mut() = None;
             self.set_connection(Connection::Online);
         }
@@ -371,12 +372,11 @@ impl Driver {
         *self.inner.socket.borrow_mut() = None;
         self.with_session(|s| s.disconnected());
         clear_timeout(self.inner.timer.take());
-        if let Some(code) = code.and_then(CloseCode::from_code)
-            && code != CloseCode::Normal
-            && !code.retryable()
+        if let Some(code) = code
+            && !reconnect::retry_after_close(Some(code))
         {
             if self.inner.error.borrow().is_none() {
-                self.set_error(&format!("closed_{}", code.code()), reason);
+                self.set_error(&format!("closed_{code}"), reason);
             }
             self.inner.stopped.set(true);
         }
@@ -395,11 +395,7 @@ impl Driver {
         if inner.stopped.get() || inner.store.is_closed() || Driver::browser_offline() {
             return;
         }
-        let attempt = inner.attempt.get();
-        inner.attempt.set(attempt.saturating_add(1));
-        let base = (inner.options.backoff_min_ms * 2f64.powi(attempt.min(20) as i32))
-            .min(inner.options.backoff_max_ms);
-        let delay = base * (0.5 + js_sys::Math::random() / 2.0);
+        let delay = inner.backoff.borrow_mut().next_delay_ms(js_sys::Math::random()) as f64;
         clear_timeout(inner.retry.take());
         inner.retry.set(after(&Rc::downgrade(inner), delay, |d| {
             d.inner.retry.set(None);
@@ -408,7 +404,7 @@ impl Driver {
     }
 
     fn went_online(&self) {
-        self.inner.attempt.set(0);
+        self.inner.backoff.borrow_mut().reset();
         self.connect();
     }
 

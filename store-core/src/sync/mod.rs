@@ -14,6 +14,7 @@
 
 pub mod codec;
 mod message;
+pub mod reconnect;
 pub mod session;
 pub mod view;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use store_core::sync::CloseCode;
+use store_core::sync::reconnect::{self, Backoff};
 use store_core::sync::session::ClientEvent;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -29,7 +29,8 @@ enum End {
 
 pub(super) async fn run(shared: Arc<Shared>, options: ClientOptions, mut stop: watch::Receiver<bool>) {
     let clock = Clock(Instant::now());
-    let mut backoff = Backoff::new(options.backoff_min, options.backoff_max);
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mut backoff = Backoff::new(ms(options.backoff_min), ms(options.backoff_max));
     let error = loop {
         shared.inner.lock().link = Link::Connecting;
         let opened = tokio::select! {
@@ -49,7 +50,7 @@ pub(super) async fn run(shared: Arc<Shared>, options: ClientOptions, mut stop: w
                     inner.link = Link::Offline;
                     inner.publish(&Update::Disconnected { reason });
                 }
-                let delay = backoff.next_delay();
+                let delay = Duration::from_millis(backoff.next_delay_ms(random()));
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = stopped(&mut stop) => break ClientError::Closed,
@@ -161,19 +162,17 @@ fn dispatch_events(inner: &mut Inner, backoff: &mut Backoff) -> Option<End> {
     end
 }
 
-/// The end after the server closed without a fatal `error` first: stop on
-/// the close codes that [`CloseCode::retryable`] refuses, except a normal
-/// close (this client always wants to stay connected).
+/// The end after the server closed without a fatal `error` first (the
+/// policy of [`reconnect::retry_after_close`]).
 fn after_close(closed_with: Option<(u16, String)>) -> End {
     let Some((code, reason)) = closed_with else {
         return End::Retry("connection closed".into());
     };
-    match CloseCode::from_code(code) {
-        Some(c) if c != CloseCode::Normal && !c.retryable() => End::Stop(ClientError::Refused {
-            code: None,
-            message: format!("closed with {code}: {reason}"),
-        }),
-        _ => End::Retry(format!("closed with {code}: {reason}")),
+    let message = format!("closed with {code}: {reason}");
+    if reconnect::retry_after_close(Some(code)) {
+        End::Retry(message)
+    } else {
+        End::Stop(ClientError::Refused { code: None, message })
     }
 }
 
@@ -203,38 +202,10 @@ impl Clock {
     }
 }
 
-/// Exponential backoff with jitter: each delay is drawn from the upper half
-/// of a doubling window, so clients dropped together do not return together.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    window: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        let max = max.max(min);
-        Backoff {
-            min,
-            max,
-            window: min,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.window = self.min;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let window = self.window;
-        self.window = window.saturating_mul(2).min(self.max);
-        let half = window / 2;
-        let span = u64::try_from(half.as_nanos())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
-        let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-        half + Duration::from_nanos(random % span)
-    }
+/// A number uniform in `[0, 1)` for the backoff's jitter.
+fn random() -> f64 {
+    let bits = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -242,15 +213,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_max_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
-        let delays: Vec<Duration> = (0..5).map(|_| b.next_delay()).collect();
-        for (d, window) in delays.iter().zip([100, 200, 400, 400, 400]) {
-            let window = Duration::from_millis(window);
-            assert!(*d >= window / 2 && *d <= window, "{d:?} outside {window:?}");
+    fn jitter_is_within_zero_and_one() {
+        for _ in 0..1000 {
+            let r = random();
+            assert!((0.0..1.0).contains(&r), "{r}");
         }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 
     #[test]
