@@ -1300,3 +1300,19 @@ fn an_ack_before_its_change_keeps_the_value_in_view() {
     assert_eq!(client.get("task", "t1"), Some(json!({"title": "a"})));
     assert_eq!(client.cursor(), Some(8));
 }
+
+#[test]
+fn a_storage_failure_ends_a_session_as_internal_and_a_shutdown_as_going_away() {
+    let mut s = live_session(ServerConfig::default());
+    s.handle_internal_error("the change feed failed: disk I/O error");
+    assert_eq!(
+        fatal_code(&mut s),
+        (ErrorCode::Internal, Some(CloseCode::InternalError))
+    );
+    let mut s = live_session(ServerConfig::default());
+    s.handle_shutdown();
+    assert_eq!(
+        fatal_code(&mut s),
+        (ErrorCode::ShuttingDown, Some(CloseCode::GoingAway))
+    );
+}

@@ -185,11 +185,20 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
                     if let Some(a) = &admitted {
                         match snapshot(&a.store, SnapshotReason::Lagged).await {
                             Ok(started) => started.feed(&mut session, &mut watch),
-                            Err(_) => session.handle_shutdown(),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot read a snapshot for a lagging client");
+                                session.handle_internal_error(format!("cannot read a snapshot: {e}"));
+                            }
                         }
                     }
                 }
-                Some(Err(_)) | None => {
+                Some(Err(e)) => {
+                    watch = None;
+                    tracing::error!(error = %e, "the change feed failed");
+                    session.handle_internal_error(format!("the change feed failed: {e}"));
+                }
+                // The store closed: the server is stopping.
+                None => {
                     watch = None;
                     session.handle_shutdown();
                 }
@@ -400,7 +409,7 @@ async fn serve(
                 Ok(started) => started.feed(session, watch),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start a sync");
-                    session.handle_shutdown();
+                    session.handle_internal_error(format!("cannot start the sync: {e}"));
                 }
             }
             None

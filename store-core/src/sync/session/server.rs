@@ -611,6 +611,14 @@ impl ServerSession {
         self.fail(ErrorCode::ShuttingDown, "the server is shutting down");
     }
 
+    /// Call when the shell cannot serve the session any more because its
+    /// storage failed (a snapshot or the change feed could not be read):
+    /// the session ends with a fatal `internal` error (close code 1011), and
+    /// the client retries with backoff. `message` says what failed.
+    pub fn handle_internal_error(&mut self, message: impl Into<String>) {
+        self.fail(ErrorCode::Internal, message);
+    }
+
     /// Call when the shell could not write anything to the client for
     /// `stalled_ms` (its send timeout): the client stopped reading. The
     /// session ends with a fatal `slow_consumer` (close 4008); what was
