@@ -40,11 +40,6 @@ impl Default for Limits {
     }
 }
 
-const CLIENT_TYPES: &[&str] = &["hello", "push", "ping", "pong"];
-const SERVER_TYPES: &[&str] = &[
-    "welcome", "snapshot", "changes", "ack", "reject", "error", "ping", "pong",
-];
-
 #[derive(Deserialize)]
 struct Envelope {
     #[serde(rename = "type")]
@@ -121,8 +116,8 @@ pub fn check_op(op: &Op, limits: &Limits) -> Result<(), Reject> {
 /// Decodes and checks a frame from a client (used by the server). The ops
 /// of a `push` are checked one by one with [`check_op`], not here.
 pub fn decode_client(frame: &[u8], limits: &Limits) -> Result<ClientMessage, ProtocolError> {
-    let message: ClientMessage =
-        decode(frame, limits.max_frame_bytes, CLIENT_TYPES).map_err(|e| fields::explained(e, frame))?;
+    let message: ClientMessage = decode(frame, limits.max_frame_bytes, ClientMessage::TYPES)
+        .map_err(|e| fields::explained(e, frame))?;
     match &message {
         ClientMessage::Hello(h) => {
             check_required("namespace", &h.namespace, limits).map_err(bad)?;
@@ -150,7 +145,7 @@ pub fn decode_client(frame: &[u8], limits: &Limits) -> Result<ClientMessage, Pro
 
 /// Decodes a frame from a server (used by clients).
 pub fn decode_server(frame: &[u8], max_frame_bytes: usize) -> Result<ServerMessage, ProtocolError> {
-    decode(frame, max_frame_bytes, SERVER_TYPES)
+    decode(frame, max_frame_bytes, ServerMessage::TYPES)
 }
 
 fn encode<M: serde::Serialize>(message: &M) -> String {
@@ -217,6 +212,49 @@ mod tests {
         decode_client(frame.as_bytes(), &Limits::default())
             .unwrap_err()
             .code
+    }
+
+    #[test]
+    fn the_type_lists_name_every_message() {
+        let client = [
+            r#"{"type":"hello","protocol":1,"namespace":"n","token":"t","client_id":"c"}"#,
+            r#"{"type":"push","ops":[]}"#,
+            r#"{"type":"ping","nonce":1}"#,
+            r#"{"type":"pong","nonce":1}"#,
+        ];
+        let mut names: Vec<&str> = client
+            .iter()
+            .map(|f| {
+                decode_client(f.as_bytes(), &Limits::default())
+                    .unwrap()
+                    .type_name()
+            })
+            .collect();
+        names.sort_unstable();
+        let mut listed = ClientMessage::TYPES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(names, listed, "ClientMessage::TYPES");
+        let server = [
+            r#"{"type":"welcome","protocol":1,"namespace":"n","rights":"read","schemas":{},"heartbeat_ms":1,"max_frame_bytes":1}"#,
+            r#"{"type":"snapshot","rev":0,"reason":"initial","entries":[],"done":true}"#,
+            r#"{"type":"changes","events":[],"rev":0}"#,
+            r#"{"type":"ack","op_id":"o","result":"created","version":1,"rev":1}"#,
+            r#"{"type":"reject","op_id":"o","code":"conflict","message":"m"}"#,
+            r#"{"type":"error","code":"internal","message":"m","fatal":false}"#,
+            r#"{"type":"ping","nonce":1}"#,
+            r#"{"type":"pong","nonce":1}"#,
+        ];
+        let mut names = Vec::new();
+        for frame in server {
+            let message = decode_server(frame.as_bytes(), 1 << 20).unwrap();
+            let encoded: Value = serde_json::from_str(&encode_server(&message)).unwrap();
+            assert_eq!(encoded["type"], message.type_name(), "{frame}");
+            names.push(message.type_name());
+        }
+        names.sort_unstable();
+        let mut listed = ServerMessage::TYPES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(names, listed, "ServerMessage::TYPES");
     }
 
     #[test]

@@ -34,6 +34,24 @@ pub enum ClientMessage {
     },
 }
 
+impl ClientMessage {
+    /// Every `type` a client message has on the wire: the names of
+    /// [`ClientMessage::type_name`], checked against it by the codec's tests.
+    pub const TYPES: &'static [&'static str] = &["hello", "push", "ping", "pong"];
+
+    /// This message's `type` on the wire. A new variant fails to compile
+    /// here until it is named; add the name to [`ClientMessage::TYPES`].
+    #[must_use]
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Hello(_) => "hello",
+            ClientMessage::Push(_) => "push",
+            ClientMessage::Ping { .. } => "ping",
+            ClientMessage::Pong { .. } => "pong",
+        }
+    }
+}
+
 /// The first message of a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
@@ -128,6 +146,30 @@ pub enum ServerMessage {
         #[serde(default)]
         nonce: u64,
     },
+}
+
+impl ServerMessage {
+    /// Every `type` a server message has on the wire: the names of
+    /// [`ServerMessage::type_name`], checked against it by the codec's tests.
+    pub const TYPES: &'static [&'static str] = &[
+        "welcome", "snapshot", "changes", "ack", "reject", "error", "ping", "pong",
+    ];
+
+    /// This message's `type` on the wire. A new variant fails to compile
+    /// here until it is named; add the name to [`ServerMessage::TYPES`].
+    #[must_use]
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ServerMessage::Welcome(_) => "welcome",
+            ServerMessage::Snapshot(_) => "snapshot",
+            ServerMessage::Changes(_) => "changes",
+            ServerMessage::Ack(_) => "ack",
+            ServerMessage::Reject(_) => "reject",
+            ServerMessage::Error(_) => "error",
+            ServerMessage::Ping { .. } => "ping",
+            ServerMessage::Pong { .. } => "pong",
+        }
+    }
 }
 
 /// What a token allows in its namespace.
