@@ -266,18 +266,6 @@ impl ServerSession {
         }
     }
 
-    /// The `hello` of the session, once received.
-    #[must_use]
-    pub fn hello(&self) -> Option<&Hello> {
-        self.hello.as_ref()
-    }
-
-    /// The namespace revision the client has been sent up to.
-    #[must_use]
-    pub fn sent_rev(&self) -> u64 {
-        self.sent_rev
-    }
-
     /// Whether the session is closed (a close code is or was available from
     /// [`ServerSession::poll_close`]).
     #[must_use]
