@@ -13,6 +13,9 @@ scripts/ensure-postgres.sh
 echo "== store-core builds for wasm32-unknown-unknown and does no I/O"
 scripts/check-core-no-io.sh
 
+echo "== the native client builds without the server's dependencies"
+scripts/check-client-deps.sh
+
 echo "== cargo test (workspace, all features)"
 cargo test --workspace --all-features
 

@@ -8,6 +8,11 @@
 //! refusal (a bad token, a forbidden namespace, a protocol error) stops the
 //! client with [`Update::Stopped`].
 //!
+//! An app that only syncs depends on this crate with
+//! `default-features = false`: the client alone, without the server's web
+//! framework, SQLite or PostgreSQL driver (`scripts/check-client-deps.sh`
+//! checks it).
+//!
 //! The protocol rules all live in the session; this module only moves
 //! bytes, reads clocks and hands results to callers. The session sits behind
 //! a mutex shared by the handle and the task, never held across an `.await`.

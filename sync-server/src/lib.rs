@@ -21,6 +21,8 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "server")]
 pub mod backend;
 pub mod client;
+#[cfg(feature = "server")]
 pub mod server;
