@@ -7,11 +7,23 @@ use std::sync::Arc;
 
 use crate::json::{default_equal, to_json};
 use crate::schema::Schema;
-use crate::{Error, Result, StoreValue};
+use crate::{Error, MaybeSend, MaybeSync, Result, StoreValue};
 
+// The functions a store keeps are shared across threads on native targets;
+// in the browser (one thread) they may hold JavaScript values, as the
+// `Store` trait's `MaybeSend`/`MaybeSync` bounds allow.
+#[cfg(not(target_arch = "wasm32"))]
 type ValidateFn<T> = dyn Fn(&str, &T) -> std::result::Result<(), String> + Send + Sync;
+#[cfg(not(target_arch = "wasm32"))]
 type CompareFn<T> = dyn Fn(&T, &T) -> bool + Send + Sync;
+#[cfg(not(target_arch = "wasm32"))]
 type FilterFn<T> = dyn Fn(&str, &T) -> bool + Send + Sync;
+#[cfg(target_arch = "wasm32")]
+type ValidateFn<T> = dyn Fn(&str, &T) -> std::result::Result<(), String>;
+#[cfg(target_arch = "wasm32")]
+type CompareFn<T> = dyn Fn(&T, &T) -> bool;
+#[cfg(target_arch = "wasm32")]
+type FilterFn<T> = dyn Fn(&str, &T) -> bool;
 
 /// The default number of revisions of history kept for `watch from rev`.
 pub const DEFAULT_RETENTION: usize = 10_000;
@@ -87,7 +99,7 @@ impl<T: StoreValue> StoreOptions<T> {
     #[must_use]
     pub fn validator<F>(mut self, kind: impl Into<String>, f: F) -> Self
     where
-        F: Fn(&str, &T) -> std::result::Result<(), String> + Send + Sync + 'static,
+        F: Fn(&str, &T) -> std::result::Result<(), String> + MaybeSend + MaybeSync + 'static,
     {
         self.validators.entry(kind.into()).or_default().push(Arc::new(f));
         self
@@ -111,7 +123,7 @@ impl<T: StoreValue> StoreOptions<T> {
     #[must_use]
     pub fn compare<F>(mut self, f: F) -> Self
     where
-        F: Fn(&T, &T) -> bool + Send + Sync + 'static,
+        F: Fn(&T, &T) -> bool + MaybeSend + MaybeSync + 'static,
     {
         self.compare = Some(Arc::new(f));
         self
@@ -168,7 +180,7 @@ pub struct Filter<T>(Arc<FilterFn<T>>);
 
 impl<T> Filter<T> {
     /// A filter from a predicate on the key and the value.
-    pub fn new(f: impl Fn(&str, &T) -> bool + Send + Sync + 'static) -> Self {
+    pub fn new(f: impl Fn(&str, &T) -> bool + MaybeSend + MaybeSync + 'static) -> Self {
         Filter(Arc::new(f))
     }
 

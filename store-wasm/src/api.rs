@@ -56,20 +56,6 @@ extern "C" {
     fn iterate(handle: WatchHandle, signal: JsValue) -> JsValue;
 }
 
-/// A JS function kept by the store's options.
-///
-/// The options require `Send + Sync` closures (they are shared across
-/// threads on native targets); in the browser there is one thread.
-struct JsFn(js_sys::Function);
-
-// SAFETY: without the `atomics` target feature, wasm32 runs on one thread:
-// the function is never sent to or used from another thread.
-#[cfg(not(target_feature = "atomics"))]
-unsafe impl Send for JsFn {}
-// SAFETY: as above.
-#[cfg(not(target_feature = "atomics"))]
-unsafe impl Sync for JsFn {}
-
 fn string_arg(value: &JsValue, what: &str) -> JsResult<String> {
     value
         .as_string()
@@ -221,12 +207,8 @@ fn store_options(options: &JsValue) -> JsResult<StoreOptions<Value>> {
                 .get(1)
                 .dyn_into::<js_sys::Function>()
                 .map_err(|_| JsError::invalid(format!("validate.{kind} must be a function")))?;
-            let f = JsFn(f);
             opts = opts.validator(kind, move |key: &str, value: &Value| {
-                match f
-                    .0
-                    .call2(&JsValue::NULL, &from_json(value), &JsValue::from_str(key))
-                {
+                match f.call2(&JsValue::NULL, &from_json(value), &JsValue::from_str(key)) {
                     Err(thrown) => Err(describe(&thrown)),
                     Ok(v) if v.is_undefined() || v.is_null() || v.as_bool() == Some(true) => Ok(()),
                     Ok(v) if v.as_bool() == Some(false) => Err("refused by the validator".to_owned()),
@@ -239,13 +221,11 @@ fn store_options(options: &JsValue) -> JsResult<StoreOptions<Value>> {
     }
     let compare = get(options, "compare");
     if !compare.is_undefined() && !compare.is_null() {
-        let f = JsFn(
-            compare
-                .dyn_into::<js_sys::Function>()
-                .map_err(|_| JsError::invalid("compare must be a function"))?,
-        );
+        let f = compare
+            .dyn_into::<js_sys::Function>()
+            .map_err(|_| JsError::invalid("compare must be a function"))?;
         opts = opts.compare(move |a: &Value, b: &Value| {
-            f.0.call2(&JsValue::NULL, &from_json(a), &from_json(b))
+            f.call2(&JsValue::NULL, &from_json(a), &from_json(b))
                 .is_ok_and(|v| v.is_truthy())
         });
     }
