@@ -1,4 +1,5 @@
-//! An op the server failed to apply without recording an answer (`internal`,
+//! A client checks a write as the server would before queueing it; and an
+//! op the server failed to apply without recording an answer (`internal`,
 //! `shutting_down`) is not dropped: it stays queued and the whole queue is
 //! sent again, in order, on a new connection (docs/protocol.md: "retry the op
 //! with the same `op_id`").
@@ -95,4 +96,40 @@ fn a_refusal_still_rolls_the_op_back() {
     );
     assert_eq!(session.pending().len(), 0);
     assert!(session.is_connected());
+}
+
+#[test]
+fn writes_are_checked_against_the_servers_schemas_and_the_key_rules() {
+    let mut session = ClientSession::new(ClientConfig::new("ns", "token", "c1"));
+    let value = json!({"note": "no title"});
+    assert!(session.check("task", "t1", Some(&value)).is_ok(), "no schema yet");
+    let long = "k".repeat(store_core::MAX_KEY_BYTES + 1);
+    assert_eq!(
+        session.check("task", &long, None).unwrap_err().code(),
+        "key_too_long"
+    );
+    assert_eq!(session.check("", "t1", None).unwrap_err().code(), "kind_required");
+    // The schemas a persisted client restores, then the welcome's.
+    let schemas: BTreeMap<String, serde_json::Value> = [(
+        "task".to_owned(),
+        json!({"type": "object", "required": ["title"]}),
+    )]
+    .into();
+    assert!(session.set_schemas(schemas.clone()));
+    assert!(!session.set_schemas(schemas), "unchanged");
+    assert_eq!(
+        session.check("task", "t1", Some(&value)).unwrap_err().code(),
+        "validation"
+    );
+    assert!(session.check("task", "t1", Some(&json!({"title": "t"}))).is_ok());
+    assert!(
+        session.check("task", "t1", None).is_ok(),
+        "a delete has no value to check"
+    );
+    session.connect(0);
+    welcome(&mut session);
+    assert!(
+        session.check("task", "t1", Some(&value)).is_ok(),
+        "the welcome had none"
+    );
 }

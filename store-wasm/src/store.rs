@@ -24,7 +24,6 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use store_core::schema::Schema;
 use store_core::sync::session::{ClientConfig, ClientSession, ClientState};
 use store_core::sync::view::{self, Step};
 use store_core::sync::{Ack, ErrorCode, Op, OpAction};
@@ -175,9 +174,6 @@ pub struct SyncState {
     /// reload of the database, so the prefix is unique to this open store.
     op_prefix: String,
     next_op_seq: u64,
-    /// The schemas of the server's last `welcome` (kept offline too).
-    schemas: BTreeMap<String, Schema>,
-    schemas_json: BTreeMap<String, Value>,
     /// Each pending op's place in the IndexedDB queue, kind and key.
     places: HashMap<String, (f64, String, String)>,
     /// How many pending ops each key has.
@@ -227,6 +223,12 @@ impl SyncState {
             .collect();
         p.pending.extend(missed);
         p.pending.sort_by(|(a, _), (b, _)| a.total_cmp(b));
+        // The server's schemas (the session checks writes with them) stay
+        // when none were persisted yet.
+        let schemas = p
+            .schemas
+            .clone()
+            .unwrap_or_else(|| self.session.schemas().clone());
         let state = ClientState {
             cursor: p.cursor,
             entries: p.entries,
@@ -240,10 +242,8 @@ impl SyncState {
         for (place, op) in &p.pending {
             self.add_pending(op, *place);
         }
-        if let Some(schemas) = p.schemas {
-            self.set_schemas(&schemas);
-            self.schemas_dirty = false;
-        }
+        self.session.set_schemas(schemas);
+        self.schemas_dirty = p.schemas.is_none() && !self.session.schemas().is_empty();
     }
 
     /// The optimistic view of every key, for an engine restored at or
@@ -326,17 +326,15 @@ impl SyncState {
         self.places.len()
     }
 
-    pub fn set_schemas(&mut self, schemas: &BTreeMap<String, Value>) -> bool {
-        if &self.schemas_json == schemas {
-            return false;
-        }
-        self.schemas = schemas
-            .iter()
-            .filter_map(|(kind, s)| Schema::compile(s.clone()).ok().map(|c| (kind.clone(), c)))
-            .collect();
-        self.schemas_json = schemas.clone();
+    /// The server's schemas changed (a `welcome`, or the leader's post):
+    /// the session checks writes with them, and the leader persists them.
+    pub fn set_schemas(&mut self, schemas: BTreeMap<String, Value>) {
+        self.schemas_dirty |= self.session.set_schemas(schemas);
+    }
+
+    /// A `welcome` set the session's schemas: persist them.
+    pub fn welcomed(&mut self) {
         self.schemas_dirty = true;
-        true
     }
 
     fn remember(&mut self, op_id: &str, answer: Answer) {
@@ -531,8 +529,6 @@ impl IdbStore {
             applied_cursor: None,
             op_prefix: unique_id(name),
             next_op_seq: 0,
-            schemas: BTreeMap::new(),
-            schemas_json: BTreeMap::new(),
             places: HashMap::new(),
             pending_keys: HashMap::new(),
             steps: Vec::new(),
@@ -948,7 +944,7 @@ impl IdbStore {
                 CURSOR,
                 serde_json::to_string(&CursorMeta { cursor }).unwrap_or_default(),
             ));
-            let schemas = std::mem::take(&mut sync.schemas_dirty).then(|| sync.schemas_json.clone());
+            let schemas = std::mem::take(&mut sync.schemas_dirty).then(|| sync.session.schemas().clone());
             if let Some(schemas) = &schemas {
                 batch
                     .put_meta
@@ -1159,7 +1155,7 @@ impl IdbStore {
                     sync.answered(notice);
                 }
                 if let Some(schemas) = schemas {
-                    sync.set_schemas(&schemas);
+                    sync.set_schemas(schemas);
                 }
                 drop(sync);
                 self.sync_changed();
@@ -1230,15 +1226,11 @@ fn stage(
     mut sync: Option<&mut SyncState>,
     ops: &mut Vec<Op>,
 ) -> Result<Outcome> {
+    // The server's rules, as the session knows them: refused here, not
+    // queued to be rejected.
     let check = |sync: &Option<&mut SyncState>, kind: &str, key: &str, value: &Value| -> Result<()> {
-        let Some(schema) = sync.as_ref().and_then(|s| s.schemas.get(kind)) else {
-            return Ok(());
-        };
-        schema.validate(value).map_err(|e| Error::Validation {
-            kind: kind.to_owned(),
-            key: key.to_owned(),
-            message: e.to_string(),
-        })
+        sync.as_ref()
+            .map_or(Ok(()), |s| s.session.check(kind, key, Some(value)))
     };
     let mut queue_op = |sync: &mut Option<&mut SyncState>,
                         kind: &str,

@@ -286,8 +286,8 @@ impl Driver {
                 match event {
                     ClientEvent::Connected { .. } => {
                         welcomed = true;
-                        let schemas = sync.session.schemas().clone();
-                        persist |= sync.set_schemas(&schemas);
+                        sync.welcomed();
+                        persist = true;
                     }
                     ClientEvent::SnapshotApplied { .. } => {
                         sync.snapshot_applied();

@@ -101,10 +101,20 @@ impl ClientOptions {
     }
 }
 
-/// Why the client stopped for good.
+/// Why the client stopped for good, or refused a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// The write breaks a rule the client checks before queueing it, as
+    /// the server would (the stores' kind and key rules, the kind's JSON
+    /// Schema from the server's `welcome`): nothing was queued.
+    #[error("invalid write: {code}: {message}")]
+    Invalid {
+        /// The store's error code (`validation`, `key_too_long`, …).
+        code: &'static str,
+        /// Why, for people.
+        message: String,
+    },
     /// The server refused the session and retrying would not help (bad
     /// token, forbidden namespace, protocol error).
     #[error("refused by the server: {message}")]
@@ -343,6 +353,12 @@ impl Client {
             let mut inner = self.shared.inner.lock();
             if let Some(e) = &inner.stopped {
                 return Err(e.clone());
+            }
+            if let Err(e) = inner.session.check(kind, key, value.as_ref()) {
+                return Err(ClientError::Invalid {
+                    code: e.code(),
+                    message: e.to_string(),
+                });
             }
             let op_id = inner.session.push_op(kind, key, action, value, if_version);
             inner.waiters.insert(op_id.clone(), tx);

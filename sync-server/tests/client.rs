@@ -89,9 +89,11 @@ impl TestServer {
             "ro" => Rights::Read,
             _ => return Err(ErrorCode::Unauthorized),
         };
+        // Kind `strict` has a schema the server sends in `welcome`.
+        let schema = serde_json::json!({"type": "object", "required": ["title"]});
         Ok(Authorized {
             rights,
-            schemas: Default::default(),
+            schemas: [("strict".to_owned(), schema)].into(),
         })
     }
 
@@ -556,5 +558,49 @@ async fn a_silent_server_is_dropped_and_retried() {
     )
     .await;
     until(|| accepted.load(Ordering::SeqCst) >= 2).await;
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_write_the_server_would_refuse_is_refused_before_it_is_queued() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.options("rw", "c1"));
+    // Before any welcome: the stores' key rules.
+    let long = "k".repeat(store_core::MAX_KEY_BYTES + 1);
+    let err = client.set("task", &long, json!(1)).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ClientError::Invalid {
+                code: "key_too_long",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let mut events = client.events();
+    expect(&mut events, |u| {
+        matches!(u, Update::Session(ClientEvent::Synced { .. }))
+    })
+    .await;
+    // After it: the kind's schema from the server.
+    let err = client
+        .set("strict", "a", json!({"note": "no title"}))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ClientError::Invalid {
+                code: "validation",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(client.get("strict", "a"), None, "nothing shown");
+    assert_eq!(client.state().pending.len(), 0, "nothing queued");
+    let ok = client.set("strict", "a", json!({"title": "t"})).unwrap();
+    let ack = ok.acked().await.unwrap();
+    assert_eq!(ack.version, 1);
     client.close().await;
 }

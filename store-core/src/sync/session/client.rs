@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
 
+use crate::schema::Schema;
 use crate::sync::codec;
 use crate::sync::view::{self, Shown, Step};
 use crate::sync::{
@@ -179,6 +180,8 @@ pub struct ClientSession {
     next_op_seq: u64,
     snapshot: Vec<SnapshotEntry>,
     schemas: BTreeMap<String, Value>,
+    /// `schemas`, compiled.
+    compiled: BTreeMap<String, Schema>,
     rights: Option<Rights>,
     heartbeat_ms: u64,
     transmit: VecDeque<ClientMessage>,
@@ -218,6 +221,7 @@ impl ClientSession {
             next_op_seq: state.next_op_seq,
             snapshot: Vec::new(),
             schemas: BTreeMap::new(),
+            compiled: BTreeMap::new(),
             rights: None,
             heartbeat_ms,
             transmit: VecDeque::new(),
@@ -257,10 +261,43 @@ impl ClientSession {
         self.pending.iter()
     }
 
-    /// The JSON Schemas of the last `welcome`, by kind.
+    /// The JSON Schemas of the last `welcome` (or of
+    /// [`ClientSession::set_schemas`]), by kind.
     #[must_use]
     pub fn schemas(&self) -> &BTreeMap<String, Value> {
         &self.schemas
+    }
+
+    /// Sets the server's schemas, as a client that persisted them restores
+    /// them before it connects (so that it checks writes offline too).
+    /// Returns whether they changed. A schema that does not compile checks
+    /// nothing (the server enforces its own).
+    pub fn set_schemas(&mut self, schemas: BTreeMap<String, Value>) -> bool {
+        if self.schemas == schemas {
+            return false;
+        }
+        self.compiled = schemas
+            .iter()
+            .filter_map(|(kind, s)| Schema::compile(s.clone()).ok().map(|c| (kind.clone(), c)))
+            .collect();
+        self.schemas = schemas;
+        true
+    }
+
+    /// Checks a write before it is queued, as the server will: the kind and
+    /// key rules of every store ([`crate::MAX_KEY_BYTES`], no NUL, a kind)
+    /// and, for a `set`, the kind's schema from the server. A write that
+    /// fails here would only be rejected.
+    pub fn check(&self, kind: &str, key: &str, value: Option<&Value>) -> crate::Result<()> {
+        crate::engine::check_key(kind, key)?;
+        if let (Some(value), Some(schema)) = (value, self.compiled.get(kind)) {
+            schema.validate(value).map_err(|e| crate::Error::Validation {
+                kind: kind.to_owned(),
+                key: key.to_owned(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
     }
 
     /// What the token allows, once welcomed.
@@ -496,7 +533,7 @@ impl ClientSession {
         match message {
             ServerMessage::Welcome(w) => {
                 self.link = Link::Connected;
-                self.schemas = w.schemas;
+                self.set_schemas(w.schemas);
                 self.rights = Some(w.rights);
                 self.heartbeat_ms = w.heartbeat_ms;
                 self.events.push_back(ClientEvent::Connected { rights: w.rights });
