@@ -11,6 +11,25 @@
 //! Frames are JSON text. Every message is an object with a `"type"` field;
 //! unknown fields are ignored (so later versions can add them), unknown types
 //! are an [`ErrorCode::UnknownType`] error.
+//!
+//! # Where the client's rules live
+//!
+//! Both clients (the browser package and `sync_server::client`) keep their
+//! rules here, so that they behave alike and are tested natively:
+//!
+//! - [`session::ClientSession`]: the confirmed state, the queue of pending
+//!   ops and the cursor; resuming and re-sending; acks before or after their
+//!   changes (an early ack is never stepped back from); rejects that roll
+//!   back and those that mean "send again" (`internal`, `shutting_down`);
+//!   the check of a write before it is queued ([`session::ClientSession::check`]:
+//!   key rules and the server's schemas); the steps it records for a view.
+//! - [`view`]: the optimistic view (confirmed + pending, with versions) and
+//!   the rebase of recorded steps into ordered watch events.
+//! - [`reconnect`]: retry or stop by close code, and the backoff.
+//! - The shells move bytes and persist: the browser's `store-wasm` (IndexedDB,
+//!   WebSocket, the tabs' `BroadcastChannel` and Web Lock; its tab hand-over
+//!   and persistence plan are still its own) and the native client's tokio
+//!   task.
 
 pub mod codec;
 mod message;
