@@ -16,14 +16,14 @@ use futures_util::{FutureExt, Stream, StreamExt, future};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use store_core::schema::Schema;
-use store_core::sync::{Ack, OpResult, Rights};
+use store_core::sync::{Ack, ErrorCode, OpResult, Rights};
 use store_core::{BoxError, Error, EventType, StoreOptions, Watch, WatchOptions, Written};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::idb::Db;
-use crate::js::{self, JsError, JsResult, describe, from_json, get, set, to_json, write};
+use crate::js::{self, Code, JsError, JsResult, describe, from_json, get, set, to_json, write};
 use crate::store::{IdbStore, LocalOp, Notice, Outcome, SyncSetup};
 use crate::sync::{Driver, DriverOptions};
 use crate::tabs::{self, TabMessage};
@@ -423,7 +423,7 @@ async fn open_store(options: JsValue) -> JsResult<JsStore> {
     if !leading && sync.is_none() {
         store.close().await;
         return Err(JsError::new(
-            "locked",
+            Code::Locked,
             format!(
                 "store {name:?} is open in another tab; a local store serves one tab (sync it to share it)"
             ),
@@ -495,7 +495,10 @@ impl JsStore {
         if let Some(sync) = self.store().sync()
             && sync.rights() == Some(Rights::Read)
         {
-            return Err(JsError::new("forbidden", "this store's token may only read"));
+            return Err(JsError::new(
+                Code::Server(ErrorCode::Forbidden),
+                "this store's token may only read",
+            ));
         }
         Ok(())
     }
@@ -710,7 +713,7 @@ impl JsStore {
                 .ok_or_else(|| JsError::invalid(format!("no pending or recent op {op_id:?}")))?;
             match rx.await {
                 Ok(Ok(ack)) => Ok(ack_js(&ack)),
-                Ok(Err((code, message))) => Err(JsError::new(code.as_str(), message)),
+                Ok(Err((code, message))) => Err(JsError::new(Code::Server(code), message)),
                 Err(_) => Err(JsError::from(Error::Closed)),
             }
         })

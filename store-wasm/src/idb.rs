@@ -30,7 +30,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{IdbDatabase, IdbFactory, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode};
 
-use crate::js::{JsError, JsResult, describe};
+use crate::js::{Code, JsError, JsResult, describe};
 
 const VERSION: u32 = 1;
 // The object stores' names (also spelled out in `issue` below).
@@ -282,7 +282,7 @@ impl Db {
     fn transaction(&self, stores: &[&str], mode: IdbTransactionMode) -> JsResult<IdbTransaction> {
         if self.lost.get() {
             return Err(JsError::new(
-                "closed",
+                Code::Store("closed"),
                 "the database was closed by another tab (upgraded or deleted); reopen the store",
             ));
         }
@@ -316,7 +316,7 @@ impl Db {
         finish(&tx).await?;
         let text = |v: JsValue, what: &str| {
             v.as_string()
-                .ok_or_else(|| JsError::new("decode", format!("{what}: not a string record")))
+                .ok_or_else(|| JsError::decode(format!("{what}: not a string record")))
         };
         let (keys, values) = &arrays[0];
         let mut loaded = Loaded {
@@ -328,24 +328,24 @@ impl Db {
             let pair: js_sys::Array = k.unchecked_into();
             let (kind, key) = (pair.get(0).as_string(), pair.get(1).as_string());
             let (Some(kind), Some(key)) = (kind, key) else {
-                return Err(JsError::new("decode", "an entry key is not [kind, key]"));
+                return Err(JsError::decode("an entry key is not [kind, key]"));
             };
             let stored: StoredEntry = serde_json::from_str(&text(v, "entry")?)
-                .map_err(|e| JsError::new("decode", format!("entry {kind}/{key} does not decode: {e}")))?;
+                .map_err(|e| JsError::decode(format!("entry {kind}/{key} does not decode: {e}")))?;
             loaded.entries.push((kind, key, stored));
         }
         let (keys, values) = &arrays[1];
         for (k, v) in keys.iter().zip(values.iter()) {
             let place = k
                 .as_f64()
-                .ok_or_else(|| JsError::new("decode", "a pending op key is not a number"))?;
+                .ok_or_else(|| JsError::decode("a pending op key is not a number"))?;
             loaded.pending.push((place, text(v, "pending op")?));
         }
         let (keys, values) = &arrays[2];
         for (k, v) in keys.iter().zip(values.iter()) {
             let name = k
                 .as_string()
-                .ok_or_else(|| JsError::new("decode", "a meta key is not a string"))?;
+                .ok_or_else(|| JsError::decode("a meta key is not a string"))?;
             loaded.meta.push((name, text(v, "meta")?));
         }
         Ok(loaded)

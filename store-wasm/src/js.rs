@@ -6,33 +6,68 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
+use store_core::sync::ErrorCode;
 use store_core::{Entry, Error, Event, EventType, SetResult};
 use wasm_bindgen::prelude::*;
+
+/// Every `code` the package's errors and `status().error` carry: the
+/// `ZestorErrorCode` type of `types.d.ts` lists them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// The store's own (see `store_core::Error::code`).
+    Store(&'static str),
+    /// The server's, for a refused op or session (docs/protocol.md).
+    Server(ErrorCode),
+    /// A call the API does not accept.
+    InvalidArgument,
+    /// A local store is open in another tab.
+    Locked,
+    /// The connection closed with a code no retry can fix.
+    ClosedWith(u16),
+}
+
+impl Code {
+    /// The code as JavaScript sees it.
+    pub fn as_str(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Code::Store(code) => code.into(),
+            Code::Server(code) => code.as_str().into(),
+            Code::InvalidArgument => "invalid_argument".into(),
+            Code::Locked => "locked".into(),
+            Code::ClosedWith(code) => format!("closed_{code}").into(),
+        }
+    }
+}
 
 /// An error as the package throws it: a JS `Error` named `ZestorError`
 /// with a stable `code`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsError {
-    pub code: String,
+    pub code: Code,
     pub message: String,
 }
 
 impl JsError {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         JsError {
-            code: code.into(),
+            code,
             message: message.into(),
         }
     }
 
     /// A caller passed something the API does not accept.
     pub fn invalid(message: impl Into<String>) -> Self {
-        JsError::new("invalid_argument", message)
+        JsError::new(Code::InvalidArgument, message)
     }
 
     /// A failure of IndexedDB (or of the browser around it).
     pub fn storage(message: impl Into<String>) -> Self {
-        JsError::new("storage", message)
+        JsError::new(Code::Store("storage"), message)
+    }
+
+    /// IndexedDB holds data this version cannot read.
+    pub fn decode(message: impl Into<String>) -> Self {
+        JsError::new(Code::Store("decode"), message)
     }
 
     /// The store was called from inside one of its own callbacks (a
@@ -44,13 +79,13 @@ impl JsError {
 
 impl From<Error> for JsError {
     fn from(e: Error) -> Self {
-        JsError::new(e.code(), e.to_string())
+        JsError::new(Code::Store(e.code()), e.to_string())
     }
 }
 
 impl std::fmt::Display for JsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
+        write!(f, "{}: {}", self.code.as_str(), self.message)
     }
 }
 
@@ -58,7 +93,7 @@ impl From<JsError> for JsValue {
     fn from(e: JsError) -> Self {
         let error = js_sys::Error::new(&e.message);
         error.set_name("ZestorError");
-        set(&error, "code", &JsValue::from_str(&e.code));
+        set(&error, "code", &JsValue::from_str(&e.code.as_str()));
         error.into()
     }
 }
@@ -217,7 +252,10 @@ extern "C" {
 }
 
 fn not_json(what: &str, detail: impl std::fmt::Display) -> JsError {
-    JsError::new("encoding", format!("{what} is not a JSON value: {detail}"))
+    JsError::new(
+        Code::Store("encoding"),
+        format!("{what} is not a JSON value: {detail}"),
+    )
 }
 
 /// A JS value as JSON, through one `JSON.stringify`: `undefined`,

@@ -464,7 +464,7 @@ pub struct IdbStore {
 }
 
 fn storage(e: crate::js::JsError) -> Error {
-    if e.code == "closed" {
+    if e.code == crate::js::Code::Store("closed") {
         Error::Closed
     } else {
         Error::Storage(e.message.into())

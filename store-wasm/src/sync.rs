@@ -15,12 +15,14 @@
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
+use store_core::sync::ErrorCode;
 use store_core::sync::reconnect::{self, Backoff};
 use store_core::sync::session::ClientEvent;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
+use crate::js::Code;
 use crate::store::{IdbStore, Notice};
 
 /// Where the connection stands.
@@ -184,8 +186,8 @@ impl Driver {
         }
     }
 
-    fn set_error(&self, code: &str, message: &str) {
-        *self.inner.error.borrow_mut() = Some((code.to_owned(), message.to_owned()));
+    fn set_error(&self, code: Code, message: &str) {
+        *self.inner.error.borrow_mut() = Some((code.as_str().into_owned(), message.to_owned()));
         (self.inner.on_change)();
     }
 
@@ -211,7 +213,7 @@ impl Driver {
             Ok(ws) => ws,
             Err(e) => {
                 // A malformed URL: retrying cannot help.
-                self.set_error("invalid_argument", &crate::js::describe(&e));
+                self.set_error(Code::InvalidArgument, &crate::js::describe(&e));
                 inner.stopped.set(true);
                 return;
             }
@@ -262,13 +264,16 @@ impl Driver {
 
     fn received(&self, m: MessageEvent) {
         let Some(text) = m.data().as_string() else {
-            self.set_error("bad_message", "the server sent a binary frame");
+            self.set_error(
+                Code::Server(ErrorCode::BadMessage),
+                "the server sent a binary frame",
+            );
             self.drop_socket();
             return;
         };
         let handled = self.with_session(|s| s.handle_frame(text.as_bytes(), now_ms()));
         if let Some(Err(e)) = handled {
-            self.set_error("bad_message", &e.to_string());
+            self.set_error(Code::Server(e.code), &e.to_string());
             self.drop_socket();
             return;
         }
@@ -278,7 +283,7 @@ impl Driver {
     /// Drains the session's events and frames and re-arms its timer.
     fn pump(&self) {
         let mut persist = false;
-        let mut fatal: Option<(String, String, bool)> = None;
+        let mut fatal: Option<(Code, String, bool)> = None;
         let mut timed_out = false;
         let mut welcomed = false;
         if let Some(mut sync) = self.inner.store.sync() {
@@ -309,11 +314,11 @@ impl Driver {
                     }
                     ClientEvent::Error(e) => {
                         let retry = e.code.close_code().retryable();
-                        fatal = Some((e.code.as_str().to_owned(), e.message, e.fatal && !retry));
+                        fatal = Some((Code::Server(e.code), e.message, e.fatal && !retry));
                     }
                     ClientEvent::TimedOut => timed_out = true,
                     ClientEvent::Retry { code, message, .. } => {
-                        fatal = Some((code.as_str().to_owned(), message, false));
+                        fatal = Some((Code::Server(code), message, false));
                         timed_out = true;
                     }
                 }
@@ -333,7 +338,7 @@ impl Driver {
             self.set_connection(Connection::Online);
         }
         if let Some((code, message, stop)) = fatal {
-            self.set_error(&code, &message);
+            self.set_error(code, &message);
             if stop {
                 self.inner.stopped.set(true);
             }
@@ -376,7 +381,7 @@ impl Driver {
             && !reconnect::retry_after_close(Some(code))
         {
             if self.inner.error.borrow().is_none() {
-                self.set_error(&format!("closed_{code}"), reason);
+                self.set_error(Code::ClosedWith(code), reason);
             }
             self.inner.stopped.set(true);
         }

@@ -136,7 +136,7 @@ export interface SyncStatus {
   /** What the token allows, once the server said (`null` before, and for a local store). */
   rights: "read" | "read_write" | null;
   /** The last error reported by the server or the connection, if any. */
-  error: { code: string; message: string } | null;
+  error: { code: ZestorErrorCode; message: string } | null;
 }
 
 export interface RejectedOp {
@@ -159,11 +159,60 @@ export interface StoreEvents {
   rejected: RejectedOp;
 }
 
+/**
+ * Every code an error (or `status().error`) carries; stable.
+ *
+ * - The store's: `validation` (a validator or JSON Schema refused the value),
+ *   `conflict` (`ifVersion` did not match), `key_not_found`, `kind_required`,
+ *   `key_too_long` (a kind or key over 1,024 bytes), `invalid_key` (NUL in a
+ *   kind or key), `closed`, `overflow`, `compacted`, `revision_ahead`,
+ *   `function` (a `setFn` function threw), `encoding` (not a JSON value),
+ *   `schema` (a schema that does not compile), `stale_transaction`, `decode`
+ *   (IndexedDB holds data this version cannot read), `storage` (IndexedDB
+ *   failed).
+ * - The package's: `invalid_argument` (a call it does not accept), `locked`
+ *   (a local store open in another tab), `closed_${number}` (the connection
+ *   closed with a code a retry cannot fix).
+ * - The server's (docs/protocol.md), for a refused op or session.
+ */
+export type ZestorErrorCode =
+  | "validation"
+  | "conflict"
+  | "key_not_found"
+  | "kind_required"
+  | "key_too_long"
+  | "invalid_key"
+  | "closed"
+  | "overflow"
+  | "compacted"
+  | "revision_ahead"
+  | "function"
+  | "encoding"
+  | "schema"
+  | "stale_transaction"
+  | "decode"
+  | "storage"
+  | "invalid_argument"
+  | "locked"
+  | `closed_${number}`
+  | "bad_message"
+  | "unknown_type"
+  | "too_large"
+  | "unsupported_protocol"
+  | "hello_expected"
+  | "unauthorized"
+  | "forbidden"
+  | "too_many_in_flight"
+  | "slow_consumer"
+  | "timeout"
+  | "shutting_down"
+  | "internal";
+
 /** Errors thrown or rejected by the store. */
 export interface ZestorError extends Error {
   name: "ZestorError";
-  /** Stable: the store's (`validation`, `conflict`, `key_not_found`, `kind_required`, `key_too_long`, `invalid_key`, `closed`, `overflow`, `compacted`, `revision_ahead`, `function`, `encoding`, `schema`, `storage`), `invalid_argument` for a bad call, and the server's codes (docs/protocol.md) for a refused op or session. */
-  code: string;
+  /** Stable: see {@link ZestorErrorCode}. */
+  code: ZestorErrorCode;
 }
 
 /**
