@@ -894,8 +894,6 @@ impl IdbStore {
         let mut steps = std::mem::take(&mut sync.steps);
         steps.extend(sync.session.take_steps());
         let mut answered = std::mem::take(&mut sync.answered);
-        // An op sent again after a hand-over is answered again: reported once.
-        answered.retain(|n| !sync.answers.contains_key(n.op_id()));
         let mut batch = Batch::default();
         let mut places = Vec::new();
         for notice in &mut answered {
@@ -903,13 +901,19 @@ impl IdbStore {
                 if let Notice::Acked { kind: k, key: n, .. } = notice {
                     (*k, *n) = (kind.clone(), key.clone());
                 }
-                sync.answering.insert(notice.op_id().to_owned());
+                if !sync.answers.contains_key(notice.op_id()) {
+                    sync.answering.insert(notice.op_id().to_owned());
+                }
                 if persist {
                     batch.delete_pending.push(place);
                 }
                 places.push((notice.op_id().to_owned(), place, kind, key));
             }
         }
+        // An op sent again after a hand-over (read back from IndexedDB before
+        // the old leader's answer was written) leaves the queue above, but
+        // its answer was reported already.
+        answered.retain(|n| !sync.answers.contains_key(n.op_id()));
         let mut messages = Vec::new();
         if persist {
             let confirmed = |kind: &str, key: &str| {
