@@ -34,24 +34,24 @@ use crate::js::{Code, JsError, JsResult, describe};
 
 const VERSION: u32 = 1;
 // The object stores' names (also spelled out in `issue` below).
-pub const ENTRIES: &str = "entries";
-pub const PENDING: &str = "pending";
-pub const META: &str = "meta";
+pub(crate) const ENTRIES: &str = "entries";
+pub(crate) const PENDING: &str = "pending";
+pub(crate) const META: &str = "meta";
 /// The `meta` record holding the database's client id (a JSON string): the
 /// id a synced store says `hello` with, the same in every tab and after
 /// every reload, since the server recognizes a re-sent op by client id and
 /// op id.
-pub const CLIENT_ID: &str = "client_id";
+pub(crate) const CLIENT_ID: &str = "client_id";
 
 /// `name` and 53 random bits: a client id, or a prefix for op ids unique to
 /// one open store.
-pub fn unique_id(name: &str) -> String {
+pub(crate) fn unique_id(name: &str) -> String {
     format!("{name}-{:016x}", (js_sys::Math::random() * 2f64.powi(53)) as u64)
 }
 
 /// An entry as it is persisted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredEntry {
+pub(crate) struct StoredEntry {
     pub value: Value,
     pub version: u64,
     pub rev: u64,
@@ -59,14 +59,14 @@ pub struct StoredEntry {
 
 /// A [`StoredEntry`] to write, borrowing its value (the same JSON text).
 #[derive(Serialize)]
-pub struct StoredRef<'a> {
+pub(crate) struct StoredRef<'a> {
     pub value: &'a Value,
     pub version: u64,
     pub rev: u64,
 }
 
 /// An open database.
-pub struct Db {
+pub(crate) struct Db {
     db: IdbDatabase,
     /// Set when the database was closed under us (another tab upgraded or
     /// deleted it).
@@ -75,7 +75,7 @@ pub struct Db {
 }
 
 /// Everything a store reads at open.
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub entries: Vec<(String, String, StoredEntry)>,
     /// `(place in the queue, op JSON)`, in queue order.
     pub pending: Vec<(f64, String)>,
@@ -84,7 +84,7 @@ pub struct Loaded {
 
 /// The writes of one transaction; handed to [`issue`] as JSON text.
 #[derive(Default, Serialize)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub clear_entries: bool,
     /// `(kind, key, StoredEntry JSON)`.
     pub put_entries: Vec<(String, String, String)>,
@@ -205,7 +205,7 @@ async fn finish(tx: &IdbTransaction) -> JsResult<()> {
 
 impl Db {
     /// Opens (or creates) database `name`.
-    pub async fn open(name: &str) -> JsResult<Db> {
+    pub(crate) async fn open(name: &str) -> JsResult<Db> {
         let request = factory()?
             .open_with_u32(name, VERSION)
             .map_err(|e| dom_error("open", e))?;
@@ -267,14 +267,14 @@ impl Db {
     }
 
     /// Deletes database `name`.
-    pub async fn delete(name: &str) -> JsResult<()> {
+    pub(crate) async fn delete(name: &str) -> JsResult<()> {
         let request = factory()?
             .delete_database(name)
             .map_err(|e| dom_error("delete", e))?;
         settle(&request).await.map(|_| ())
     }
 
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.db.set_onversionchange(None);
         self.db.close();
     }
@@ -296,7 +296,7 @@ impl Db {
     }
 
     /// Reads everything, in one read-only transaction.
-    pub async fn load(&self) -> JsResult<Loaded> {
+    pub(crate) async fn load(&self) -> JsResult<Loaded> {
         let tx = self.transaction(&[ENTRIES, PENDING, META], IdbTransactionMode::Readonly)?;
         let store = |name| tx.object_store(name).map_err(|e| dom_error("object store", e));
         let (entries, pending, meta) = (store(ENTRIES)?, store(PENDING)?, store(META)?);
@@ -354,7 +354,7 @@ impl Db {
     /// Writes `batch` in one transaction and resolves once it committed,
     /// with the places IndexedDB gave the queued ops (in `put_pending`
     /// order).
-    pub async fn write(&self, batch: &Batch) -> JsResult<Vec<f64>> {
+    pub(crate) async fn write(&self, batch: &Batch) -> JsResult<Vec<f64>> {
         let mut names = Vec::with_capacity(3);
         if batch.clear_entries || !batch.put_entries.is_empty() || !batch.delete_entries.is_empty() {
             names.push(ENTRIES);

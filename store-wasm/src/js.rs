@@ -99,22 +99,22 @@ impl From<JsError> for JsValue {
 }
 
 /// The result type of everything exported.
-pub type JsResult<T> = std::result::Result<T, JsError>;
+pub(crate) type JsResult<T> = std::result::Result<T, JsError>;
 
 /// The text of a thrown JS value (an `Error`'s message, or its string form).
-pub fn describe(value: &JsValue) -> String {
+pub(crate) fn describe(value: &JsValue) -> String {
     if let Some(error) = value.dyn_ref::<js_sys::Error>() {
         return String::from(error.message());
     }
     value.as_string().unwrap_or_else(|| format!("{value:?}"))
 }
 
-pub fn set(target: &JsValue, key: &str, value: &JsValue) {
+pub(crate) fn set(target: &JsValue, key: &str, value: &JsValue) {
     // Setting a property on a plain object we created cannot fail.
     let _ = js_sys::Reflect::set(target, &JsValue::from_str(key), value);
 }
 
-pub fn get(target: &JsValue, key: &str) -> JsValue {
+pub(crate) fn get(target: &JsValue, key: &str) -> JsValue {
     js_sys::Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
 }
 
@@ -261,7 +261,7 @@ fn not_json(what: &str, detail: impl std::fmt::Display) -> JsError {
 /// A JS value as JSON, through one `JSON.stringify`: `undefined`,
 /// functions, symbols, BigInts, `NaN`, `Infinity`, cycles, `Set`s and
 /// binary data are refused, wherever they are.
-pub fn to_json(value: &JsValue, what: &str) -> JsResult<Value> {
+pub(crate) fn to_json(value: &JsValue, what: &str) -> JsResult<Value> {
     let text = json_text(value);
     match text.as_string() {
         Some(text) => serde_json::from_str(&text).map_err(|e| not_json(what, e)),
@@ -274,7 +274,7 @@ pub fn to_json(value: &JsValue, what: &str) -> JsResult<Value> {
 
 /// `setMany`'s items, an object or an array of `[key, value]` pairs, as
 /// keys and JSON values.
-pub fn items_json(items: &JsValue) -> JsResult<Vec<(String, Value)>> {
+pub(crate) fn items_json(items: &JsValue) -> JsResult<Vec<(String, Value)>> {
     let text = items_text(items);
     let Some(text) = text.as_string() else {
         let failure: js_sys::Array = text.unchecked_into();
@@ -291,28 +291,28 @@ pub fn items_json(items: &JsValue) -> JsResult<Vec<(String, Value)>> {
 }
 
 /// JSON as a plain JS value (objects, not `Map`s).
-pub fn from_json(value: &Value) -> JsValue {
+pub(crate) fn from_json(value: &Value) -> JsValue {
     let mut out = Vec::with_capacity(64);
     write(&mut out, value);
     parse_text(out)
 }
 
 /// Appends `value`'s JSON text to `out`.
-pub fn write<S: Serialize + ?Sized>(out: &mut Vec<u8>, value: &S) {
+pub(crate) fn write<S: Serialize + ?Sized>(out: &mut Vec<u8>, value: &S) {
     // Writing JSON into a Vec cannot fail (every map key here is a string).
     let _ = serde_json::to_writer(out, value);
 }
 
 /// The JS value of JSON text written by [`write`] (and the punctuation
 /// around it).
-pub fn parse_text(text: Vec<u8>) -> JsValue {
+pub(crate) fn parse_text(text: Vec<u8>) -> JsValue {
     match String::from_utf8(text) {
         Ok(text) => parse(&text),
         Err(_) => JsValue::UNDEFINED,
     }
 }
 
-pub fn result_name(result: SetResult) -> &'static str {
+pub(crate) fn result_name(result: SetResult) -> &'static str {
     match result {
         SetResult::Created => "created",
         SetResult::Updated => "updated",
@@ -320,7 +320,7 @@ pub fn result_name(result: SetResult) -> &'static str {
     }
 }
 
-pub fn event_type_name(t: EventType) -> &'static str {
+pub(crate) fn event_type_name(t: EventType) -> &'static str {
     match t {
         EventType::Create => "create",
         EventType::Update => "update",
@@ -330,7 +330,7 @@ pub fn event_type_name(t: EventType) -> &'static str {
 
 /// `{value, version, rev, pending}`.
 #[derive(Serialize)]
-pub struct EntryOut<'a> {
+pub(crate) struct EntryOut<'a> {
     pub value: &'a Value,
     pub version: u64,
     pub rev: u64,
@@ -338,7 +338,7 @@ pub struct EntryOut<'a> {
 }
 
 impl<'a> EntryOut<'a> {
-    pub fn new(entry: &Entry<&'a Value>, pending: bool) -> Self {
+    pub(crate) fn new(entry: &Entry<&'a Value>, pending: bool) -> Self {
         EntryOut {
             value: entry.value,
             version: entry.version,
@@ -349,7 +349,7 @@ impl<'a> EntryOut<'a> {
 }
 
 /// `{value, version, rev, pending}`.
-pub fn entry(entry: &Entry<&Value>, pending: bool) -> JsValue {
+pub(crate) fn entry(entry: &Entry<&Value>, pending: bool) -> JsValue {
     let mut out = Vec::with_capacity(128);
     write(&mut out, &EntryOut::new(entry, pending));
     parse_text(out)
@@ -413,7 +413,7 @@ impl EventCache {
 
 /// `{kind, key, type, value, version, rev, pending}`: a new object for
 /// every call, parsed from text written once per event.
-pub fn event(event: &Arc<Event<Value>>, pending: bool) -> JsValue {
+pub(crate) fn event(event: &Arc<Event<Value>>, pending: bool) -> JsValue {
     let id = Arc::as_ptr(event) as usize;
     let cached = EVENTS.with(|c| {
         c.borrow()
@@ -454,7 +454,7 @@ pub fn event(event: &Arc<Event<Value>>, pending: bool) -> JsValue {
 }
 
 /// A non-negative integer argument (a version or a revision).
-pub fn to_u64(value: &JsValue, what: &str) -> JsResult<u64> {
+pub(crate) fn to_u64(value: &JsValue, what: &str) -> JsResult<u64> {
     match value.as_f64() {
         Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9_007_199_254_740_991.0 => Ok(n as u64),
         _ => Err(JsError::invalid(format!("{what} must be a non-negative integer"))),
@@ -462,7 +462,7 @@ pub fn to_u64(value: &JsValue, what: &str) -> JsResult<u64> {
 }
 
 /// An optional field that must be a non-negative integer when present.
-pub fn opt_u64(object: &JsValue, key: &str) -> JsResult<Option<u64>> {
+pub(crate) fn opt_u64(object: &JsValue, key: &str) -> JsResult<Option<u64>> {
     if object.is_undefined() || object.is_null() {
         return Ok(None);
     }

@@ -4,6 +4,7 @@
 //! The JavaScript API is in [`api`]; its TypeScript declarations are
 //! `src/types.d.ts`. [`IdbStore`] is the same store for Rust code compiled
 //! to `wasm32` (it implements [`store_core::Store`]).
+#![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![cfg(target_arch = "wasm32")]
 

@@ -49,33 +49,53 @@ type NoticeFn = Box<dyn Fn(Vec<Notice>)>;
 
 /// A write as the API hands it to the writer.
 pub enum LocalOp {
+    /// `set`.
     Set {
+        /// The kind.
         kind: String,
+        /// The key.
         key: String,
+        /// The new value.
         value: Value,
+        /// Compare-and-set.
         if_version: Option<u64>,
     },
+    /// `setFn`.
     SetFn {
+        /// The kind.
         kind: String,
+        /// The key.
         key: String,
+        /// Makes the new value from the old one.
         f: UpdateFn,
+        /// Compare-and-set.
         if_version: Option<u64>,
     },
+    /// `setMany`.
     SetMany {
+        /// The kind.
         kind: String,
+        /// The keys and their new values.
         items: Vec<(String, Value)>,
     },
+    /// `delete`.
     Delete {
+        /// The kind.
         kind: String,
+        /// The key.
         key: String,
+        /// Compare-and-set.
         if_version: Option<u64>,
     },
 }
 
 /// What a write did, with the op sent to the server for each change.
 pub enum Outcome {
+    /// A `set` or `setFn`, with its op id when synced and changed.
     Written(Written, Option<String>),
+    /// A `setMany`: each key's result and op id.
     Many(Vec<(String, Written, Option<String>)>),
+    /// A `delete`: what it deleted and its op id, or nothing.
     Deleted(Option<(Deleted<Value>, Option<String>)>),
 }
 
@@ -90,15 +110,20 @@ pub enum Notice {
     Queued,
     /// The server acknowledged an op (persisted: it left the queue).
     Acked {
+        /// The server's ack.
         ack: Ack,
-        /// The op's kind and key (filled in by the writer).
+        /// The op's kind (filled in by the writer).
         kind: String,
+        /// The op's key (filled in by the writer).
         key: String,
     },
     /// The server refused an op; it left the queue and was rolled back.
     Rejected {
+        /// The op refused.
         op: Op,
+        /// Why, as a stable code.
         code: ErrorCode,
+        /// Why, for people.
         message: String,
     },
     /// Another tab joined and wants the leader's status.
@@ -160,6 +185,7 @@ enum Job {
 /// The sync state of a synced store, owned by the store so the writer can
 /// persist it; the connection driver feeds its session.
 pub struct SyncState {
+    /// The session: confirmed state, queue and cursor.
     pub session: ClientSession,
     config: ClientConfig,
     /// This tab holds the connection (and persists what the server says);
@@ -198,6 +224,7 @@ pub struct SyncState {
 }
 
 impl SyncState {
+    /// A snapshot replaced the confirmed state: persist all of it.
     pub fn snapshot_applied(&mut self) {
         self.dirty_all = true;
     }
@@ -378,8 +405,11 @@ impl SyncState {
 
 /// What a synced store needs at open.
 pub struct SyncSetup {
+    /// The namespace to sync.
     pub namespace: String,
+    /// The credential sent in `hello`.
     pub token: String,
+    /// The kinds to sync; `None` is every kind.
     pub kinds: Option<Vec<String>>,
 }
 
@@ -577,6 +607,7 @@ impl IdbStore {
         self.inner.engine.try_borrow_mut().map_err(|_| reentrant())
     }
 
+    /// Whether the store syncs.
     pub fn is_synced(&self) -> bool {
         self.inner.sync.is_some()
     }
@@ -1217,6 +1248,7 @@ impl IdbStore {
         self.inner.db.close();
     }
 
+    /// Whether `close` was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.get()
     }

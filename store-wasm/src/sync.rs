@@ -27,14 +27,14 @@ use crate::store::{IdbStore, Notice};
 
 /// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Connection {
+pub(crate) enum Connection {
     Offline,
     Connecting,
     Online,
 }
 
 impl Connection {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Connection::Offline => "offline",
             Connection::Connecting => "connecting",
@@ -44,7 +44,7 @@ impl Connection {
 }
 
 /// How to reach the server.
-pub struct DriverOptions {
+pub(crate) struct DriverOptions {
     pub url: String,
     pub backoff_min_ms: f64,
     pub backoff_max_ms: f64,
@@ -86,7 +86,7 @@ struct Inner {
 
 /// The connection of one synced store.
 #[derive(Clone)]
-pub struct Driver {
+pub(crate) struct Driver {
     inner: Rc<Inner>,
 }
 
@@ -136,7 +136,7 @@ fn after(driver: &Weak<Inner>, ms: f64, f: fn(&Driver)) -> Option<i32> {
 impl Driver {
     /// Starts connecting `store` (which must be synced); `on_change` is
     /// called whenever the status may have changed.
-    pub fn start(store: IdbStore, options: DriverOptions, on_change: impl Fn() + 'static) -> Driver {
+    pub(crate) fn start(store: IdbStore, options: DriverOptions, on_change: impl Fn() + 'static) -> Driver {
         let backoff = Backoff::new(options.backoff_min_ms as u64, options.backoff_max_ms as u64);
         let driver = Driver {
             inner: Rc::new(Inner {
@@ -172,11 +172,11 @@ impl Driver {
         driver
     }
 
-    pub fn connection(&self) -> Connection {
+    pub(crate) fn connection(&self) -> Connection {
         self.inner.connection.get()
     }
 
-    pub fn error(&self) -> Option<(String, String)> {
+    pub(crate) fn error(&self) -> Option<(String, String)> {
         self.inner.error.borrow().clone()
     }
 
@@ -355,7 +355,7 @@ impl Driver {
     }
 
     /// Sends the ops local writes just queued.
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         self.pump();
     }
 
@@ -420,7 +420,7 @@ impl Driver {
     }
 
     /// Closes the connection for good.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.inner.stopped.set(true);
         clear_timeout(self.inner.timer.take());
         clear_timeout(self.inner.retry.take());

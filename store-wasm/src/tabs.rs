@@ -61,7 +61,7 @@ pub enum TabMessage {
 }
 
 /// The channel to the other tabs of one store.
-pub struct Channel {
+pub(crate) struct Channel {
     channel: BroadcastChannel,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
 }
@@ -69,7 +69,7 @@ pub struct Channel {
 impl Channel {
     /// Joins the channel of store `name`; `None` where `BroadcastChannel`
     /// is missing.
-    pub fn join(name: &str, on_message: impl Fn(TabMessage) + 'static) -> Option<Channel> {
+    pub(crate) fn join(name: &str, on_message: impl Fn(TabMessage) + 'static) -> Option<Channel> {
         let channel = BroadcastChannel::new(&format!("zestor:{name}")).ok()?;
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |m: MessageEvent| {
             let Some(text) = m.data().as_string() else { return };
@@ -85,7 +85,7 @@ impl Channel {
         })
     }
 
-    pub fn post(&self, message: &TabMessage) {
+    pub(crate) fn post(&self, message: &TabMessage) {
         if let Ok(text) = serde_json::to_string(message) {
             let _ = self.channel.post_message(&JsValue::from_str(&text));
         }
@@ -101,7 +101,7 @@ impl Drop for Channel {
 
 /// A held (or awaited) Web Lock; dropping it releases the lock or gives up
 /// waiting for it.
-pub struct Lock {
+pub(crate) struct Lock {
     release: Rc<RefCell<Option<js_sys::Function>>>,
     abort: Option<web_sys::AbortController>,
 }
@@ -126,7 +126,7 @@ fn lock_manager() -> Option<JsValue> {
 /// Requests the Web Lock `name`. `on_granted` runs once it is held (at
 /// once where Web Locks are missing); with `if_available`, it runs with
 /// `false` instead of waiting when another tab holds the lock.
-pub fn request(name: &str, if_available: bool, on_granted: impl FnOnce(bool) + 'static) -> Lock {
+pub(crate) fn request(name: &str, if_available: bool, on_granted: impl FnOnce(bool) + 'static) -> Lock {
     let release: Rc<RefCell<Option<js_sys::Function>>> = Rc::new(RefCell::new(None));
     let Some(locks) = lock_manager() else {
         on_granted(true);

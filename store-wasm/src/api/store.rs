@@ -331,6 +331,7 @@ impl JsStore {
 
 #[wasm_bindgen(js_class = ZestorStore)]
 impl JsStore {
+    /// `get(kind, key)`: the entry, or `undefined` (see `types.d.ts`).
     pub fn get(&self, kind: JsValue, key: JsValue) -> Result<JsValue, JsValue> {
         let (kind, key) = (kind_arg(&kind)?, string_arg(&key, "key")?);
         let engine = self.store().engine().map_err(JsError::from)?;
@@ -340,6 +341,7 @@ impl JsStore {
         })
     }
 
+    /// `list(kind, filter?)`: the entries sorted by key, optionally filtered.
     pub fn list(&self, kind: JsValue, filter: JsValue) -> Result<js_sys::Array, JsValue> {
         let filter = if filter.is_undefined() || filter.is_null() {
             None
@@ -366,22 +368,26 @@ impl JsStore {
         }
     }
 
+    /// `count(kind)`: how many entries the kind holds.
     pub fn count(&self, kind: JsValue) -> Result<f64, JsValue> {
         let kind = kind_arg(&kind)?;
         let engine = self.store().engine().map_err(JsError::from)?;
         Ok(engine.count(&kind).map_err(JsError::from)? as f64)
     }
 
+    /// `keys(kind)`: the kind's keys, sorted.
     pub fn keys(&self, kind: JsValue) -> Result<js_sys::Array, JsValue> {
         let all = self.collect(&kind, false, |out, key, _, _| write(out, key))?;
         Ok(all.unchecked_into())
     }
 
+    /// `values(kind)`: the kind's values, sorted by key.
     pub fn values(&self, kind: JsValue) -> Result<js_sys::Array, JsValue> {
         let all = self.collect(&kind, false, |out, _, entry, _| write(out, entry.value))?;
         Ok(all.unchecked_into())
     }
 
+    /// `getAll(kind)`: the kind's entries by key.
     #[wasm_bindgen(js_name = getAll)]
     pub fn get_all(&self, kind: JsValue) -> Result<js_sys::Object, JsValue> {
         let all = self.collect(&kind, true, |out, key, entry, pending| {
@@ -392,12 +398,14 @@ impl JsStore {
         Ok(all.unchecked_into())
     }
 
+    /// `kinds()`: every kind that holds an entry, sorted.
     pub fn kinds(&self) -> Result<js_sys::Array, JsValue> {
         let engine = self.store().engine().map_err(JsError::from)?;
         let kinds = engine.kinds().map_err(JsError::from)?;
         Ok(kinds.into_iter().map(JsValue::from_str).collect())
     }
 
+    /// `rev()`: the store's revision.
     pub fn rev(&self) -> Result<f64, JsValue> {
         let engine = self.store().engine().map_err(JsError::from)?;
         if engine.is_closed() {
@@ -406,6 +414,7 @@ impl JsStore {
         Ok(engine.rev() as f64)
     }
 
+    /// `set(kind, key, value, { ifVersion? })`: resolves once durable in IndexedDB.
     pub fn set(&self, kind: JsValue, key: JsValue, value: JsValue, options: JsValue) -> js_sys::Promise {
         let op = (|| {
             Ok(LocalOp::Set {
@@ -418,6 +427,7 @@ impl JsStore {
         self.submit(op)
     }
 
+    /// `setMany(kind, items)`: all or nothing, in key order.
     #[wasm_bindgen(js_name = setMany)]
     pub fn set_many(&self, kind: JsValue, items: JsValue) -> js_sys::Promise {
         let op = (|| {
@@ -428,6 +438,7 @@ impl JsStore {
         self.submit(op)
     }
 
+    /// `setFn(kind, key, fn, { ifVersion? })`: read-modify-write of an existing key.
     #[wasm_bindgen(js_name = setFn)]
     pub fn set_fn(&self, kind: JsValue, key: JsValue, f: JsValue, options: JsValue) -> js_sys::Promise {
         let op = (|| {
@@ -450,6 +461,7 @@ impl JsStore {
         self.submit(op)
     }
 
+    /// `delete(kind, key, { ifVersion? })`: the entry deleted, or `null`.
     pub fn delete(&self, kind: JsValue, key: JsValue, options: JsValue) -> js_sys::Promise {
         let op = (|| {
             Ok(LocalOp::Delete {
@@ -461,6 +473,7 @@ impl JsStore {
         self.submit(op)
     }
 
+    /// `confirmed(opId)`: the server's answer to an op.
     pub fn confirmed(&self, op_id: JsValue) -> js_sys::Promise {
         let store = self.store().clone();
         promise(async move {
@@ -476,6 +489,7 @@ impl JsStore {
         })
     }
 
+    /// `watch(kind, options, callback)`: returns the unsubscribe function.
     pub fn watch(
         &self,
         kind: JsValue,
@@ -527,6 +541,7 @@ impl JsStore {
         Ok(unsubscribe.into_js_value().unchecked_into())
     }
 
+    /// `watchIter(kind, options)`: an async iterator of events.
     #[wasm_bindgen(js_name = watchIter)]
     pub fn watch_iter(&self, kind: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
         let watch = self.subscribe(&kind, &options)?;
@@ -541,10 +556,12 @@ impl JsStore {
         Ok(iterate(handle, signal))
     }
 
+    /// `status()`: the connection, pending ops and last synced revision.
     pub fn status(&self) -> JsValue {
         self.shared.status()
     }
 
+    /// `on(event, callback)`: listens to `status`, `acked` or `rejected`; returns the unsubscribe function.
     pub fn on(&self, event: JsValue, callback: JsValue) -> Result<js_sys::Function, JsValue> {
         let event = string_arg(&event, "event")?;
         if !matches!(event.as_str(), "status" | "acked" | "rejected") {
@@ -568,6 +585,7 @@ impl JsStore {
         Ok(off.into_js_value().unchecked_into())
     }
 
+    /// `close()`: pending writes finish, then every call fails with `closed`.
     pub fn close(&self) -> js_sys::Promise {
         let shared = self.shared.clone();
         promise(async move {
