@@ -9,21 +9,12 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use store_core::sync::codec::encode_server;
 use store_core::sync::session::{ClientConfig, ClientEvent, ClientSession};
-use store_core::sync::{
-    ClientMessage, ErrorCode, OpAction, PROTOCOL_VERSION, Reject, Rights, ServerMessage, Welcome,
-};
+use store_core::sync::{ClientMessage, ErrorCode, OpAction, Reject, ServerMessage};
+use store_core::testkit::sync::welcome_frame;
 
 fn welcome(session: &mut ClientSession) {
-    let welcome = ServerMessage::Welcome(Welcome {
-        protocol: PROTOCOL_VERSION,
-        namespace: "ns".into(),
-        rights: Rights::ReadWrite,
-        schemas: BTreeMap::new(),
-        heartbeat_ms: 30_000,
-        max_frame_bytes: 1 << 20,
-    });
     session
-        .handle_frame(encode_server(&welcome).as_bytes(), 0)
+        .handle_frame(welcome_frame("ns", BTreeMap::new()).as_bytes(), 0)
         .unwrap();
 }
 

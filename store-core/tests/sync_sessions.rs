@@ -26,6 +26,7 @@ use store_core::sync::{
     Ack, ClientMessage, CloseCode, ErrorCode, Hello, Op, OpAction, PROTOCOL_VERSION, Push, Reject, Rights,
     ServerMessage, SnapshotEntry, SnapshotReason,
 };
+use store_core::testkit::sync::Rng;
 use store_core::{Entry, MemStore, SetOptions, StoreOptions, Watch, WatchOptions};
 
 const NS: &str = "ns";
@@ -1141,27 +1142,11 @@ fn a_client_state_survives_a_restart() {
     w.assert_converged();
 }
 
-/// A small deterministic generator, so failures replay from their seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[test]
 fn random_clients_writing_and_reconnecting_converge() {
     let (mut compacted, mut dropped_acks, mut rejected) = (0, 0, 0);
     for seed in 1..=40u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Rng::new(seed);
         let retention = if seed % 3 == 0 { 4 } else { 1_000 };
         let mut w = World::new(
             StoreOptions::new().retention(retention),

@@ -14,9 +14,8 @@ use serde_json::{Value, json};
 use store_core::sync::codec::encode_server;
 use store_core::sync::session::{ClientConfig, ClientSession};
 use store_core::sync::view::{self, ViewChange};
-use store_core::sync::{
-    Ack, ChangeBatch, ClientMessage, Op, OpAction, OpResult, Rights, ServerMessage, Welcome,
-};
+use store_core::sync::{Ack, ChangeBatch, ClientMessage, Op, OpAction, OpResult, ServerMessage};
+use store_core::testkit::sync::{Rng, welcome_frame};
 use store_core::{Event, EventType};
 
 const KIND: &str = "t";
@@ -115,16 +114,8 @@ impl Replica {
         config.record_steps = true;
         let mut session = ClientSession::new(config);
         session.connect(0);
-        let welcome = ServerMessage::Welcome(Welcome {
-            protocol: store_core::sync::PROTOCOL_VERSION,
-            namespace: "ns".into(),
-            rights: Rights::ReadWrite,
-            schemas: BTreeMap::new(),
-            heartbeat_ms: 30_000,
-            max_frame_bytes: 1 << 20,
-        });
         session
-            .handle_frame(encode_server(&welcome).as_bytes(), 0)
+            .handle_frame(welcome_frame("ns", BTreeMap::new()).as_bytes(), 0)
             .unwrap();
         while session.poll_transmit().is_some() {}
         Replica {
@@ -224,21 +215,6 @@ impl Replica {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn changes(event: Event<Value>, rev: u64) -> ServerMessage {
     ServerMessage::Changes(ChangeBatch {
         events: vec![event],
@@ -247,7 +223,7 @@ fn changes(event: Event<Value>, rev: u64) -> ServerMessage {
 }
 
 fn run(seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(seed);
     let mut server = Server::default();
     let mut replica = Replica::new();
     let mut wire: VecDeque<ServerMessage> = VecDeque::new();

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use store_core::StoreOptions;
 use store_core::sync::session::{ClientConfig, ClientSession, ServerConfig};
 use store_core::sync::{OpAction, Rights};
+use store_core::testkit::sync::Rng;
 use sync_server::backend::sqlite::Synchronous;
 use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, serve};
 use tokio_tungstenite::tungstenite::Message;
@@ -71,17 +72,6 @@ impl Peer {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[tokio::test]
 async fn clients_converge_through_writes_deletes_and_disconnects() {
     let db = support::fresh_db("convergence");
@@ -110,7 +100,7 @@ async fn clients_converge_through_writes_deletes_and_disconnects() {
 
     let start = Instant::now();
     for seed in [7u64, 1_234, 99_991] {
-        let mut rng = Rng(seed | 1);
+        let mut rng = Rng::new(seed);
         let mut peers: Vec<Peer> = (0..3)
             .map(|i| Peer {
                 session: ClientSession::new(ClientConfig::new("ns", "t", format!("s{seed}-c{i}"))),

@@ -37,6 +37,7 @@ use serde_json::Value;
 use crate::{Event, EventType, Store, StoreOptions, Watch};
 
 pub mod store_cases;
+pub mod sync;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod threaded;
 pub mod watch_cases;
