@@ -8,8 +8,9 @@
 //! (what a browser reports as 1006).
 
 mod support;
+#[path = "support/server.rs"]
+mod test_server;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,7 +18,8 @@ use serde_json::{Value, json};
 use store_core::StoreOptions;
 use store_core::sync::session::ServerConfig;
 use sync_server::backend::sqlite::Synchronous;
-use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, serve};
+use sync_server::server::{AppState, Database, Metrics, Stores, Tokens};
+use test_server::{Server, spawn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -26,19 +28,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Server {
-    address: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
-}
-
 /// A server with `--allow-origin` set to `allowed_origins` and
 /// `--send-timeout-ms` to `send_timeout`.
 async fn start(name: &str, allowed_origins: &[&str], send_timeout: Duration) -> Server {
     let mut tokens = Tokens::default();
     tokens.grant("writer", "team", store_core::sync::Rights::ReadWrite);
-    let (stop_tx, shutdown) = tokio::sync::watch::channel(false);
-    let state = Arc::new(AppState {
+    spawn(|shutdown| AppState {
         stores: Stores::new(
             Database::Sqlite(support::fresh_db(name)),
             Synchronous::Normal,
@@ -53,33 +48,11 @@ async fn start(name: &str, allowed_origins: &[&str], send_timeout: Duration) -> 
         allowed_origins: allowed_origins.iter().map(|o| (*o).to_owned()).collect(),
         send_timeout,
         shutdown,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(async move {
-        serve(listener, state, None, stop_tx, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Server {
-        address,
-        stop: Some(stop),
-        done,
-    }
+    })
+    .await
 }
 
 impl Server {
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.done)
-            .await
-            .expect("graceful shutdown")
-            .unwrap();
-    }
-
     fn url(&self) -> String {
         format!("ws://{}/sync", self.address)
     }

@@ -4,8 +4,9 @@
 #[path = "support/pg.rs"]
 mod pg;
 mod support;
+#[path = "support/server.rs"]
+mod test_server;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -14,18 +15,13 @@ use store_core::StoreOptions;
 use store_core::schema::Schema;
 use store_core::sync::session::ServerConfig;
 use sync_server::backend::sqlite::Synchronous;
-use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, serve};
+use sync_server::server::{AppState, Database, Metrics, Stores, Tokens};
+use test_server::{Server, spawn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Server {
-    address: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
-}
 
 async fn start(db: &std::path::Path) -> Server {
     start_on(Database::Sqlite(db.to_owned())).await
@@ -41,8 +37,7 @@ async fn start_with(database: Database, allowed_origins: Vec<String>) -> Server 
     tokens.grant("reader", "team", store_core::sync::Rights::Read);
     tokens.grant("other", "elsewhere", store_core::sync::Rights::ReadWrite);
     let schema = Schema::compile(json!({"type": "object", "required": ["title"]})).unwrap();
-    let (stop_tx, shutdown) = tokio::sync::watch::channel(false);
-    let state = Arc::new(AppState {
+    spawn(|shutdown| AppState {
         stores: Stores::new(
             database,
             Synchronous::Full,
@@ -57,32 +52,8 @@ async fn start_with(database: Database, allowed_origins: Vec<String>) -> Server 
         allowed_origins,
         send_timeout: Duration::from_millis(300),
         shutdown,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(async move {
-        serve(listener, state, None, stop_tx, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Server {
-        address,
-        stop: Some(stop),
-        done,
-    }
-}
-
-impl Server {
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(15), self.done)
-            .await
-            .expect("graceful shutdown")
-            .unwrap();
-    }
+    })
+    .await
 }
 
 async fn connect(server: &Server) -> Socket {
