@@ -19,14 +19,12 @@ use store_core::StoreOptions;
 use store_core::sync::session::ServerConfig;
 use sync_server::backend::sqlite::Synchronous;
 use sync_server::server::{AppState, Database, Metrics, Stores, Tokens};
-use test_server::{Server, spawn};
+use test_server::{Server, Socket, recv, send, spawn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A server with `--allow-origin` set to `allowed_origins` and
 /// `--send-timeout-ms` to `send_timeout`.
@@ -70,34 +68,6 @@ async fn open(
     tokio_tungstenite::connect_async(request)
         .await
         .map(|(socket, _)| socket)
-}
-
-async fn send(socket: &mut Socket, message: Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .unwrap();
-}
-
-/// The next protocol message (server pings skipped).
-async fn recv(socket: &mut Socket) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(30), socket.next())
-            .await
-            .expect("a message within 30 s")
-            .expect("the socket is open")
-            .expect("a frame");
-        match frame {
-            Message::Text(text) => {
-                let v: Value = serde_json::from_str(&text).unwrap();
-                if v["type"] != "ping" {
-                    return v;
-                }
-            }
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => {}
-        }
-    }
 }
 
 /// Opens a session: `hello`, then its `welcome` and initial snapshot.

@@ -16,12 +16,10 @@ use store_core::schema::Schema;
 use store_core::sync::session::ServerConfig;
 use sync_server::backend::sqlite::Synchronous;
 use sync_server::server::{AppState, Database, Metrics, Stores, Tokens};
-use test_server::{Server, spawn};
+use test_server::{Server, Socket, recv, send, spawn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn start(db: &std::path::Path) -> Server {
     start_on(Database::Sqlite(db.to_owned())).await
@@ -61,34 +59,6 @@ async fn connect(server: &Server) -> Socket {
         .await
         .unwrap();
     socket
-}
-
-async fn send(socket: &mut Socket, message: Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .unwrap();
-}
-
-/// The next protocol message (pings skipped).
-async fn recv(socket: &mut Socket) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("the socket is open")
-            .unwrap();
-        match frame {
-            Message::Text(text) => {
-                let v: Value = serde_json::from_str(&text).unwrap();
-                if v["type"] != "ping" {
-                    return v;
-                }
-            }
-            Message::Close(frame) => panic!("closed: {frame:?}"),
-            _ => {}
-        }
-    }
 }
 
 /// Reads until the socket closes; returns the close code.

@@ -4,7 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
 use sync_server::server::{AppState, serve};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A client's WebSocket to the test server.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct Server {
     pub address: std::net::SocketAddr,
@@ -42,5 +49,34 @@ impl Server {
             .await
             .expect("graceful shutdown")
             .unwrap();
+    }
+}
+
+/// Sends one protocol message.
+pub async fn send(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::Text(message.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next protocol message (server pings skipped); panics on a close.
+pub async fn recv(socket: &mut Socket) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("a message within 30 s")
+            .expect("the socket is open")
+            .expect("a frame");
+        match frame {
+            Message::Text(text) => {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if v["type"] != "ping" {
+                    return v;
+                }
+            }
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
     }
 }
