@@ -34,6 +34,7 @@
 pub mod codec;
 mod message;
 pub mod reconnect;
+pub mod replica;
 pub mod session;
 pub mod view;
 

@@ -354,6 +354,12 @@ impl ClientSession {
         std::mem::take(&mut self.steps)
     }
 
+    /// Whether steps were recorded since [`ClientSession::take_steps`].
+    #[must_use]
+    pub fn has_steps(&self) -> bool {
+        !self.steps.is_empty()
+    }
+
     fn record(&mut self, kind: &str, key: &str, answered: Option<Op>) {
         if self.config.record_steps {
             let confirmed = self.confirmed(kind, key).cloned();

@@ -1,0 +1,1157 @@
+//! [`Replica`]: a client's local store, optionally synced, as one sans-I/O
+//! state machine: the rules a shell (the browser package, a native app)
+//! follows between its storage, its socket and its other instances.
+//!
+//! A replica owns an [`Engine`] that shows what the app reads and watches.
+//! For a local replica that is all there is. A synced replica also owns a
+//! [`ClientSession`] (the server-confirmed entries, the queue of pending
+//! ops, the cursor), and its engine shows the optimistic view: confirmed
+//! state with the pending ops on top, with versions ([`view::optimistic`]).
+//!
+//! The replica does no I/O and reads no clock. The shell drives it:
+//!
+//! - **Local writes.** [`Replica::stage`] checks and stages writes on the
+//!   engine (validators, compare-and-set, the server's schemas) and builds
+//!   their ops and what to persist ([`Plan`]); the shell persists the plan
+//!   in one transaction and then calls [`Replica::commit`], which publishes
+//!   the writes to watchers and queues the ops. A write is visible once it
+//!   is durable.
+//! - **The server.** The shell moves the session's frames
+//!   ([`Replica::session_mut`]) and drains [`Replica::poll_event`]. Whatever
+//!   the session learned is persisted and shown by one pass:
+//!   [`Replica::plan_sync`] gives the [`SyncPass`] (what to persist, the
+//!   view's changes, the messages for the other instances), and once its
+//!   plan is durable [`Replica::sync_persisted`] applies the changes (each
+//!   remote change one ordinary watch event, in server order; see
+//!   [`view::rebase`]) and reports the answered ops.
+//! - **Several instances on one storage** (browser tabs): one instance, the
+//!   *leader*, holds the connection and persists what the server says; the
+//!   others mirror it. Every instance persists its own writes. They talk by
+//!   [`TabMessage`]s: [`Replica::commit`] and [`Replica::sync_persisted`]
+//!   return the messages to post, [`Replica::receive`] takes one and says
+//!   what to do ([`Reaction`]). A new leader [`Replica::reload`]s from
+//!   storage first.
+//! - **Restart.** [`Replica::open`] takes exactly what earlier plans
+//!   persisted ([`Persisted`]).
+//!
+//! Op ids are `{op_prefix}:{n}`: the session's client id is shared by every
+//! instance and restart over one storage, so the prefix must be unique to
+//! this replica (the shell makes one at open).
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::session::{ClientConfig, ClientEvent, ClientSession, ClientState};
+use super::view::{self, Step};
+use super::{Ack, ErrorCode, Op, OpAction, Rights};
+use crate::{
+    BoxError, Deleted, Engine, Entry, Error, Event, EventType, Result, SetOptions, StoreOptions, WriteTxn,
+    Written,
+};
+
+/// How many answered op ids [`Replica::answer`] remembers.
+const ANSWERS_KEPT: usize = 4096;
+
+/// `(kind, key, entry)`.
+pub type KeyedEntry = (String, String, Entry<Value>);
+
+/// Where the shell's storage keeps a pending op (its queue's key, e.g. an
+/// IndexedDB auto-increment key): the queue's order across every instance.
+pub type Place = f64;
+
+/// How the server answered an op.
+pub type Answer = std::result::Result<Ack, (ErrorCode, String)>;
+
+/// A `set_fn` function.
+pub type UpdateFn = Box<dyn FnOnce(&Value) -> std::result::Result<Value, BoxError>>;
+
+/// A write as the app asked for it.
+pub enum LocalOp {
+    /// Set a value.
+    Set {
+        /// The kind.
+        kind: String,
+        /// The key.
+        key: String,
+        /// The new value.
+        value: Value,
+        /// Compare-and-set.
+        if_version: Option<u64>,
+    },
+    /// Make the new value from the current one.
+    SetFn {
+        /// The kind.
+        kind: String,
+        /// The key.
+        key: String,
+        /// Makes the new value from the old one.
+        f: UpdateFn,
+        /// Compare-and-set.
+        if_version: Option<u64>,
+    },
+    /// Set many keys of one kind, all or nothing.
+    SetMany {
+        /// The kind.
+        kind: String,
+        /// The keys and their new values.
+        items: Vec<(String, Value)>,
+    },
+    /// Delete a key.
+    Delete {
+        /// The kind.
+        kind: String,
+        /// The key.
+        key: String,
+        /// Compare-and-set.
+        if_version: Option<u64>,
+    },
+}
+
+/// What a write did, with the op id sent to the server for each change (a
+/// synced replica's, when something changed).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A set or set_fn.
+    Written(Written, Option<String>),
+    /// A set_many: each key's result and op id.
+    Many(Vec<(String, Written, Option<String>)>),
+    /// A delete: what it deleted and its op id, or nothing.
+    Deleted(Option<(Deleted<Value>, Option<String>)>),
+}
+
+/// What to write to storage, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Remove every entry first.
+    pub clear_entries: bool,
+    /// Entries to write (for a synced replica, confirmed entries).
+    pub put_entries: Vec<KeyedEntry>,
+    /// Entries to remove.
+    pub delete_entries: Vec<(String, String)>,
+    /// Ops to append to the queue, in order; the storage gives each its
+    /// [`Place`], handed to [`Replica::commit`].
+    pub put_pending: Vec<Op>,
+    /// Queued ops to remove.
+    pub delete_pending: Vec<Place>,
+    /// The engine's revision, for revisions to go on after a restart.
+    pub head: Option<u64>,
+    /// The session's cursor.
+    pub cursor: Option<Option<u64>>,
+    /// The server's schemas.
+    pub schemas: Option<BTreeMap<String, Value>>,
+}
+
+impl Plan {
+    /// Whether there is nothing to write.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Plan::default()
+    }
+}
+
+/// What earlier [`Plan`]s left in storage, read at open or reload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Persisted {
+    /// The last persisted head (0 if none).
+    pub head: u64,
+    /// The entries.
+    pub entries: Vec<KeyedEntry>,
+    /// The cursor.
+    pub cursor: Option<u64>,
+    /// The queued ops with their places.
+    pub pending: Vec<(Place, Op)>,
+    /// The server's schemas, if persisted.
+    pub schemas: Option<BTreeMap<String, Value>>,
+}
+
+/// A server's answer, as a replica reports it once persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Answered {
+    /// The server acknowledged an op.
+    Acked {
+        /// The server's ack.
+        ack: Ack,
+        /// The op's kind.
+        kind: String,
+        /// The op's key.
+        key: String,
+    },
+    /// The server refused an op; it was rolled back.
+    Rejected {
+        /// The op refused.
+        op: Op,
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, for people.
+        message: String,
+    },
+}
+
+impl Answered {
+    /// The op answered.
+    #[must_use]
+    pub fn op_id(&self) -> &str {
+        match self {
+            Answered::Acked { ack, .. } => &ack.op_id,
+            Answered::Rejected { op, .. } => &op.op_id,
+        }
+    }
+
+    /// The answer.
+    pub fn answer(&self) -> Answer {
+        match self {
+            Answered::Acked { ack, .. } => Ok(ack.clone()),
+            Answered::Rejected { code, message, .. } => Err((*code, message.clone())),
+        }
+    }
+}
+
+/// What one instance tells the others of one storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum TabMessage {
+    /// An instance queued these ops (with their places).
+    Pending {
+        /// The ops.
+        ops: Vec<(Place, Op)>,
+    },
+    /// The leader persisted what the server said.
+    Synced {
+        /// The cursor it reached.
+        cursor: Option<u64>,
+        /// What its session recorded, in order (none after a snapshot:
+        /// `Reload` follows).
+        steps: Vec<Step>,
+        /// The ops answered.
+        answered: Vec<Answered>,
+        /// The server's schemas, when they changed.
+        schemas: Option<BTreeMap<String, Value>>,
+    },
+    /// A snapshot replaced the confirmed state: read it from storage.
+    Reload,
+    /// An instance joined: the leader answers with its `Status`.
+    Joined,
+    /// An instance took over the connection: the others post their pending
+    /// ops.
+    Leading,
+    /// The leader's connection status.
+    Status {
+        /// `online`, `connecting`, `offline`.
+        connection: String,
+        /// The last error's code and message.
+        error: Option<(String, String)>,
+        /// What the token allows.
+        rights: Option<Rights>,
+    },
+}
+
+/// What a shell does about a [`TabMessage`] it received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reaction {
+    /// Nothing.
+    None,
+    /// Post this to the other instances.
+    Post(TabMessage),
+    /// Run a sync pass ([`Replica::plan_sync`]); with `send`, ops were
+    /// queued for the connection to send.
+    Persist {
+        /// New ops to send, if this instance leads.
+        send: bool,
+    },
+    /// Read the storage again ([`Replica::reload`]).
+    Reload,
+    /// The leader's status changed ([`Replica::leader_status`]).
+    Status,
+    /// An instance joined: post this one's status if it leads.
+    Joined,
+}
+
+/// Local writes staged, to persist then [`Replica::commit`].
+pub struct Staged {
+    txn: WriteTxn<Value>,
+    ops: Vec<Op>,
+    /// What to persist before committing.
+    pub plan: Plan,
+}
+
+/// One sync pass: what to persist, then [`Replica::sync_persisted`] (or
+/// [`Replica::sync_failed`]).
+pub struct SyncPass {
+    /// What to persist.
+    pub plan: Plan,
+    cursor: Option<u64>,
+    messages: Vec<TabMessage>,
+    events: Vec<Event<Value>>,
+    pending_revs: Vec<u64>,
+    answered: Vec<Answered>,
+    /// The answered ops' ids, places, kinds and keys.
+    places: Vec<(String, PendingOp)>,
+    steps: Vec<Step>,
+    dirty_all: bool,
+    rebase_all: bool,
+    schemas: bool,
+}
+
+/// A sync pass applied.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Post these to the other instances.
+    pub messages: Vec<TabMessage>,
+    /// The ops answered (each once), for waiters and listeners.
+    pub answered: Vec<Answered>,
+    /// The view could not apply the changes (a bug; the shell logs it).
+    pub error: Option<Error>,
+}
+
+/// Whether an op id is known to [`Replica::answer`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerState {
+    /// Answered (recently).
+    Answered(Answer),
+    /// Pending, or its answer is being persisted.
+    Pending,
+    /// Neither pending nor recently answered.
+    Unknown,
+}
+
+/// The leader's status, as it posted it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderStatus {
+    /// `online`, `connecting`, `offline`.
+    pub connection: String,
+    /// The last error's code and message.
+    pub error: Option<(String, String)>,
+    rights: Option<Rights>,
+}
+
+#[derive(Debug, Clone)]
+struct PendingOp {
+    place: Place,
+    kind: String,
+    key: String,
+}
+
+/// The sync half of a replica.
+struct Synced {
+    session: ClientSession,
+    config: ClientConfig,
+    leader: bool,
+    /// The cursor the view reflects: the session's, once what led to it
+    /// was persisted and applied.
+    applied_cursor: Option<u64>,
+    status: Option<LeaderStatus>,
+    op_prefix: String,
+    next_op_seq: Cell<u64>,
+    /// Each pending op's place, kind and key.
+    places: HashMap<String, PendingOp>,
+    /// How many pending ops each key has.
+    pending_keys: HashMap<(String, String), u32>,
+    /// What the session (or the leader) recorded since the last pass.
+    steps: Vec<Step>,
+    /// A snapshot replaced the confirmed state since the last pass.
+    dirty_all: bool,
+    /// The session was reloaded from storage: rebase every key.
+    rebase_all: bool,
+    /// Ops answered since the last pass.
+    answered: Vec<Answered>,
+    schemas_dirty: bool,
+    /// Answered ops whose answer is being persisted.
+    answering: HashSet<String>,
+    answers: HashMap<String, Answer>,
+    answer_order: VecDeque<String>,
+}
+
+/// A client's local store, optionally synced (see the [module](self)).
+pub struct Replica {
+    engine: Engine<Value>,
+    sync: Option<Synced>,
+    /// Revisions of changes published while pending.
+    pending_revs: BTreeSet<u64>,
+}
+
+impl Replica {
+    /// Opens a replica from what was persisted. `sync` is the session's
+    /// config and this replica's op-id prefix, for a synced one.
+    pub fn open(
+        options: StoreOptions<Value>,
+        sync: Option<(ClientConfig, String)>,
+        persisted: Persisted,
+    ) -> Result<Replica> {
+        let Some((mut config, op_prefix)) = sync else {
+            let head = persisted
+                .entries
+                .iter()
+                .map(|(_, _, e)| e.rev)
+                .max()
+                .unwrap_or(0)
+                .max(persisted.head);
+            let engine = Engine::restore(options, head, persisted.entries, Vec::new())?;
+            return Ok(Replica {
+                engine,
+                sync: None,
+                pending_revs: BTreeSet::new(),
+            });
+        };
+        config.record_steps = true;
+        let mut sync = Synced {
+            session: ClientSession::new(config.clone()),
+            config,
+            leader: true,
+            applied_cursor: None,
+            status: None,
+            op_prefix,
+            next_op_seq: Cell::new(0),
+            places: HashMap::new(),
+            pending_keys: HashMap::new(),
+            steps: Vec::new(),
+            dirty_all: false,
+            rebase_all: false,
+            answered: Vec::new(),
+            schemas_dirty: false,
+            answering: HashSet::new(),
+            answers: HashMap::new(),
+            answer_order: VecDeque::new(),
+        };
+        let head = persisted.head;
+        sync.restore(persisted);
+        let (head, entries, pending_revs) = sync.view(head);
+        let engine = Engine::restore(options, head, entries, Vec::new())?;
+        Ok(Replica {
+            engine,
+            sync: Some(sync),
+            pending_revs: pending_revs.into_iter().collect(),
+        })
+    }
+
+    /// The engine: what the app reads and watches.
+    #[must_use]
+    pub fn engine(&self) -> &Engine<Value> {
+        &self.engine
+    }
+
+    /// The engine, to watch or close.
+    pub fn engine_mut(&mut self) -> &mut Engine<Value> {
+        &mut self.engine
+    }
+
+    /// Whether the replica syncs.
+    #[must_use]
+    pub fn is_synced(&self) -> bool {
+        self.sync.is_some()
+    }
+
+    /// The session, to move its frames; `None` for a local replica.
+    pub fn session_mut(&mut self) -> Option<&mut ClientSession> {
+        self.sync.as_mut().map(|s| &mut s.session)
+    }
+
+    /// The session; `None` for a local replica.
+    #[must_use]
+    pub fn session(&self) -> Option<&ClientSession> {
+        self.sync.as_ref().map(|s| &s.session)
+    }
+
+    /// Whether `kind`/`key` has ops not yet answered.
+    #[must_use]
+    pub fn is_pending(&self, kind: &str, key: &str) -> bool {
+        self.sync
+            .as_ref()
+            .is_some_and(|s| s.pending_keys.contains_key(&(kind.to_owned(), key.to_owned())))
+    }
+
+    /// Whether the change at `rev` showed pending ops.
+    #[must_use]
+    pub fn is_pending_rev(&self, rev: u64) -> bool {
+        self.pending_revs.contains(&rev)
+    }
+
+    /// Ops written on this storage whose answer is not yet shown.
+    #[must_use]
+    pub fn pending_count(&self) -> usize {
+        self.sync.as_ref().map_or(0, |s| s.places.len())
+    }
+
+    /// The server revision the view reflects.
+    #[must_use]
+    pub fn synced_rev(&self) -> Option<u64> {
+        self.sync.as_ref().and_then(|s| s.applied_cursor)
+    }
+
+    /// Whether this instance holds the connection.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.sync.as_ref().is_some_and(|s| s.leader)
+    }
+
+    /// Makes this instance the one holding the connection, or not. A new
+    /// leader posts [`TabMessage::Leading`] once connecting.
+    pub fn set_leader(&mut self, leader: bool) {
+        if let Some(s) = &mut self.sync {
+            s.leader = leader;
+        }
+    }
+
+    /// The leader's status as it last posted it (for an instance without
+    /// the connection).
+    #[must_use]
+    pub fn leader_status(&self) -> Option<&LeaderStatus> {
+        self.sync.as_ref().and_then(|s| s.status.as_ref())
+    }
+
+    /// What the token allows, as this session or the leader learned.
+    #[must_use]
+    pub fn rights(&self) -> Option<Rights> {
+        let s = self.sync.as_ref()?;
+        s.session.rights().or(s.status.as_ref().and_then(|s| s.rights))
+    }
+
+    /// Where `op_id` stands.
+    #[must_use]
+    pub fn answer(&self, op_id: &str) -> AnswerState {
+        let Some(s) = &self.sync else {
+            return AnswerState::Unknown;
+        };
+        if let Some(answer) = s.answers.get(op_id) {
+            AnswerState::Answered(answer.clone())
+        } else if s.places.contains_key(op_id) || s.answering.contains(op_id) {
+            AnswerState::Pending
+        } else {
+            AnswerState::Unknown
+        }
+    }
+
+    // ---- local writes ----
+
+    /// Stages `writes` in order. Returns each one's result and, when any
+    /// staged a change, what to persist before [`Replica::commit`]. A write
+    /// that failed staged nothing; one that succeeded takes effect only
+    /// with the commit. Validators, compare and `set_fn` functions run
+    /// here, with only shared access to the replica.
+    pub fn stage(&self, writes: impl IntoIterator<Item = LocalOp>) -> (Vec<Result<Outcome>>, Option<Staged>) {
+        let mut txn = self.engine.begin();
+        let mut ops = Vec::new();
+        let mut results = Vec::new();
+        for write in writes {
+            let savepoint = txn.savepoint();
+            let ops_before = ops.len();
+            let staged = self.stage_one(&mut txn, write, &mut ops);
+            if staged.is_err() {
+                txn.rollback_to(savepoint);
+                ops.truncate(ops_before);
+            }
+            results.push(staged);
+        }
+        if txn.is_empty() {
+            return (results, None);
+        }
+        let mut plan = Plan::default();
+        let last = txn.events().last().map(|e| (e.rev, e.event_type));
+        if self.sync.is_some() {
+            // Pending ops carry no revision: the head is persisted for the
+            // revisions to go on after a restart.
+            plan.head = last.map(|(rev, _)| rev);
+            plan.put_pending.clone_from(&ops);
+        } else {
+            // At open, the head is the larger of the persisted head and the
+            // entries' revisions: only a batch ending with a delete needs
+            // to persist it.
+            if let Some((rev, EventType::Delete)) = last {
+                plan.head = Some(rev);
+            }
+            for event in txn.events() {
+                if event.event_type == EventType::Delete {
+                    plan.delete_entries.push((event.kind.clone(), event.key.clone()));
+                } else {
+                    let entry = Entry {
+                        value: event.value.clone(),
+                        version: event.version,
+                        rev: event.rev,
+                    };
+                    plan.put_entries
+                        .push((event.kind.clone(), event.key.clone(), entry));
+                }
+            }
+        }
+        (results, Some(Staged { txn, ops, plan }))
+    }
+
+    /// Publishes writes whose plan was persisted; `places` are the queued
+    /// ops' places, in order. Returns what to post to the other instances.
+    /// Nothing may have changed the replica since [`Replica::stage`] but
+    /// sync input (frames, tab messages).
+    pub fn commit(&mut self, staged: Staged, places: Vec<Place>) -> Result<Option<TabMessage>> {
+        let Staged { txn, ops, .. } = staged;
+        let mut message = None;
+        if let Some(sync) = &mut self.sync {
+            // The ops are durable: they are queued even if the view fails.
+            self.pending_revs.extend(txn.events().iter().map(|e| e.rev));
+            let queued: Vec<(Place, Op)> = places.into_iter().zip(ops).collect();
+            for (place, op) in &queued {
+                sync.add_pending(op, *place);
+                sync.session.enqueue(op.clone());
+            }
+            message = (!queued.is_empty()).then_some(TabMessage::Pending { ops: queued });
+        }
+        self.engine.commit(txn)?;
+        self.trim_pending_revs();
+        Ok(message)
+    }
+
+    fn stage_one(&self, txn: &mut WriteTxn<Value>, write: LocalOp, ops: &mut Vec<Op>) -> Result<Outcome> {
+        let engine = &self.engine;
+        let sync = self.sync.as_ref();
+        // The server's rules as the session knows them: refused here, not
+        // queued to be rejected.
+        let check = |kind: &str, key: &str, value: &Value| -> Result<()> {
+            sync.map_or(Ok(()), |s| s.session.check(kind, key, Some(value)))
+        };
+        let mut queue = |kind: &str, key: &str, action: OpAction, value: Option<Value>, if_version| {
+            let sync = sync?;
+            let op_id = sync.next_op_id();
+            ops.push(Op {
+                op_id: op_id.clone(),
+                kind: kind.to_owned(),
+                key: key.to_owned(),
+                action,
+                value,
+                if_version,
+            });
+            Some(op_id)
+        };
+        let opts = |if_version| SetOptions { if_version };
+        match write {
+            LocalOp::Set {
+                kind,
+                key,
+                value,
+                if_version,
+            } => {
+                check(&kind, &key, &value)?;
+                let written = engine.set(txn, &kind, &key, value.clone(), opts(if_version))?;
+                let op_id = written
+                    .changed()
+                    .then(|| queue(&kind, &key, OpAction::Set, Some(value), if_version));
+                Ok(Outcome::Written(written, op_id.flatten()))
+            }
+            LocalOp::SetFn {
+                kind,
+                key,
+                f,
+                if_version,
+            } => {
+                let mut new_value = None;
+                let written = engine.set_fn(
+                    txn,
+                    &kind,
+                    &key,
+                    |old: &Value| -> std::result::Result<Value, BoxError> {
+                        let new = f(old)?;
+                        new_value = Some(new.clone());
+                        Ok(new)
+                    },
+                    opts(if_version),
+                )?;
+                let new_value = new_value.unwrap_or(Value::Null);
+                check(&kind, &key, &new_value)?;
+                let op_id = if written.changed() {
+                    queue(&kind, &key, OpAction::Set, Some(new_value), None)
+                } else {
+                    None
+                };
+                Ok(Outcome::Written(written, op_id))
+            }
+            LocalOp::SetMany { kind, items } => {
+                for (key, value) in &items {
+                    check(&kind, key, value)?;
+                }
+                let values: HashMap<String, Value> = if sync.is_some() {
+                    items.iter().cloned().collect()
+                } else {
+                    HashMap::new()
+                };
+                let written = engine.set_many(txn, &kind, items)?;
+                let mut out = Vec::with_capacity(written.len());
+                for (key, w) in written {
+                    let op_id = if w.changed() {
+                        queue(&kind, &key, OpAction::Set, values.get(&key).cloned(), None)
+                    } else {
+                        None
+                    };
+                    out.push((key, w, op_id));
+                }
+                Ok(Outcome::Many(out))
+            }
+            LocalOp::Delete {
+                kind,
+                key,
+                if_version,
+            } => {
+                let deleted = engine.delete(txn, &kind, &key, opts(if_version))?;
+                Ok(Outcome::Deleted(deleted.map(|d| {
+                    let op_id = queue(&kind, &key, OpAction::Delete, None, if_version);
+                    (d, op_id)
+                })))
+            }
+        }
+    }
+
+    fn trim_pending_revs(&mut self) {
+        let oldest = self.engine.oldest_resumable();
+        if self.pending_revs.first().is_some_and(|r| *r <= oldest) {
+            self.pending_revs = self.pending_revs.split_off(&(oldest + 1));
+        }
+    }
+
+    // ---- the server ----
+
+    /// The session's next event, once the replica noted what it must
+    /// persist. The shell uses it for its status and connection (see
+    /// [`super::reconnect`]); call [`Replica::plan_sync`] when
+    /// [`Replica::has_news`].
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        let sync = self.sync.as_mut()?;
+        let event = sync.session.poll_event()?;
+        match &event {
+            ClientEvent::Connected { .. } => sync.schemas_dirty = true,
+            ClientEvent::SnapshotApplied { .. } => sync.dirty_all = true,
+            ClientEvent::Acked(ack) => sync.answered.push(Answered::Acked {
+                ack: ack.clone(),
+                kind: String::new(),
+                key: String::new(),
+            }),
+            ClientEvent::Rejected { op, code, message } => sync.answered.push(Answered::Rejected {
+                op: op.clone(),
+                code: *code,
+                message: message.clone(),
+            }),
+            _ => {}
+        }
+        Some(event)
+    }
+
+    /// Whether the session or the leader told something not yet persisted
+    /// and shown.
+    #[must_use]
+    pub fn has_news(&self) -> bool {
+        self.sync.as_ref().is_some_and(|s| {
+            s.dirty_all
+                || s.rebase_all
+                || s.schemas_dirty
+                || !s.steps.is_empty()
+                || !s.answered.is_empty()
+                || s.session.has_steps()
+                || s.applied_cursor != s.session.cursor()
+        })
+    }
+
+    /// Starts a sync pass over everything learned since the last one;
+    /// `None` for a local replica. Persist its plan (the leader's; another
+    /// instance's is empty), then call [`Replica::sync_persisted`].
+    pub fn plan_sync(&mut self) -> Option<SyncPass> {
+        let sync = self.sync.as_mut()?;
+        Some(sync.plan(&self.engine))
+    }
+
+    /// Applies a pass whose plan was persisted: the view's changes, the
+    /// answers.
+    pub fn sync_persisted(&mut self, pass: SyncPass) -> Applied {
+        let Some(sync) = &mut self.sync else {
+            return Applied::default();
+        };
+        self.pending_revs.extend(pass.pending_revs);
+        let error = self.engine.apply_committed(pass.events).err();
+        sync.applied_cursor = pass.cursor;
+        for answered in &pass.answered {
+            sync.remember(answered.op_id(), answered.answer());
+        }
+        self.trim_pending_revs();
+        Applied {
+            messages: pass.messages,
+            answered: pass.answered,
+            error,
+        }
+    }
+
+    /// Keeps a pass whose plan could not be persisted for the next one.
+    pub fn sync_failed(&mut self, pass: SyncPass) {
+        let Some(sync) = &mut self.sync else { return };
+        sync.dirty_all |= pass.dirty_all;
+        sync.rebase_all |= pass.rebase_all;
+        sync.schemas_dirty |= pass.schemas;
+        let later = std::mem::replace(&mut sync.steps, pass.steps);
+        sync.steps.extend(later);
+        for (op_id, p) in pass.places {
+            sync.answering.remove(&op_id);
+            let op = Op {
+                op_id,
+                kind: p.kind,
+                key: p.key,
+                action: OpAction::Set,
+                value: None,
+                if_version: None,
+            };
+            sync.add_pending(&op, p.place);
+        }
+        let later = std::mem::replace(&mut sync.answered, pass.answered);
+        sync.answered.extend(later);
+    }
+
+    /// Replaces the sync state with what storage holds now (a new leader,
+    /// or after the leader applied a snapshot); the next pass rebases every
+    /// key onto it.
+    pub fn reload(&mut self, persisted: Persisted) {
+        if let Some(sync) = &mut self.sync {
+            sync.restore(persisted);
+            sync.steps.clear();
+            sync.rebase_all = true;
+        }
+    }
+
+    // ---- other instances ----
+
+    /// Takes what another instance posted.
+    pub fn receive(&mut self, message: TabMessage) -> Reaction {
+        let Some(sync) = &mut self.sync else {
+            return Reaction::None;
+        };
+        match message {
+            TabMessage::Pending { ops } => {
+                let mut any = false;
+                for (place, op) in ops {
+                    let known = sync.places.contains_key(&op.op_id)
+                        || sync.answering.contains(&op.op_id)
+                        || sync.answers.contains_key(&op.op_id);
+                    if !known {
+                        sync.add_pending(&op, place);
+                        sync.session.mirror_op(op);
+                        any = true;
+                    }
+                }
+                if any {
+                    Reaction::Persist { send: true }
+                } else {
+                    Reaction::None
+                }
+            }
+            TabMessage::Joined => Reaction::Joined,
+            // The leader persists for itself; a second leader (where
+            // instances cannot elect one) hears the server directly.
+            _ if sync.leader => Reaction::None,
+            TabMessage::Leading => {
+                // A new leader read the queue from storage, which lacks what
+                // the previous leader answered but could not tell: post every
+                // op still pending here, so that it sends the ones it does
+                // not hold (the server answers those again, from its record).
+                let ops: Vec<(Place, Op)> = sync
+                    .session
+                    .pending()
+                    .filter_map(|op| sync.places.get(&op.op_id).map(|p| (p.place, op.clone())))
+                    .collect();
+                if ops.is_empty() {
+                    Reaction::None
+                } else {
+                    Reaction::Post(TabMessage::Pending { ops })
+                }
+            }
+            TabMessage::Synced {
+                cursor,
+                steps,
+                answered,
+                schemas,
+            } => {
+                for step in steps {
+                    sync.session.mirror(step);
+                }
+                sync.session.mirror_cursor(cursor);
+                sync.answered.extend(answered);
+                if let Some(schemas) = schemas {
+                    sync.schemas_dirty |= sync.session.set_schemas(schemas);
+                }
+                Reaction::Persist { send: false }
+            }
+            TabMessage::Reload => Reaction::Reload,
+            TabMessage::Status {
+                connection,
+                error,
+                rights,
+            } => {
+                sync.status = Some(LeaderStatus {
+                    connection,
+                    error,
+                    rights,
+                });
+                Reaction::Status
+            }
+        }
+    }
+}
+
+impl Synced {
+    fn next_op_id(&self) -> String {
+        let n = self.next_op_seq.get();
+        self.next_op_seq.set(n + 1);
+        format!("{}:{n}", self.op_prefix)
+    }
+
+    fn add_pending(&mut self, op: &Op, place: Place) {
+        let p = PendingOp {
+            place,
+            kind: op.kind.clone(),
+            key: op.key.clone(),
+        };
+        if self.places.insert(op.op_id.clone(), p).is_none() {
+            *self
+                .pending_keys
+                .entry((op.kind.clone(), op.key.clone()))
+                .or_default() += 1;
+        }
+    }
+
+    /// Forgets an answered op.
+    fn remove_pending(&mut self, op_id: &str) -> Option<PendingOp> {
+        let p = self.places.remove(op_id)?;
+        let slot = (p.kind.clone(), p.key.clone());
+        if let Some(n) = self.pending_keys.get_mut(&slot) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_keys.remove(&slot);
+            }
+        }
+        Some(p)
+    }
+
+    fn remember(&mut self, op_id: &str, answer: Answer) {
+        self.answering.remove(op_id);
+        self.answers.insert(op_id.to_owned(), answer);
+        self.answer_order.push_back(op_id.to_owned());
+        if self.answer_order.len() > ANSWERS_KEPT
+            && let Some(old) = self.answer_order.pop_front()
+        {
+            self.answers.remove(&old);
+        }
+    }
+
+    /// Replaces the session's state with a persisted one.
+    fn restore(&mut self, mut p: Persisted) {
+        // Ops this instance heard of that the read missed: written by
+        // another instance after it (their post can arrive before the read
+        // completes), or answered and removed by the leader (sending them
+        // again gets their recorded answer). Dropping them would strand
+        // them; they keep their place in the queue.
+        let read: HashSet<&str> = p.pending.iter().map(|(_, op)| op.op_id.as_str()).collect();
+        let missed: Vec<(Place, Op)> = self
+            .session
+            .pending()
+            .filter(|op| !read.contains(op.op_id.as_str()))
+            .filter_map(|op| self.places.get(&op.op_id).map(|pl| (pl.place, op.clone())))
+            .collect();
+        p.pending.extend(missed);
+        p.pending.sort_by(|(a, _), (b, _)| a.total_cmp(b));
+        // The server's schemas (the session checks writes with them) stay
+        // when none were persisted yet.
+        let schemas = p
+            .schemas
+            .clone()
+            .unwrap_or_else(|| self.session.schemas().clone());
+        let state = ClientState {
+            cursor: p.cursor,
+            entries: p.entries,
+            pending: p.pending.iter().map(|(_, op)| op.clone()).collect(),
+            next_op_seq: 0,
+        };
+        self.applied_cursor = state.cursor;
+        self.session = ClientSession::restore(self.config.clone(), state);
+        self.places.clear();
+        self.pending_keys.clear();
+        for (place, op) in &p.pending {
+            self.add_pending(op, *place);
+        }
+        self.session.set_schemas(schemas);
+        self.schemas_dirty = p.schemas.is_none() && !self.session.schemas().is_empty();
+    }
+
+    /// The optimistic view of every key, for an engine restored at or
+    /// after revision `head`: the head to restore at, the entries, and the
+    /// revisions of the pending ones. Each entry gets its own revision, in
+    /// the order the server changed them, pending ones last (they are the
+    /// newest changes), so revisions keep their meaning after a restart.
+    fn view(&self, head: u64) -> (u64, Vec<KeyedEntry>, Vec<u64>) {
+        let keys: BTreeSet<(String, String)> = self
+            .session
+            .confirmed_entries()
+            .map(|(kind, key, _)| (kind.to_owned(), key.to_owned()))
+            .chain(self.pending_keys.keys().cloned())
+            .collect();
+        let mut ops: HashMap<(&str, &str), Vec<&Op>> = HashMap::new();
+        for op in self.session.pending() {
+            ops.entry((&op.kind, &op.key)).or_default().push(op);
+        }
+        let mut view: Vec<_> = keys
+            .into_iter()
+            .filter_map(|(kind, key)| {
+                let confirmed = self.session.confirmed(&kind, &key);
+                let key_ops = ops.get(&(kind.as_str(), key.as_str()));
+                let (value, version) = view::optimistic(confirmed, key_ops.into_iter().flatten().copied())?;
+                let pending = key_ops.is_some();
+                let server_rev = confirmed.map_or(0, |e| e.rev);
+                Some(((pending, server_rev), kind, key, value, version))
+            })
+            .collect();
+        view.sort_by_key(|(order, ..)| *order);
+        let head = head.max(view.len() as u64);
+        let first = head + 1 - view.len() as u64;
+        let mut pending_revs = Vec::new();
+        let entries = view
+            .into_iter()
+            .zip(first..)
+            .map(|(((pending, _), kind, key, value, version), rev)| {
+                if pending {
+                    pending_revs.push(rev);
+                }
+                (kind, key, Entry { value, version, rev })
+            })
+            .collect();
+        (head, entries, pending_revs)
+    }
+
+    /// What to persist for the session's news, and the view's changes.
+    fn plan(&mut self, engine: &Engine<Value>) -> SyncPass {
+        // Only the leader persists; the others mirror.
+        let persist = self.leader;
+        let dirty_all = std::mem::take(&mut self.dirty_all);
+        let rebase_all = std::mem::take(&mut self.rebase_all);
+        let mut steps = std::mem::take(&mut self.steps);
+        steps.extend(self.session.take_steps());
+        let mut answered = std::mem::take(&mut self.answered);
+        let mut plan = Plan::default();
+        let mut places = Vec::new();
+        for a in &mut answered {
+            if let Some(p) = self.remove_pending(a.op_id()) {
+                if let Answered::Acked { kind, key, .. } = a {
+                    (*kind, *key) = (p.kind.clone(), p.key.clone());
+                }
+                if !self.answers.contains_key(a.op_id()) {
+                    self.answering.insert(a.op_id().to_owned());
+                }
+                if persist {
+                    plan.delete_pending.push(p.place);
+                }
+                places.push((a.op_id().to_owned(), p));
+            }
+        }
+        // An op sent again after a hand-over (read back from storage before
+        // the old leader's answer was written) leaves the queue above, but
+        // its answer was reported already.
+        answered.retain(|a| !self.answers.contains_key(a.op_id()));
+        let schemas = std::mem::take(&mut self.schemas_dirty);
+        let mut messages = Vec::new();
+        if persist {
+            let session = &self.session;
+            if dirty_all {
+                plan.clear_entries = true;
+                plan.put_entries = session
+                    .confirmed_entries()
+                    .map(|(kind, key, e)| (kind.to_owned(), key.to_owned(), e.clone()))
+                    .collect();
+            } else {
+                let keys: BTreeSet<(&str, &str)> =
+                    steps.iter().map(|s| (s.kind.as_str(), s.key.as_str())).collect();
+                for (kind, key) in keys {
+                    match session.confirmed(kind, key) {
+                        Some(e) => plan
+                            .put_entries
+                            .push((kind.to_owned(), key.to_owned(), e.clone())),
+                        None => plan.delete_entries.push((kind.to_owned(), key.to_owned())),
+                    }
+                }
+            }
+            let moved = session.cursor() != self.applied_cursor;
+            plan.cursor = (moved || dirty_all).then_some(session.cursor());
+            plan.schemas = schemas.then(|| session.schemas().clone());
+            if moved || dirty_all || schemas || !steps.is_empty() || !answered.is_empty() {
+                // After a snapshot the other instances read the new state
+                // from storage rather than receive a step per entry.
+                messages.push(TabMessage::Synced {
+                    cursor: session.cursor(),
+                    steps: if dirty_all { Vec::new() } else { steps.clone() },
+                    answered: answered.clone(),
+                    schemas: plan.schemas.clone(),
+                });
+            }
+            if dirty_all {
+                messages.push(TabMessage::Reload);
+            }
+        }
+        let shown = |kind: &str, key: &str| {
+            engine
+                .get(kind, key)
+                .ok()
+                .flatten()
+                .map(|e| (e.value.clone(), e.version))
+        };
+        let changes = if rebase_all {
+            // The session was restored: every key the view or the session
+            // holds goes to what the session shows.
+            let mut keys: BTreeSet<(String, String)> = BTreeSet::new();
+            for kind in engine.kinds().unwrap_or_default() {
+                for (key, _) in engine.list(kind, &[]).unwrap_or_default() {
+                    keys.insert((kind.to_owned(), key.to_owned()));
+                }
+            }
+            for (kind, key, _) in self.session.confirmed_entries() {
+                keys.insert((kind.to_owned(), key.to_owned()));
+            }
+            for op in self.session.pending() {
+                keys.insert((op.kind.clone(), op.key.clone()));
+            }
+            let touched: Vec<Step> = keys
+                .into_iter()
+                .map(|(kind, key)| Step {
+                    confirmed: self.session.confirmed(&kind, &key).cloned(),
+                    kind,
+                    key,
+                    answered: None,
+                })
+                .collect();
+            view::rebase(&touched, shown, self.session.pending())
+        } else {
+            view::rebase(&steps, shown, self.session.pending())
+        };
+        let mut rev = engine.rev();
+        let mut events = Vec::with_capacity(changes.len());
+        let mut pending_revs = Vec::new();
+        for change in changes {
+            rev += 1;
+            if change.pending {
+                pending_revs.push(rev);
+            }
+            events.push(Event {
+                kind: change.kind,
+                key: change.key,
+                event_type: change.event_type,
+                value: change.value,
+                version: change.version,
+                rev,
+            });
+        }
+        if persist && !events.is_empty() {
+            plan.head = Some(rev);
+        }
+        SyncPass {
+            plan,
+            cursor: self.session.cursor(),
+            messages,
+            events,
+            pending_revs,
+            answered,
+            places,
+            steps,
+            dirty_all,
+            rebase_all,
+            schemas,
+        }
+    }
+}
