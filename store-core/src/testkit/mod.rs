@@ -24,6 +24,11 @@
 //! threads ([`threaded`]) are generated on native targets only; their
 //! single-threaded twins interleave futures instead and run everywhere.
 //! A case fails by panicking with a message saying which rule broke.
+//!
+//! The sync tests share two harnesses: [`sync`] (a seeded generator and the
+//! frames a test server sends first) and [`world`] (a simulated sync server
+//! that speaks text frames, and a world of client sessions wired to it with
+//! virtual time).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -41,6 +46,7 @@ pub mod sync;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod threaded;
 pub mod watch_cases;
+pub mod world;
 
 /// Opens fresh, empty stores for the suite.
 pub trait Backend {
