@@ -1,21 +1,10 @@
-//! The sync sessions wired back to back, with no sockets: a deterministic
-//! in-memory harness in the manner of quinn's `Pair`.
-//!
-//! A [`World`] holds one `MemStore` (the server's namespace), the
-//! [`ServerSession`] of every connection, whose effects it serves from the
-//! store (a fixed token table; ops applied idempotently by
-//! `(client_id, op_id)`; live events from `Watch`es drained with
-//! `now_or_never`), and [`ClientSession`]s. Frames travel as encoded text
-//! through queues the tests can hold, drop or duplicate; time is virtual.
-//!
-//! What the protocol guarantees and these tests rely on: a WebSocket delivers
-//! one connection's frames in order and once. Duplicated and reordered
-//! deliveries come from reconnects (frames of an old connection handled after
-//! the new connection's), and op ids make them harmless.
+//! The sync sessions wired back to back, with no sockets: the testkit's
+//! [`World`] (client sessions around a [`SimServer`], frames through queues
+//! the tests can hold, drop or duplicate, virtual time), and the server
+//! session alone.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 
-use futures_util::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use store_core::sync::codec;
 use store_core::sync::session::{
@@ -23,386 +12,37 @@ use store_core::sync::session::{
     ServerSession, SyncStart,
 };
 use store_core::sync::{
-    Ack, ClientMessage, CloseCode, ErrorCode, Hello, Op, OpAction, PROTOCOL_VERSION, Push, Reject, Rights,
-    ServerMessage, SnapshotEntry, SnapshotReason,
+    Ack, ClientMessage, CloseCode, ErrorCode, Hello, Op, OpAction, PROTOCOL_VERSION, Push, Rights,
+    ServerMessage, SnapshotReason,
 };
 use store_core::testkit::sync::Rng;
-use store_core::{Entry, MemStore, SetOptions, StoreOptions, Watch, WatchOptions};
+use store_core::testkit::world::{NAMESPACE as NS, SimServer, World};
+use store_core::{Entry, MemStore, SetOptions, StoreOptions};
 
-const NS: &str = "ns";
 const KINDS: &[&str] = &["task", "note"];
 
-/// The server's store and the answers it gave, by `(client_id, op_id)`.
-struct Backend {
-    store: MemStore<Value>,
-    answers: HashMap<(String, String), Result<Ack, Reject>>,
-    /// How many times each op id was really applied.
-    applied: HashMap<String, usize>,
+/// The server of these tests: it announces a schema for `task`.
+fn server(options: StoreOptions<Value>, config: ServerConfig) -> SimServer {
+    let schemas = BTreeMap::from([("task".to_owned(), json!({"type": "object"}))]);
+    SimServer::new(options, config).with_schemas(schemas)
 }
 
-impl Backend {
-    fn authenticate(namespace: &str, token: &str) -> Result<Authorized, ErrorCode> {
-        let rights = match token {
-            "rw" => Rights::ReadWrite,
-            "ro" => Rights::Read,
-            _ => return Err(ErrorCode::Unauthorized),
-        };
-        if namespace != NS {
-            return Err(ErrorCode::Forbidden);
-        }
-        let schemas = BTreeMap::from([("task".to_owned(), json!({"type": "object"}))]);
-        Ok(Authorized { rights, schemas })
-    }
-
-    /// Answers `StartSync` atomically with subscribing the connection's watches.
-    fn start_sync(&self, since: Option<u64>, kinds: Option<Vec<String>>) -> (SyncStart, Vec<Watch<Value>>) {
-        let kinds = kinds.unwrap_or_else(|| KINDS.iter().map(|k| (*k).to_owned()).collect());
-        self.store.write_engine(|engine| {
-            let rev = engine.rev();
-            let reason = match since {
-                None => Some(SnapshotReason::Initial),
-                Some(s) if s > rev => Some(SnapshotReason::Reset),
-                Some(s) if s < engine.oldest_resumable() => Some(SnapshotReason::Compacted),
-                Some(_) => None,
-            };
-            if let Some(reason) = reason {
-                let mut entries = Vec::new();
-                for kind in &kinds {
-                    for (key, e) in engine.list(kind, &[]).unwrap() {
-                        entries.push(SnapshotEntry {
-                            kind: kind.clone(),
-                            key: key.to_owned(),
-                            value: e.value.clone(),
-                            version: e.version,
-                            rev: e.rev,
-                        });
-                    }
-                }
-                let watches = kinds
-                    .iter()
-                    .map(|k| engine.watch(k, WatchOptions::new()).unwrap())
-                    .collect();
-                (SyncStart::Snapshot { rev, reason, entries }, watches)
-            } else {
-                let from = since.unwrap_or(0);
-                let mut watches: Vec<Watch<Value>> = kinds
-                    .iter()
-                    .map(|k| engine.watch(k, WatchOptions::new().from_rev(from)).unwrap())
-                    .collect();
-                let events = drain(&mut watches);
-                (SyncStart::Changes { events, rev }, watches)
-            }
-        })
-    }
-
-    fn apply(&mut self, client_id: &str, ops: Vec<Op>) -> Vec<Result<Ack, Reject>> {
-        ops.into_iter()
-            .map(|op| {
-                let slot = (client_id.to_owned(), op.op_id.clone());
-                if let Some(answer) = self.answers.get(&slot) {
-                    return answer.clone();
-                }
-                let opts = SetOptions {
-                    if_version: op.if_version,
-                };
-                let answer = match op.action {
-                    OpAction::Set => self
-                        .store
-                        .set(&op.kind, &op.key, op.value.clone().unwrap(), opts)
-                        .map(|w| Ack::written(&op.op_id, w)),
-                    OpAction::Delete => self
-                        .store
-                        .delete(&op.kind, &op.key, opts)
-                        .map(|d| Ack::deleted(&op.op_id, d.as_ref(), self.store.rev().unwrap())),
-                }
-                .map_err(|e| Reject {
-                    op_id: op.op_id.clone(),
-                    code: ErrorCode::of(&e),
-                    message: e.to_string(),
-                });
-                if answer.is_ok() {
-                    *self.applied.entry(op.op_id.clone()).or_default() += 1;
-                }
-                self.answers.insert(slot, answer.clone());
-                answer
-            })
-            .collect()
-    }
-
-    fn state(&self, kind: &str) -> Vec<(String, Value)> {
-        self.store
-            .list(kind, &[])
-            .unwrap()
-            .into_iter()
-            .map(|(k, e)| (k, e.value))
-            .collect()
-    }
+fn world(options: StoreOptions<Value>, config: ServerConfig) -> World {
+    World::new(server(options, config))
 }
 
-/// Every event ready on the watches, in revision order.
-fn drain(watches: &mut [Watch<Value>]) -> Vec<store_core::Event<Value>> {
-    let mut events = Vec::new();
-    for w in watches {
-        while let Some(Some(item)) = w.next().now_or_never() {
-            events.push((*item.expect("the harness's watches neither overflow nor compact")).clone());
-        }
-    }
-    events.sort_by_key(|e| e.rev);
-    events
+fn simple() -> World {
+    world(
+        StoreOptions::new(),
+        ServerConfig {
+            heartbeat_ms: 10_000,
+            ..ServerConfig::default()
+        },
+    )
 }
 
-/// One connection: the server session, its watches and the frames in flight.
-struct Conn {
-    client: usize,
-    session: ServerSession,
-    watches: Vec<Watch<Value>>,
-    to_server: VecDeque<String>,
-    to_client: VecDeque<String>,
-    /// The client still listens on this connection.
-    active: bool,
-    /// Frames to the server wait until released.
-    hold: bool,
-    /// The session closed; its remaining frames go to the client, then it ends.
-    closing: Option<CloseCode>,
-}
-
-struct World {
-    backend: Backend,
-    config: ServerConfig,
-    clients: Vec<ClientSession>,
-    conns: Vec<Conn>,
-    /// Drop the server's `ack` frames to this client.
-    drop_acks: Vec<bool>,
-    /// Every message delivered to each client, for assertions.
-    delivered: Vec<Vec<ServerMessage>>,
-    /// Every event of each client.
-    events: Vec<Vec<ClientEvent>>,
-    /// Close codes of server sessions, by client.
-    closes: Vec<(usize, CloseCode)>,
-    /// How many ack frames were dropped.
-    dropped_acks: usize,
-    now: u64,
-}
-
-impl World {
-    fn new(options: StoreOptions<Value>, config: ServerConfig) -> Self {
-        World {
-            backend: Backend {
-                store: MemStore::new(options),
-                answers: HashMap::new(),
-                applied: HashMap::new(),
-            },
-            config,
-            clients: Vec::new(),
-            conns: Vec::new(),
-            drop_acks: Vec::new(),
-            delivered: Vec::new(),
-            events: Vec::new(),
-            closes: Vec::new(),
-            dropped_acks: 0,
-            now: 0,
-        }
-    }
-
-    fn simple() -> Self {
-        Self::new(
-            StoreOptions::new(),
-            ServerConfig {
-                heartbeat_ms: 10_000,
-                ..ServerConfig::default()
-            },
-        )
-    }
-
-    fn store(&self) -> &MemStore<Value> {
-        &self.backend.store
-    }
-
-    fn add_client_with(&mut self, config: ClientConfig, state: ClientState) -> usize {
-        self.clients.push(ClientSession::restore(config, state));
-        self.drop_acks.push(false);
-        self.delivered.push(Vec::new());
-        self.events.push(Vec::new());
-        self.clients.len() - 1
-    }
-
-    fn add_client(&mut self, id: &str, token: &str) -> usize {
-        self.add_client_with(ClientConfig::new(NS, token, id), ClientState::default())
-    }
-
-    fn active(&mut self, client: usize) -> Option<&mut Conn> {
-        self.conns.iter_mut().find(|c| c.client == client && c.active)
-    }
-
-    /// Opens a new connection for `client` (the old one, if any, is dropped).
-    fn connect(&mut self, client: usize) {
-        self.drop_connection(client);
-        self.clients[client].connect(self.now);
-        self.conns.push(Conn {
-            client,
-            session: ServerSession::new(self.config, self.now),
-            watches: Vec::new(),
-            to_server: VecDeque::new(),
-            to_client: VecDeque::new(),
-            active: true,
-            hold: false,
-            closing: None,
-        });
-    }
-
-    /// The socket breaks: every frame in flight is lost.
-    fn drop_connection(&mut self, client: usize) {
-        let had = self.conns.iter().any(|c| c.client == client && c.active);
-        self.conns.retain(|c| !(c.client == client && c.active));
-        if had {
-            self.clients[client].disconnected();
-        }
-    }
-
-    /// The client gives up on its connection while the server still holds
-    /// (and will later handle) the frames it received: a reconnect race.
-    fn abandon_connection(&mut self, client: usize) {
-        if let Some(c) = self.active(client) {
-            c.active = false;
-            c.to_client.clear();
-            self.clients[client].disconnected();
-        }
-    }
-
-    fn is_connected(&self, client: usize) -> bool {
-        self.conns.iter().any(|c| c.client == client && c.active)
-    }
-
-    fn feed_live(conns: &mut [Conn], store: &MemStore<Value>) {
-        let rev = store.rev().unwrap();
-        for c in conns.iter_mut().filter(|c| c.closing.is_none()) {
-            let events = drain(&mut c.watches);
-            if !events.is_empty() {
-                c.session.handle_events(events, rev);
-            }
-        }
-    }
-
-    /// Moves frames and serves effects until nothing moves.
-    fn pump(&mut self) {
-        loop {
-            let mut moved = false;
-            for (i, client) in self.clients.iter_mut().enumerate() {
-                let Some(conn) = self.conns.iter_mut().find(|c| c.client == i && c.active) else {
-                    continue;
-                };
-                while let Some(frame) = client.poll_transmit_frame(self.now) {
-                    conn.to_server.push_back(frame);
-                    moved = true;
-                }
-            }
-            for ci in 0..self.conns.len() {
-                while !self.conns[ci].hold
-                    && self.conns[ci].closing.is_none()
-                    && let Some(frame) = self.conns[ci].to_server.pop_front()
-                {
-                    moved = true;
-                    self.conns[ci].session.handle_frame(frame.as_bytes(), self.now);
-                    self.serve(ci);
-                }
-                self.serve(ci);
-            }
-            Self::feed_live(&mut self.conns, &self.backend.store);
-            for c in &mut self.conns {
-                while let Some(m) = c.session.poll_transmit() {
-                    if !c.active {
-                        continue;
-                    }
-                    if self.drop_acks[c.client] && matches!(m, ServerMessage::Ack(_)) {
-                        self.dropped_acks += 1;
-                        continue;
-                    }
-                    c.to_client.push_back(codec::encode_server(&m));
-                }
-                if let Some(code) = c.session.poll_close() {
-                    c.closing = Some(code);
-                    self.closes.push((c.client, code));
-                    moved = true;
-                }
-            }
-            for c in self.conns.iter_mut().filter(|c| c.active) {
-                let client = &mut self.clients[c.client];
-                while let Some(frame) = c.to_client.pop_front() {
-                    moved = true;
-                    self.delivered[c.client].push(codec::decode_server(frame.as_bytes(), 1 << 24).unwrap());
-                    client.handle_frame(frame.as_bytes(), self.now).unwrap();
-                }
-                while let Some(e) = client.poll_event() {
-                    self.events[c.client].push(e);
-                }
-            }
-            let before = self.conns.len();
-            for c in self.conns.iter().filter(|c| c.closing.is_some() && c.active) {
-                self.clients[c.client].disconnected();
-            }
-            self.conns
-                .retain(|c| c.closing.is_none() && (c.active || !c.to_server.is_empty()));
-            moved |= self.conns.len() != before;
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    fn serve(&mut self, ci: usize) {
-        while let Some(effect) = self.conns[ci].session.poll_effect() {
-            match effect {
-                ServerEffect::Authenticate { namespace, token, .. } => {
-                    let answer = Backend::authenticate(&namespace, &token);
-                    self.conns[ci].session.handle_auth(answer);
-                }
-                ServerEffect::StartSync { since, kinds } => {
-                    let (start, watches) = self.backend.start_sync(since, kinds);
-                    self.conns[ci].watches = watches;
-                    self.conns[ci].session.handle_sync_start(start);
-                }
-                ServerEffect::Apply { client_id, ops } => {
-                    let results = self.backend.apply(&client_id, ops);
-                    // Published before acknowledged.
-                    Self::feed_live(&mut self.conns, &self.backend.store);
-                    self.conns[ci].session.handle_applied(results);
-                }
-            }
-        }
-    }
-
-    fn set(&mut self, client: usize, kind: &str, key: &str, value: Value) -> String {
-        self.clients[client].push_op(kind, key, OpAction::Set, Some(value), None)
-    }
-
-    fn delete(&mut self, client: usize, kind: &str, key: &str) -> String {
-        self.clients[client].push_op(kind, key, OpAction::Delete, None, None)
-    }
-
-    fn assert_converged(&self) {
-        for kind in KINDS {
-            let server = self.backend.state(kind);
-            for (i, c) in self.clients.iter().enumerate() {
-                assert_eq!(c.pending().len(), 0, "client {i} still has pending ops");
-                assert_eq!(c.list(kind), server, "client {i}, kind {kind}");
-                for (key, _) in &server {
-                    let confirmed = c.confirmed(kind, key).unwrap();
-                    let stored = self.store().get(kind, key).unwrap().unwrap();
-                    assert_eq!((confirmed.version, confirmed.rev), (stored.version, stored.rev));
-                }
-            }
-        }
-    }
-
-    fn snapshots(&self, client: usize) -> Vec<(SnapshotReason, usize, bool)> {
-        self.delivered[client]
-            .iter()
-            .filter_map(|m| match m {
-                ServerMessage::Snapshot(s) => Some((s.reason, s.entries.len(), s.done)),
-                _ => None,
-            })
-            .collect()
-    }
+fn authenticate(namespace: &str, token: &str) -> Result<Authorized, ErrorCode> {
+    server(StoreOptions::new(), ServerConfig::default()).authenticate(namespace, token)
 }
 
 fn put(store: &MemStore<Value>, kind: &str, key: &str, value: Value) {
@@ -411,7 +51,7 @@ fn put(store: &MemStore<Value>, kind: &str, key: &str, value: Value) {
 
 #[test]
 fn first_sync_is_a_snapshot_in_parts_then_live_changes() {
-    let mut w = World::new(
+    let mut w = world(
         StoreOptions::new(),
         ServerConfig {
             snapshot_part_entries: 2,
@@ -448,7 +88,7 @@ fn first_sync_is_a_snapshot_in_parts_then_live_changes() {
 
 #[test]
 fn resuming_within_history_sends_only_the_changes() {
-    let mut w = World::simple();
+    let mut w = simple();
     put(w.store(), "task", "a", json!(1));
     let c = w.add_client("c0", "rw");
     w.connect(c);
@@ -487,7 +127,7 @@ fn resuming_within_history_sends_only_the_changes() {
 
 #[test]
 fn resuming_after_compaction_gets_a_compacted_snapshot() {
-    let mut w = World::new(StoreOptions::new().retention(2), ServerConfig::default());
+    let mut w = world(StoreOptions::new().retention(2), ServerConfig::default());
     put(w.store(), "task", "a", json!(1));
     let c = w.add_client("c0", "rw");
     w.connect(c);
@@ -507,7 +147,7 @@ fn resuming_after_compaction_gets_a_compacted_snapshot() {
 
 #[test]
 fn a_cursor_ahead_of_the_server_resets_the_confirmed_state() {
-    let mut w = World::simple();
+    let mut w = simple();
     put(w.store(), "task", "a", json!(1));
     let stale = ClientState {
         cursor: Some(100),
@@ -535,7 +175,7 @@ fn a_cursor_ahead_of_the_server_resets_the_confirmed_state() {
 
 #[test]
 fn two_clients_converge_after_interleaved_writes() {
-    let mut w = World::simple();
+    let mut w = simple();
     let a = w.add_client("a", "rw");
     let b = w.add_client("b", "rw");
     w.connect(a);
@@ -552,7 +192,7 @@ fn two_clients_converge_after_interleaved_writes() {
     assert_eq!(w.clients[b].get("task", "x"), None, "optimistic delete");
     w.pump();
     w.assert_converged();
-    assert_eq!(w.backend.state("note"), [("y".to_owned(), json!("a2"))]);
+    assert_eq!(w.server.state("note"), [("y".to_owned(), json!("a2"))]);
     let acked = w.events[a]
         .iter()
         .filter(|e| matches!(e, ClientEvent::Acked(_)))
@@ -562,7 +202,7 @@ fn two_clients_converge_after_interleaved_writes() {
 
 #[test]
 fn a_client_subscribed_to_some_kinds_sees_only_those() {
-    let mut w = World::simple();
+    let mut w = simple();
     let mut config = ClientConfig::new(NS, "rw", "t");
     config.kinds = Some(vec!["task".into()]);
     let t = w.add_client_with(config, ClientState::default());
@@ -589,14 +229,14 @@ fn a_client_subscribed_to_some_kinds_sees_only_those() {
 
 #[test]
 fn a_lost_ack_is_answered_again_on_retry_without_reapplying() {
-    let mut w = World::simple();
+    let mut w = simple();
     let c = w.add_client("c0", "rw");
     w.connect(c);
     w.pump();
     w.drop_acks[c] = true;
     let op = w.set(c, "task", "x", json!(1));
     w.pump();
-    assert_eq!(w.backend.applied[&op], 1);
+    assert_eq!(w.server.applied_count(&op), 1);
     assert_eq!(w.clients[c].pending().len(), 1, "the ack was lost");
     assert_eq!(
         w.clients[c].confirmed("task", "x").unwrap().version,
@@ -607,7 +247,7 @@ fn a_lost_ack_is_answered_again_on_retry_without_reapplying() {
     w.drop_connection(c);
     w.connect(c);
     w.pump();
-    assert_eq!(w.backend.applied[&op], 1, "applied once");
+    assert_eq!(w.server.applied_count(&op), 1, "applied once");
     let acks: Vec<&Ack> = w.events[c]
         .iter()
         .filter_map(|e| match e {
@@ -625,7 +265,7 @@ fn a_lost_ack_is_answered_again_on_retry_without_reapplying() {
 
 #[test]
 fn a_reconnect_mid_batch_resends_pending_ops_in_order() {
-    let mut w = World::simple();
+    let mut w = simple();
     let c = w.add_client("c0", "rw");
     w.connect(c);
     w.pump();
@@ -636,41 +276,28 @@ fn a_reconnect_mid_batch_resends_pending_ops_in_order() {
     w.pump_client_only(c);
     // The first push reaches the server; the socket breaks before the second
     // push and before any answer.
-    let conn = w.active(c).unwrap();
-    assert_eq!(conn.to_server.len(), 2, "two pushes");
-    let first = conn.to_server.pop_front().unwrap();
-    conn.session.handle_frame(first.as_bytes(), 0);
-    let ci = w.conns.iter().position(|k| k.client == c && k.active).unwrap();
-    w.serve(ci);
-    assert_eq!(w.backend.applied.len(), 2, "the first push was applied");
+    let link = w.link(c).unwrap();
+    assert_eq!(link.to_server.len(), 2, "two pushes");
+    let first = link.to_server.pop_front().unwrap();
+    let conn = link.conn();
+    w.server.receive(conn, &first, 0);
+    assert_eq!(w.server.applied_ops().count(), 2, "the first push was applied");
     w.drop_connection(c);
     w.set(c, "task", "z", json!(0));
     assert_eq!(w.clients[c].pending().len(), 5);
     w.connect(c);
     w.pump();
     for op in &ops {
-        assert_eq!(w.backend.applied[op], 1, "{op} applied once");
+        assert_eq!(w.server.applied_count(op), 1, "{op} applied once");
     }
     assert_eq!(w.store().get("task", "x").unwrap().unwrap().version, 3);
     assert_eq!(w.store().rev().unwrap(), 4);
     w.assert_converged();
 }
 
-impl World {
-    /// Moves the client's frames to its connection without delivering them.
-    fn pump_client_only(&mut self, client: usize) {
-        let now = self.now;
-        let mut frames = Vec::new();
-        while let Some(f) = self.clients[client].poll_transmit_frame(now) {
-            frames.push(f);
-        }
-        self.active(client).unwrap().to_server.extend(frames);
-    }
-}
-
 #[test]
 fn duplicated_and_reordered_pushes_are_applied_once() {
-    let mut w = World::simple();
+    let mut w = simple();
     let c = w.add_client("c0", "rw");
     w.connect(c);
     w.pump();
@@ -678,11 +305,11 @@ fn duplicated_and_reordered_pushes_are_applied_once() {
     // Duplicated: the same push handled twice on one connection.
     let op = w.set(c, "task", "x", json!(1));
     w.pump_client_only(c);
-    let conn = w.active(c).unwrap();
-    let frame = conn.to_server.front().unwrap().clone();
-    conn.to_server.push_back(frame);
+    let link = w.link(c).unwrap();
+    let frame = link.to_server.front().unwrap().clone();
+    link.to_server.push_back(frame);
     w.pump();
-    assert_eq!(w.backend.applied[&op], 1);
+    assert_eq!(w.server.applied_count(&op), 1);
     let acks = w.delivered[c]
         .iter()
         .filter(|m| matches!(m, ServerMessage::Ack(_)))
@@ -694,26 +321,24 @@ fn duplicated_and_reordered_pushes_are_applied_once() {
     // connection re-sent and applied it, and after a later op.
     let first = w.set(c, "task", "y", json!("old"));
     w.pump_client_only(c);
-    w.active(c).unwrap().hold = true;
+    w.link(c).unwrap().hold = true;
     w.abandon_connection(c);
     w.connect(c);
     w.pump();
     let second = w.set(c, "task", "y", json!("new"));
     w.pump();
-    for conn in &mut w.conns {
-        conn.hold = false;
-    }
+    w.release_all();
     w.pump();
-    assert_eq!(w.backend.applied[&first], 1);
-    assert_eq!(w.backend.applied[&second], 1);
+    assert_eq!(w.server.applied_count(&first), 1);
+    assert_eq!(w.server.applied_count(&second), 1);
     assert_eq!(w.store().get("task", "y").unwrap().unwrap().value, json!("new"));
-    assert!(w.conns.iter().all(|k| k.active), "the old connection is done");
+    assert!(w.links().all(|l| l.is_active()), "the old connection is done");
     w.assert_converged();
 }
 
 #[test]
 fn a_read_only_token_gets_forbidden_rejects_and_rolls_back() {
-    let mut w = World::simple();
+    let mut w = simple();
     put(w.store(), "task", "x", json!(1));
     let c = w.add_client("reader", "ro");
     w.connect(c);
@@ -740,7 +365,7 @@ fn a_read_only_token_gets_forbidden_rejects_and_rolls_back() {
 
 #[test]
 fn a_rejected_op_is_rolled_back_with_an_event() {
-    let mut w = World::simple();
+    let mut w = simple();
     put(w.store(), "task", "x", json!(1));
     let c = w.add_client("c0", "rw");
     w.connect(c);
@@ -758,7 +383,7 @@ fn a_rejected_op_is_rolled_back_with_an_event() {
 
 #[test]
 fn a_pending_op_over_the_key_limit_is_rejected_alone_on_every_reconnect() {
-    let mut w = World::simple();
+    let mut w = simple();
     let c = w.add_client("c0", "rw");
     // Written offline, pending; then pushed on connect, as on every
     // reconnect.
@@ -828,7 +453,7 @@ fn live_session(config: ServerConfig) -> ServerSession {
     let mut s = ServerSession::new(config, 0);
     s.handle_frame(hello_frame(PROTOCOL_VERSION, "rw").as_bytes(), 0);
     assert!(matches!(s.poll_effect(), Some(ServerEffect::Authenticate { .. })));
-    s.handle_auth(Backend::authenticate(NS, "rw"));
+    s.handle_auth(authenticate(NS, "rw"));
     assert!(matches!(
         s.poll_effect(),
         Some(ServerEffect::StartSync { since: None, .. })
@@ -887,7 +512,7 @@ fn bad_frames_are_fatal_with_their_close_codes() {
         for f in &frames {
             s.handle_frame(f.as_bytes(), 0);
             while let Some(ServerEffect::Authenticate { namespace, token, .. }) = s.poll_effect() {
-                s.handle_auth(Backend::authenticate(&namespace, &token));
+                s.handle_auth(authenticate(&namespace, &token));
             }
         }
         assert_eq!(fatal_code(&mut s), (code, Some(close)), "{frames:.40?}");
@@ -902,7 +527,7 @@ fn bad_frames_are_fatal_with_their_close_codes() {
     let Some(ServerEffect::Authenticate { namespace, token, .. }) = s.poll_effect() else {
         panic!("authenticate first")
     };
-    s.handle_auth(Backend::authenticate(&namespace, &token));
+    s.handle_auth(authenticate(&namespace, &token));
     assert_eq!(
         fatal_code(&mut s),
         (ErrorCode::Unauthorized, Some(CloseCode::Unauthorized))
@@ -1052,7 +677,7 @@ fn heartbeats_ping_a_silent_client_then_close_it() {
 
 #[test]
 fn a_silent_connection_is_closed_in_the_harness_and_resumed() {
-    let mut w = World::new(
+    let mut w = world(
         StoreOptions::new(),
         ServerConfig {
             heartbeat_ms: 1_000,
@@ -1063,12 +688,10 @@ fn a_silent_connection_is_closed_in_the_harness_and_resumed() {
     w.connect(c);
     w.pump();
     // The client's frames are lost from now on.
-    w.active(c).unwrap().hold = true;
+    w.link(c).unwrap().hold = true;
     for _ in 0..3 {
         w.now += 1_000;
-        for conn in &mut w.conns {
-            conn.session.handle_timeout(w.now);
-        }
+        w.fire_server_timers();
         w.pump();
     }
     assert_eq!(w.closes, [(c, CloseCode::Timeout)]);
@@ -1122,7 +745,7 @@ fn a_slow_consumer_is_dropped_and_only_told_why() {
 
 #[test]
 fn a_client_state_survives_a_restart() {
-    let mut w = World::simple();
+    let mut w = simple();
     let c = w.add_client("c0", "rw");
     w.connect(c);
     w.pump();
@@ -1138,7 +761,7 @@ fn a_client_state_survives_a_restart() {
     assert_ne!(next, offline, "op ids are never reused");
     w.connect(c);
     w.pump();
-    assert_eq!(w.backend.applied[&offline], 1);
+    assert_eq!(w.server.applied_count(&offline), 1);
     w.assert_converged();
 }
 
@@ -1148,7 +771,7 @@ fn random_clients_writing_and_reconnecting_converge() {
     for seed in 1..=40u64 {
         let mut rng = Rng::new(seed);
         let retention = if seed % 3 == 0 { 4 } else { 1_000 };
-        let mut w = World::new(
+        let mut w = world(
             StoreOptions::new().retention(retention),
             ServerConfig {
                 snapshot_part_entries: 3,
@@ -1201,7 +824,7 @@ fn random_clients_writing_and_reconnecting_converge() {
         w.pump();
         w.assert_converged();
         assert!(
-            w.backend.applied.values().all(|n| *n == 1),
+            w.server.applied_ops().all(|(_, _, n)| n == 1),
             "seed {seed}: an op applied twice"
         );
         compacted += (0..n)
