@@ -1,10 +1,10 @@
-//! The native client against a real WebSocket: a minimal server in the test
-//! (tokio-tungstenite's `accept_async` on a port-0 listener) drives a
-//! `ServerSession` per connection against one `MemStore`, applying ops
-//! idempotently by `(client_id, op_id)` like the harness in
-//! `store-core/tests/sync_sessions.rs`.
+//! The native client against a real WebSocket: a minimal shell in the test
+//! (tokio-tungstenite's `accept_async` on a port-0 listener) carries the text
+//! frames of each connection to and from the testkit's simulated server
+//! (`store_core::testkit::world::SimServer`: one `MemStore`, a `ServerSession`
+//! per connection, ops applied idempotently by `(client_id, op_id)`), the
+//! server of the in-memory sync tests in `store-core/tests/sync_sessions.rs`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,46 +13,45 @@ use std::time::{Duration, Instant};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use store_core::sync::codec::encode_server;
-use store_core::sync::session::{
-    Authorized, ClientEvent, ServerConfig, ServerEffect, ServerSession, SyncStart,
-};
-use store_core::sync::{Ack, ErrorCode, Op, OpAction, Reject, Rights, SnapshotEntry, SnapshotReason};
-use store_core::{MemStore, SetOptions, StoreOptions, Watch, WatchOptions};
+use store_core::sync::codec::decode_server;
+use store_core::sync::session::{ClientEvent, ServerConfig};
+use store_core::sync::{ErrorCode, ServerMessage};
+use store_core::testkit::world::{ConnId, NAMESPACE as NS, SimServer};
+use store_core::{MemStore, SetOptions, StoreOptions, WatchOptions};
 use sync_server::client::{Client, ClientError, ClientOptions, Events, Link, Update, WriteError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-const NS: &str = "ns";
-const KINDS: [&str; 2] = ["task", "note"];
 const WAIT: Duration = Duration::from_secs(10);
-
-#[derive(Default)]
-struct Applied {
-    answers: HashMap<(String, String), Result<Ack, Reject>>,
-    /// How many times each op id was really applied.
-    count: HashMap<String, usize>,
-}
 
 struct TestServer {
     addr: SocketAddr,
+    sim: Mutex<SimServer>,
+    /// The simulated server's store.
     store: MemStore<Value>,
-    applied: Mutex<Applied>,
     /// New connections are dropped before the WebSocket handshake.
     refuse: AtomicBool,
-    /// The next connection that applies an op drops its socket before
-    /// answering (the write is durable, the ack is lost).
+    /// The next connection about to answer an op drops its socket instead
+    /// (the write is durable, the answer is lost).
     drop_before_ack: AtomicBool,
 }
 
 impl TestServer {
     async fn start() -> Arc<TestServer> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = ServerConfig {
+            heartbeat_ms: 5_000,
+            ..ServerConfig::default()
+        };
+        // Kind `strict` has a schema the server sends in `welcome`.
+        let schema = json!({"type": "object", "required": ["title"]});
+        let sim =
+            SimServer::new(StoreOptions::new(), config).with_schemas([("strict".to_owned(), schema)].into());
         let server = Arc::new(TestServer {
             addr: listener.local_addr().unwrap(),
-            store: MemStore::new(StoreOptions::new()),
-            applied: Mutex::default(),
+            store: sim.store().clone(),
+            sim: Mutex::new(sim),
             refuse: AtomicBool::new(false),
             drop_before_ack: AtomicBool::new(false),
         });
@@ -80,90 +79,11 @@ impl TestServer {
     }
 
     fn applied_count(&self, op_id: &str) -> usize {
-        self.applied.lock().count.get(op_id).copied().unwrap_or(0)
+        self.sim.lock().applied_count(op_id)
     }
 
-    fn authenticate(token: &str) -> Result<Authorized, ErrorCode> {
-        let rights = match token {
-            "rw" => Rights::ReadWrite,
-            "ro" => Rights::Read,
-            _ => return Err(ErrorCode::Unauthorized),
-        };
-        // Kind `strict` has a schema the server sends in `welcome`.
-        let schema = serde_json::json!({"type": "object", "required": ["title"]});
-        Ok(Authorized {
-            rights,
-            schemas: [("strict".to_owned(), schema)].into(),
-        })
-    }
-
-    /// Answers `StartSync` atomically with subscribing the connection.
-    fn start_sync(&self, since: Option<u64>) -> (SyncStart, Watch<Value>) {
-        self.store.write_engine(|engine| {
-            let rev = engine.rev();
-            let reason = match since {
-                None => Some(SnapshotReason::Initial),
-                Some(s) if s > rev => Some(SnapshotReason::Reset),
-                Some(s) if s < engine.oldest_resumable() => Some(SnapshotReason::Compacted),
-                Some(_) => None,
-            };
-            if let Some(reason) = reason {
-                let mut entries = Vec::new();
-                for kind in KINDS {
-                    for (key, e) in engine.list(kind, &[]).unwrap() {
-                        entries.push(SnapshotEntry {
-                            kind: kind.to_owned(),
-                            key: key.to_owned(),
-                            value: e.value.clone(),
-                            version: e.version,
-                            rev: e.rev,
-                        });
-                    }
-                }
-                let watch = engine.watch_all(WatchOptions::new()).unwrap();
-                (SyncStart::Snapshot { rev, reason, entries }, watch)
-            } else {
-                let mut watch = engine
-                    .watch_all(WatchOptions::new().from_rev(since.unwrap_or(0)))
-                    .unwrap();
-                let events = drain(&mut watch);
-                (SyncStart::Changes { events, rev }, watch)
-            }
-        })
-    }
-
-    fn apply(&self, client_id: &str, ops: Vec<Op>) -> Vec<Result<Ack, Reject>> {
-        let mut applied = self.applied.lock();
-        ops.into_iter()
-            .map(|op| {
-                let slot = (client_id.to_owned(), op.op_id.clone());
-                if let Some(answer) = applied.answers.get(&slot) {
-                    return answer.clone();
-                }
-                let opts = SetOptions {
-                    if_version: op.if_version,
-                };
-                let answer = match op.action {
-                    OpAction::Set => self
-                        .store
-                        .set(&op.kind, &op.key, op.value.clone().unwrap(), opts)
-                        .map(|w| Ack::written(&op.op_id, w)),
-                    OpAction::Delete => self
-                        .store
-                        .delete(&op.kind, &op.key, opts)
-                        .map(|d| Ack::deleted(&op.op_id, d.as_ref(), self.store.rev().unwrap())),
-                }
-                .map_err(|e| Reject::of(&op.op_id, &e));
-                if answer.is_ok() {
-                    *applied.count.entry(op.op_id.clone()).or_default() += 1;
-                }
-                applied.answers.insert(slot, answer.clone());
-                answer
-            })
-            .collect()
-    }
-
-    /// One connection: the shell around a `ServerSession`.
+    /// One connection: the shell that carries its frames to and from the
+    /// simulated server.
     async fn serve(self: Arc<Self>, tcp: TcpStream) {
         let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
             return;
@@ -171,50 +91,34 @@ impl TestServer {
         let (mut sink, mut stream) = ws.split();
         let start = Instant::now();
         let now = || u64::try_from(start.elapsed().as_millis()).unwrap();
-        let config = ServerConfig {
-            heartbeat_ms: 5_000,
-            ..ServerConfig::default()
+        // Wakes the shell on every commit, so that the server relays it.
+        let mut commits = self.store.watch_all(WatchOptions::new()).unwrap();
+        let conn = Open {
+            server: Arc::clone(&self),
+            id: self.sim.lock().connect(now()),
         };
-        let mut session = ServerSession::new(config, 0);
-        let mut watch: Option<Watch<Value>> = None;
         loop {
-            while let Some(effect) = session.poll_effect() {
-                match effect {
-                    ServerEffect::Authenticate { namespace, token, .. } => {
-                        let answer = Self::authenticate(&token).and_then(|a| {
-                            if namespace == NS {
-                                Ok(a)
-                            } else {
-                                Err(ErrorCode::Forbidden)
-                            }
-                        });
-                        session.handle_auth(answer);
-                    }
-                    ServerEffect::StartSync { since, .. } => {
-                        let (start, w) = self.start_sync(since);
-                        watch = Some(w);
-                        session.handle_sync_start(start);
-                    }
-                    ServerEffect::Apply { client_id, ops } => {
-                        let results = self.apply(&client_id, ops);
-                        if self.drop_before_ack.swap(false, Ordering::SeqCst) {
-                            return; // the socket drops: no changes, no ack
-                        }
-                        // Publish before answering, as the protocol requires.
-                        if let Some(w) = &mut watch {
-                            let events = drain(w);
-                            session.handle_events(events, self.store.rev().unwrap());
-                        }
-                        session.handle_applied(results);
-                    }
-                }
+            let (frames, close, deadline) = {
+                let mut sim = self.sim.lock();
+                let frames: Vec<String> = std::iter::from_fn(|| sim.poll_transmit(conn.id)).collect();
+                let close = sim.poll_close(conn.id);
+                (frames, close, sim.poll_timeout(conn.id))
+            };
+            let answers = frames.iter().any(|f| {
+                matches!(
+                    decode_server(f.as_bytes(), usize::MAX),
+                    Ok(ServerMessage::Ack(_) | ServerMessage::Reject(_))
+                )
+            });
+            if answers && self.drop_before_ack.swap(false, Ordering::SeqCst) {
+                return; // the socket drops: no changes, no answer
             }
-            while let Some(message) = session.poll_transmit() {
-                if sink.send(Message::text(encode_server(&message))).await.is_err() {
+            for frame in frames {
+                if sink.send(Message::text(frame)).await.is_err() {
                     return;
                 }
             }
-            if let Some(code) = session.poll_close() {
+            if let Some(code) = close {
                 let frame = CloseFrame {
                     code: code.code().into(),
                     reason: "".into(),
@@ -222,43 +126,34 @@ impl TestServer {
                 let _ = sink.send(Message::Close(Some(frame))).await;
                 return;
             }
-            let deadline = session.poll_timeout().map(|t| start + Duration::from_millis(t));
+            let deadline = start + Duration::from_millis(deadline.unwrap_or(3_600_000));
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(Ok(Message::Text(text))) => session.handle_frame(text.as_bytes(), now()),
+                    Some(Ok(Message::Text(text))) => self.sim.lock().receive(conn.id, &text, now()),
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                     Some(Ok(_)) => {}
                 },
-                Some(Ok(event)) = next_event(&mut watch) => {
-                    let mut events = vec![(*event).clone()];
-                    if let Some(w) = &mut watch {
-                        events.extend(drain(w));
-                    }
-                    session.handle_events(events, self.store.rev().unwrap());
+                Some(_) = commits.next() => {
+                    while let Some(Some(_)) = commits.next().now_or_never() {}
                 }
-                () = tokio::time::sleep_until(deadline.unwrap_or(start + Duration::from_secs(3600)).into()) => {
-                    session.handle_timeout(now());
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    self.sim.lock().handle_timeout(conn.id, now());
                 }
             }
         }
     }
 }
 
-async fn next_event(
-    watch: &mut Option<Watch<Value>>,
-) -> Option<Result<Arc<store_core::Event<Value>>, store_core::Error>> {
-    match watch {
-        Some(w) => w.next().await,
-        None => std::future::pending().await,
-    }
+/// A connection of the simulated server, disconnected when its shell ends.
+struct Open {
+    server: Arc<TestServer>,
+    id: ConnId,
 }
 
-fn drain(watch: &mut Watch<Value>) -> Vec<store_core::Event<Value>> {
-    let mut events = Vec::new();
-    while let Some(Some(item)) = watch.next().now_or_never() {
-        events.push((*item.unwrap()).clone());
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.server.sim.lock().disconnect(self.id);
     }
-    events
 }
 
 /// The next update matching `pred`, failing the test after [`WAIT`].
