@@ -30,6 +30,10 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{IdbDatabase, IdbFactory, IdbObjectStore, IdbRequest, IdbTransaction, IdbTransactionMode};
 
+use store_core::sync::Op;
+use store_core::sync::replica::{Persisted, Plan};
+use store_core::{Entry, Error};
+
 use crate::js::{Code, JsError, JsResult, describe};
 
 const VERSION: u32 = 1;
@@ -41,7 +45,7 @@ pub(crate) const META: &str = "meta";
 /// id a synced store says `hello` with, the same in every tab and after
 /// every reload, since the server recognizes a re-sent op by client id and
 /// op id.
-pub(crate) const CLIENT_ID: &str = "client_id";
+const CLIENT_ID: &str = "client_id";
 
 /// `name` and 53 random bits: a client id, or a prefix for op ids unique to
 /// one open store.
@@ -80,6 +84,104 @@ pub(crate) struct Loaded {
     /// `(place in the queue, op JSON)`, in queue order.
     pub pending: Vec<(f64, String)>,
     pub meta: Vec<(String, String)>,
+}
+
+/// The `meta` records of a store's head revision, a synced store's cursor
+/// (`{"cursor": n}`) and the server's schemas.
+const HEAD: &str = "head";
+const CURSOR: &str = "cursor";
+const SCHEMAS: &str = "schemas";
+
+#[derive(Serialize, Deserialize)]
+struct CursorMeta {
+    cursor: Option<u64>,
+}
+
+fn encoding(what: &str, e: serde_json::Error) -> JsError {
+    JsError::storage(format!("{what} does not encode: {e}"))
+}
+
+impl Loaded {
+    fn meta(&self, name: &str) -> Option<&str> {
+        self.meta.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The database's client id, if it has one.
+    pub(crate) fn client_id(&self) -> Option<String> {
+        serde_json::from_str(self.meta(CLIENT_ID)?).ok()
+    }
+
+    /// What earlier plans persisted, for the replica. A cursor or schemas
+    /// that do not decode read as absent (the server sends everything
+    /// again); an entry or an op that does not decode is an error.
+    pub(crate) fn persisted(self) -> store_core::Result<Persisted> {
+        let mut pending = Vec::with_capacity(self.pending.len());
+        for (place, text) in &self.pending {
+            let op: Op = serde_json::from_str(text)
+                .map_err(|e| Error::Storage(format!("a pending op does not decode: {e}").into()))?;
+            pending.push((*place, op));
+        }
+        let cursor = self
+            .meta(CURSOR)
+            .and_then(|c| serde_json::from_str::<CursorMeta>(c).ok())
+            .and_then(|c| c.cursor);
+        Ok(Persisted {
+            head: self.meta(HEAD).and_then(|h| h.parse().ok()).unwrap_or(0),
+            cursor,
+            schemas: self.meta(SCHEMAS).and_then(|s| serde_json::from_str(s).ok()),
+            entries: self
+                .entries
+                .into_iter()
+                .map(|(kind, key, e)| {
+                    let entry = Entry {
+                        value: e.value,
+                        version: e.version,
+                        rev: e.rev,
+                    };
+                    (kind, key, entry)
+                })
+                .collect(),
+            pending,
+        })
+    }
+}
+
+impl Batch {
+    /// The writes of a replica's plan.
+    pub(crate) fn from_plan(plan: &Plan) -> JsResult<Batch> {
+        let mut batch = Batch {
+            clear_entries: plan.clear_entries,
+            delete_entries: plan.delete_entries.clone(),
+            delete_pending: plan.delete_pending.clone(),
+            ..Batch::default()
+        };
+        for (kind, key, e) in &plan.put_entries {
+            let stored = StoredRef {
+                value: &e.value,
+                version: e.version,
+                rev: e.rev,
+            };
+            let text = serde_json::to_string(&stored).map_err(|e| encoding("an entry", e))?;
+            batch.put_entries.push((kind.clone(), key.clone(), text));
+        }
+        for op in &plan.put_pending {
+            let text = serde_json::to_string(op).map_err(|e| encoding("an op", e))?;
+            batch.put_pending.push(text);
+        }
+        if let Some(head) = plan.head {
+            batch.put_meta.push((HEAD, head.to_string()));
+        }
+        if let Some(cursor) = plan.cursor {
+            let text =
+                serde_json::to_string(&CursorMeta { cursor }).map_err(|e| encoding("the cursor", e))?;
+            batch.put_meta.push((CURSOR, text));
+        }
+        if let Some(schemas) = &plan.schemas {
+            let text = serde_json::to_string(schemas).map_err(|e| encoding("the schemas", e))?;
+            batch.put_meta.push((SCHEMAS, text));
+        }
+        Ok(batch)
+    }
 }
 
 /// The writes of one transaction; handed to [`issue`] as JSON text.
@@ -293,6 +395,16 @@ impl Db {
         self.db
             .transaction_with_str_sequence_and_mode(&names, mode)
             .map_err(|e| dom_error("transaction", e))
+    }
+
+    /// Gives a database created without a client id one.
+    pub(crate) async fn put_client_id(&self, id: &str) -> JsResult<()> {
+        let text = serde_json::to_string(id).map_err(|e| encoding("the client id", e))?;
+        let batch = Batch {
+            put_meta: vec![(CLIENT_ID, text)],
+            ..Batch::default()
+        };
+        self.write(&batch).await.map(drop)
     }
 
     /// Reads everything, in one read-only transaction.

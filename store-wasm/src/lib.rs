@@ -11,11 +11,11 @@
 pub mod api;
 mod idb;
 mod js;
-pub mod store;
+mod store;
 mod sync;
 mod tabs;
 
-pub use store::IdbStore;
+pub use store::{IdbStore, SyncSetup};
 
 use wasm_bindgen::prelude::*;
 

@@ -10,20 +10,19 @@
 //! ([`IdbStore::sync_changed`]), which persists it before the app hears of
 //! it.
 //!
-//! [`ClientSession`]: store_core::sync::session::ClientSession
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use store_core::sync::ErrorCode;
 use store_core::sync::reconnect::{self, Backoff};
-use store_core::sync::session::ClientEvent;
+use store_core::sync::session::{ClientEvent, ClientSession};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use crate::js::Code;
-use crate::store::{IdbStore, Notice};
+use crate::store::IdbStore;
 
 /// Where the connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,12 +253,9 @@ impl Driver {
         self.set_connection(Connection::Connecting);
     }
 
-    fn with_session<R>(
-        &self,
-        f: impl FnOnce(&mut store_core::sync::session::ClientSession) -> R,
-    ) -> Option<R> {
-        let mut sync = self.inner.store.sync()?;
-        Some(f(&mut sync.session))
+    fn with_session<R>(&self, f: impl FnOnce(&mut ClientSession) -> R) -> Option<R> {
+        let mut replica = self.inner.store.replica_mut().ok()?;
+        replica.session_mut().map(f)
     }
 
     fn received(&self, m: MessageEvent) {
@@ -282,36 +278,14 @@ impl Driver {
 
     /// Drains the session's events and frames and re-arms its timer.
     fn pump(&self) {
-        let mut persist = false;
         let mut fatal: Option<(Code, String, bool)> = None;
         let mut timed_out = false;
         let mut welcomed = false;
-        if let Some(mut sync) = self.inner.store.sync() {
-            while let Some(event) = sync.session.poll_event() {
+        let mut news = false;
+        if let Ok(mut replica) = self.inner.store.replica_mut() {
+            while let Some(event) = replica.poll_event() {
                 match event {
-                    ClientEvent::Connected { .. } => {
-                        welcomed = true;
-                        sync.welcomed();
-                        persist = true;
-                    }
-                    ClientEvent::SnapshotApplied { .. } => {
-                        sync.snapshot_applied();
-                        persist = true;
-                    }
-                    ClientEvent::Synced { .. } => persist = true,
-                    ClientEvent::Changed { .. } => persist = true,
-                    ClientEvent::Acked(ack) => {
-                        sync.answered(Notice::Acked {
-                            ack,
-                            kind: String::new(),
-                            key: String::new(),
-                        });
-                        persist = true;
-                    }
-                    ClientEvent::Rejected { op, code, message } => {
-                        sync.answered(Notice::Rejected { op, code, message });
-                        persist = true;
-                    }
+                    ClientEvent::Connected { .. } => welcomed = true,
                     ClientEvent::Error(e) => {
                         let retry = e.code.close_code().retryable();
                         fatal = Some((Code::Server(e.code), e.message, e.fatal && !retry));
@@ -321,16 +295,20 @@ impl Driver {
                         fatal = Some((Code::Server(code), message, false));
                         timed_out = true;
                     }
+                    _ => {}
                 }
             }
-            if let Some(socket) = self.inner.socket.borrow().as_ref() {
+            if let (Some(socket), Some(session)) =
+                (self.inner.socket.borrow().as_ref(), replica.session_mut())
+            {
                 let now = now_ms();
-                while let Some(frame) = sync.session.poll_transmit_frame(now) {
+                while let Some(frame) = session.poll_transmit_frame(now) {
                     if socket.ws.send_with_str(&frame).is_err() {
                         break;
                     }
                 }
             }
+            news = replica.has_news();
         }
         if welcomed {
             self.inner.backoff.borrow_mut().reset();
@@ -343,7 +321,7 @@ impl Driver {
                 self.inner.stopped.set(true);
             }
         }
-        if persist {
+        if news {
             self.inner.store.sync_changed();
         }
         if timed_out {

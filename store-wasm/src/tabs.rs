@@ -17,48 +17,12 @@
 //! correct, only less frugal.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use store_core::sync::view::Step;
-use store_core::sync::{Op, Rights};
+use store_core::sync::replica::TabMessage;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{BroadcastChannel, MessageEvent};
-
-use crate::store::Notice;
-
-/// What one tab tells the others.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
-pub enum TabMessage {
-    /// A tab queued these ops (with their places in the IndexedDB queue).
-    Pending { ops: Vec<(f64, Op)> },
-    /// The leader persisted what the server said.
-    Synced {
-        cursor: Option<u64>,
-        /// What the leader's session recorded, in order (none after a
-        /// snapshot: `Reload` follows).
-        steps: Vec<Step>,
-        answered: Vec<Notice>,
-        /// The server's schemas, when they changed.
-        schemas: Option<BTreeMap<String, Value>>,
-    },
-    /// A snapshot replaced the confirmed state: read it from IndexedDB.
-    Reload,
-    /// A tab joined: the leader answers with its `Status`.
-    Joined,
-    /// A tab took over the connection: the others post their pending ops.
-    Leading,
-    /// The leader's connection status.
-    Status {
-        connection: String,
-        error: Option<(String, String)>,
-        rights: Option<Rights>,
-    },
-}
 
 /// The channel to the other tabs of one store.
 pub(crate) struct Channel {

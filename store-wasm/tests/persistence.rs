@@ -12,8 +12,7 @@ use store_core::{Error, EventType, SetOptions, SetResult, Store, StoreOptions, W
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
-use zestor::IdbStore;
-use zestor::store::{Notice, SyncSetup};
+use zestor::{IdbStore, SyncSetup};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -117,25 +116,22 @@ async fn entry(store: &IdbStore, kind: &str, key: &str) -> Option<(Value, u64, u
 }
 
 fn pending_ops(store: &IdbStore) -> Vec<Op> {
-    store
-        .sync()
-        .expect("a synced store")
-        .session
-        .pending()
-        .cloned()
-        .collect()
+    let replica = store.replica().expect("the replica");
+    let session = replica.session().expect("a synced store");
+    session.pending().cloned().collect()
 }
 
 fn pending_count(store: &IdbStore) -> usize {
-    store.sync().expect("a synced store").pending_count()
+    store.replica().expect("the replica").pending_count()
 }
 
 /// The client id the session says `hello` with.
 fn hello_client_id(store: &IdbStore) -> String {
-    let mut sync = store.sync().expect("a synced store");
-    sync.session.connect(0);
-    let hello = sync.session.poll_transmit();
-    sync.session.disconnected();
+    let mut replica = store.replica_mut().expect("the replica");
+    let session = replica.session_mut().expect("a synced store");
+    session.connect(0);
+    let hello = session.poll_transmit();
+    session.disconnected();
     match hello {
         Some(ClientMessage::Hello(h)) => h.client_id,
         other => panic!("expected hello, got {other:?}"),
@@ -338,7 +334,7 @@ async fn reopen_restores_set_many_and_set_fn() {
 async fn synced_offline_writes_stay_queued_across_a_reload() {
     let name = fresh_name("synced");
     let store = open_synced(&name).await;
-    assert!(store.is_synced());
+    assert!(store.replica().expect("the replica").is_synced());
     assert_eq!(pending_count(&store), 0);
 
     store
@@ -462,9 +458,10 @@ async fn ack(store: &IdbStore, op_id: &str, version: u64, rev: u64) {
         rev,
     };
     {
-        let mut sync = store.sync().expect("a synced store");
-        sync.session.connect(0);
-        while sync.session.poll_transmit().is_some() {}
+        let mut replica = store.replica_mut().expect("the replica");
+        let session = replica.session_mut().expect("a synced store");
+        session.connect(0);
+        while session.poll_transmit().is_some() {}
         let welcome = ServerMessage::Welcome(Welcome {
             protocol: 1,
             namespace: "ns".to_owned(),
@@ -473,18 +470,15 @@ async fn ack(store: &IdbStore, op_id: &str, version: u64, rev: u64) {
             heartbeat_ms: 30_000,
             max_frame_bytes: 1 << 20,
         });
-        sync.session
+        session
             .handle_frame(encode_server(&welcome).as_bytes(), 0)
             .unwrap();
-        sync.session
-            .handle_frame(encode_server(&ServerMessage::Ack(ack.clone())).as_bytes(), 0)
+        session
+            .handle_frame(encode_server(&ServerMessage::Ack(ack)).as_bytes(), 0)
             .unwrap();
-        sync.session.disconnected();
-        sync.answered(Notice::Acked {
-            ack,
-            kind: String::new(),
-            key: String::new(),
-        });
+        session.disconnected();
+        // What the connection driver does: the replica notes the answer.
+        while replica.poll_event().is_some() {}
     }
     let answered = store.answer(op_id).expect("the op is known");
     store.sync_changed();

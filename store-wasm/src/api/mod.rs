@@ -29,9 +29,11 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::idb::Db;
 use crate::js::{self, Code, JsError, JsResult, describe, from_json, get, set, to_json, write};
-use crate::store::{IdbStore, LocalOp, Notice, Outcome, SyncSetup};
+use store_core::sync::replica::{Answered, LocalOp, Outcome, TabMessage};
+
+use crate::store::{IdbStore, Notice, SyncSetup};
 use crate::sync::{Driver, DriverOptions};
-use crate::tabs::{self, TabMessage};
+use crate::tabs;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = include_str!("../types.d.ts");

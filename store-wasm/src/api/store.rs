@@ -41,26 +41,26 @@ impl Shared {
     fn status(&self) -> JsValue {
         let object = js_sys::Object::new();
         let leader = self.driver.borrow().is_some();
+        let Ok(replica) = self.store.replica() else {
+            // Called from inside a write's callback: what it was before.
+            return js_sys::JSON::parse(&self.last_status.borrow()).unwrap_or(JsValue::NULL);
+        };
         let (connection, error) = match self.driver.borrow().as_ref() {
             Some(d) => (d.connection().as_str().to_owned(), d.error()),
-            None => match self.store.sync() {
-                None => ("local".to_owned(), None),
-                // Another tab holds the connection: show what it posted.
-                Some(s) => s
-                    .leader_status()
-                    .unwrap_or_else(|| ("connecting".to_owned(), None)),
-            },
+            None if !replica.is_synced() => ("local".to_owned(), None),
+            // Another tab holds the connection: show what it posted.
+            None => replica.leader_status().map_or_else(
+                || ("connecting".to_owned(), None),
+                |s| (s.connection.clone(), s.error.clone()),
+            ),
         };
-        let (pending, cursor) = self
-            .store
-            .sync()
-            .map_or((0, None), |s| (s.pending_count(), s.synced_rev()));
+        let (pending, cursor) = (replica.pending_count(), replica.synced_rev());
         set(&object, "connection", &JsValue::from_str(&connection));
         set(&object, "pending", &JsValue::from_f64(pending as f64));
         let cursor = cursor.map_or(JsValue::NULL, |c| JsValue::from_f64(c as f64));
         set(&object, "lastSyncedRev", &cursor);
         set(&object, "leader", &JsValue::from_bool(leader));
-        let rights = match self.store.sync().and_then(|s| s.rights()) {
+        let rights = match replica.rights() {
             Some(Rights::Read) => JsValue::from_str("read"),
             Some(Rights::ReadWrite) => JsValue::from_str("read_write"),
             None => JsValue::NULL,
@@ -90,7 +90,11 @@ impl Shared {
         }
         *self.last_status.borrow_mut() = text;
         if let Some(d) = self.driver.borrow().as_ref() {
-            let rights = self.store.sync().and_then(|s| s.session.rights());
+            let rights = self
+                .store
+                .replica()
+                .ok()
+                .and_then(|r| r.session().and_then(|s| s.rights()));
             self.store.post(&TabMessage::Status {
                 connection: d.connection().as_str().to_owned(),
                 error: d.error(),
@@ -124,13 +128,14 @@ impl Shared {
                 }
                 // Tell the new tab where the connection stands.
                 Notice::TabJoined => self.last_status.borrow_mut().clear(),
-                Notice::Acked { ack, kind, key } => {
+                Notice::Status => {}
+                Notice::Answered(Answered::Acked { ack, kind, key }) => {
                     let ack = ack_js(&ack);
                     set(&ack, "kind", &JsValue::from_str(&kind));
                     set(&ack, "key", &JsValue::from_str(&key));
                     self.listeners.emit("acked", &ack);
                 }
-                Notice::Rejected { op, code, message } => {
+                Notice::Answered(Answered::Rejected { op, code, message }) => {
                     let object = js_sys::Object::new();
                     set(&object, "opId", &JsValue::from_str(&op.op_id));
                     set(&object, "kind", &JsValue::from_str(&op.kind));
@@ -249,8 +254,10 @@ impl JsStore {
     }
 
     fn check_writable(&self) -> JsResult<()> {
-        if let Some(sync) = self.store().sync()
-            && sync.rights() == Some(Rights::Read)
+        if self
+            .store()
+            .replica()
+            .is_ok_and(|r| r.rights() == Some(Rights::Read))
         {
             return Err(JsError::new(
                 Code::Server(ErrorCode::Forbidden),
