@@ -1,7 +1,9 @@
 // The end-to-end harness of the web demo: a real sync-server serving
 // web-demo/dist with the demo's tokens and schemas on a temporary SQLite
 // file, and headless Chromium (playwright-core) opening the board as a user
-// does.
+// does. The server process, the browser's setup and the console-error
+// checks are shared with the npm package's tests, in
+// tests/harness/browser.mjs; this file holds what the demo's tests add.
 //
 // A test file calls `suite(name)` once: a fresh server (own port, own
 // database) and browser for its tests, both stopped after them.
@@ -15,29 +17,17 @@
 // took offline or while the test stopped the server, until the page is
 // online again.
 
-import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { BrowserTestCase, REPO, SyncServerProcess, browserSuite, chromiumMissing } from '../harness/browser.mjs';
+
+export { CHROMIUM, CHROMIUM_ARGS, REPO, REQUIRE_ALL, eventually, sleep } from '../harness/browser.mjs';
+
 const here = path.dirname(fileURLToPath(import.meta.url));
-export const REPO = path.resolve(here, '../..');
 export const ARTIFACTS = path.join(here, 'artifacts');
 
-export const REQUIRE_ALL = process.env.ZESTOR_REQUIRE_ALL === '1';
-export const CHROMIUM = process.env.ZESTOR_CHROMIUM || '/usr/bin/chromium';
-// Root without a sandbox; no GPU; nothing that phones home (the network is closed).
-export const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-];
 export const DIST = path.join(REPO, 'web-demo/dist');
 export const TOKENS = path.join(REPO, 'sync-server/dev-tokens.txt');
 export const SCHEMAS = path.join(REPO, 'web-demo/schemas');
@@ -50,180 +40,27 @@ const VIEWPORT = { width: 1280, height: 860 };
 /** What Chromium prints when a WebSocket cannot connect or drops. */
 const WS_FAILED = /^WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/sync' failed/;
 
-export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * Calls `fn` until it returns without throwing (its assertions hold), and
- * returns what it returned; after `timeout` ms throws its last error, saying
- * what was awaited.
- */
-export async function eventually(fn, { timeout = 20_000, interval = 100, what = null } = {}) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (e) {
-      if (Date.now() > deadline) {
-        const prefix = `still failing after ${timeout} ms${what ? ` (${what})` : ''}: `;
-        if (e instanceof Error) {
-          e.message = prefix + e.message;
-          throw e;
-        }
-        throw new Error(prefix + String(e));
-      }
-    }
-    await sleep(interval);
-  }
-}
-
-/** `promise`, or the error `message()` after `ms`. */
-function within(promise, ms, message) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message())), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function tail(file, lines = 40) {
-  try {
-    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
-/** The sync-server binary: $ZESTOR_SYNC_SERVER (run.mjs sets it), else cargo's release build. */
-export function serverBinary() {
-  if (process.env.ZESTOR_SYNC_SERVER) return process.env.ZESTOR_SYNC_SERVER;
-  const metadata = JSON.parse(
-    execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: REPO, encoding: 'utf8' }),
-  );
-  return path.join(metadata.target_directory, 'release', 'sync-server');
-}
-
 /**
  * sync-server as the demo runs it (dev tokens, the demo's schemas, serving
- * web-demo/dist) on a SQLite file in `dir`. It keeps its port and its
- * database across `kill()` and `start()`, so the pages reconnect to the same
- * address and find the same data.
+ * web-demo/dist; cargo's release build without $ZESTOR_SYNC_SERVER) on a
+ * SQLite file in `dir`. It keeps its port and its database across `kill()`
+ * and `start()`, so the pages reconnect to the same address and find the
+ * same data.
  */
-export class DemoServer {
+export class DemoServer extends SyncServerProcess {
   constructor(dir) {
-    this.dir = dir;
-    this.db = path.join(dir, 'demo.sqlite');
-    this.logFile = path.join(dir, 'server.log');
-    this.port = 0;
-    this.proc = null;
-    this.exited = null;
-    this.starts = 0;
-  }
-
-  get url() {
-    return `http://127.0.0.1:${this.port}`;
-  }
-
-  get wsUrl() {
-    return `ws://127.0.0.1:${this.port}/sync`;
-  }
-
-  get running() {
-    return this.proc !== null;
-  }
-
-  /** Starts the server (a free port the first time, the same port after) and waits for /healthz. */
-  async start() {
-    if (this.proc) throw new Error('the server is already running');
-    const log = fs.openSync(this.logFile, 'a');
-    fs.writeSync(log, `\n==== start ${++this.starts}\n`);
-    const args = [
-      '--db', `sqlite://${this.db}`,
-      '--listen', `127.0.0.1:${this.port}`,
-      '--tokens', TOKENS,
-      '--schemas', SCHEMAS,
-      '--static-dir', DIST,
-    ];
-    const proc = spawn(serverBinary(), args, {
-      cwd: this.dir,
-      stdio: ['ignore', 'pipe', log],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+    super(dir, {
+      args: ['--tokens', TOKENS, '--schemas', SCHEMAS, '--static-dir', DIST],
+      db: 'demo.sqlite',
+      profile: 'release',
     });
-    fs.closeSync(log);
-    this.proc = proc;
-    this.exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
-    const listening = new Promise((resolve, reject) => {
-      let out = '';
-      proc.stdout.on('data', (chunk) => {
-        out += chunk;
-        fs.appendFileSync(this.logFile, chunk);
-        const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-        if (m) resolve(Number(m[1]));
-      });
-      proc.once('error', reject);
-      this.exited.then(({ code, signal }) =>
-        reject(new Error(`sync-server exited (${code ?? signal}) before listening:\n${tail(this.logFile)}`)),
-      );
-    });
-    this.port = await within(listening, 30_000, () => `sync-server did not start within 30 s:\n${tail(this.logFile)}`);
-    for (let i = 0; ; i++) {
-      try {
-        const res = await fetch(`${this.url}/healthz`);
-        if (res.ok && (await res.text()).trim() === 'ok') break;
-      } catch {
-        // not yet
-      }
-      if (i > 200) throw new Error(`sync-server /healthz did not answer:\n${tail(this.logFile)}`);
-      await sleep(50);
-    }
-  }
-
-  /** Kills the server outright (SIGKILL), as a crash would. */
-  async kill() {
-    await this.#end('SIGKILL');
-  }
-
-  /** Stops the server as an operator would (SIGTERM). */
-  async stop() {
-    await this.#end('SIGTERM');
-  }
-
-  async #end(signal) {
-    const proc = this.proc;
-    if (!proc) return;
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-    try {
-      await within(this.exited, 20_000, () => 'sync-server did not exit');
-    } catch {
-      proc.kill('SIGKILL');
-      await this.exited;
-    }
-    this.proc = null;
-  }
-
-  /** Kills the process synchronously (at process exit). */
-  killNow() {
-    if (this.proc && this.proc.exitCode === null) this.proc.kill('SIGKILL');
-  }
-
-  /** The server's /metrics counters, by name. */
-  async metrics() {
-    const text = await (await fetch(`${this.url}/metrics`)).text();
-    const out = {};
-    for (const line of text.split('\n')) {
-      const m = /^(zestor_\w+) (\d+)$/.exec(line);
-      if (m) out[m[1]] = Number(m[2]);
-    }
-    return out;
-  }
-
-  log(lines = 40) {
-    return tail(this.logFile, lines);
   }
 }
 
 /** Whether the browser can run here; a missing one is a skip, or a failure under ZESTOR_REQUIRE_ALL=1. */
 export function browserMissing() {
-  if (!fs.existsSync(CHROMIUM)) return `Chromium not found at ${CHROMIUM} (scripts/install-browser-tools.sh installs it)`;
+  const missing = chromiumMissing();
+  if (missing) return missing;
   if (!fs.existsSync(path.join(DIST, 'index.html'))) return `no assembled demo in ${DIST} (scripts/demo.sh builds it)`;
   return null;
 }
@@ -239,86 +76,46 @@ export function slug(text, max = 60) {
 
 /**
  * Sets up a test file: a fresh server and a browser for its tests, both
- * stopped after them. `name` prefixes the file's screenshots.
+ * stopped after them. `name` prefixes the file's screenshots. The server is
+ * up at the start of every test, even after a failed one.
  */
 export function suite(name) {
-  const s = { name, server: null, browser: null, dir: null };
-  const missing = browserMissing();
-
-  before(async () => {
-    if (missing) return;
-    fs.mkdirSync(ARTIFACTS, { recursive: true });
-    s.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zestor-e2e-'));
-    s.server = new DemoServer(s.dir);
-    // Interrupted (Ctrl-C): the server goes with the test process. run.mjs
-    // removes the temporary folders (this one, Chromium's profiles).
-    process.once('exit', () => s.server?.killNow());
-    for (const signal of ['SIGINT', 'SIGTERM']) {
-      process.once(signal, () => {
-        s.server?.killNow();
-        process.exit(130);
-      });
-    }
-    await s.server.start();
-    const { chromium } = await import('playwright-core');
-    s.browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  const s = browserSuite({
+    playwright: () => import('playwright-core'),
+    missing: browserMissing(),
+    // run.mjs points TMPDIR at a folder of its own and removes it (this
+    // folder, Chromium's profiles) at the end, also when interrupted.
+    tmpPrefix: 'zestor-e2e-',
+    newServer: (dir) => new DemoServer(dir),
+    newTestCase: (s, _t, title) => new TestCase(s, title),
+    timeout: TEST_TIMEOUT_MS,
+    setUp: () => fs.mkdirSync(ARTIFACTS, { recursive: true }),
+    tearDown: (s) => {
+      if (s.server) fs.copyFileSync(s.server.logFile, path.join(ARTIFACTS, `${s.name}-server.log`));
+    },
   });
-
-  after(async () => {
-    await s.browser?.close().catch(() => {});
-    await s.server?.stop();
-    if (s.server) fs.copyFileSync(s.server.logFile, path.join(ARTIFACTS, `${s.name}-server.log`));
-    if (s.dir && !process.env.ZESTOR_KEEP_TMP) fs.rmSync(s.dir, { recursive: true, force: true });
-  });
-
-  /** A test with a fresh `TestCase`; skipped (or failed, under ZESTOR_REQUIRE_ALL=1) without a browser or a demo. */
-  s.test = (title, fn, { timeout = TEST_TIMEOUT_MS } = {}) =>
-    test(title, { timeout }, async (t) => {
-      if (missing) {
-        if (REQUIRE_ALL) throw new Error(`${missing}; ZESTOR_REQUIRE_ALL=1 forbids skipping`);
-        t.skip(missing);
-        return;
-      }
-      const tc = new TestCase(s, title);
-      let failure = null;
-      try {
-        // The server is up at the start of every test, even after a failed one.
-        if (!s.server.running) await s.server.start();
-        await fn(tc);
-      } catch (e) {
-        failure = e;
-      }
-      await tc.finish(failure);
-    });
-
+  s.name = name;
   return s;
 }
 
 /**
  * One test's browser state: its contexts and pages, everything their
- * consoles printed, and the errors that fail it.
+ * consoles printed, and the errors that fail it (see `BrowserTestCase`),
+ * with the board's own steps: opening it, going offline, killing the
+ * server, screenshots.
  */
-export class TestCase {
+export class TestCase extends BrowserTestCase {
   constructor(s, title) {
-    this.s = s;
-    this.title = title;
-    this.contexts = [];
-    this.pages = [];
-    this.messages = [];
-    this.errors = [];
+    super(s, title);
+    this.settleMs = 100;
     /** Contexts the test took offline; `'*'` while the server is down. */
     this.down = new Set();
   }
 
-  get server() {
-    return this.s.server;
-  }
-
   /** A fresh browser context: its own empty IndexedDB, so its own store and connection. */
   async newContext(label) {
-    const context = await this.s.browser.newContext({ viewport: VIEWPORT, colorScheme: 'light' });
+    const context = await super.newContext({ viewport: VIEWPORT, colorScheme: 'light' });
     context.label = label;
-    this.contexts.push(context);
     return context;
   }
 
@@ -327,28 +124,9 @@ export class TestCase {
    * waits until the store is open; `label` names the page in messages.
    */
   async openBoard(context, { label = context.label, query = '' } = {}) {
-    const page = await context.newPage();
-    page.label = label;
-    this.pages.push(page);
-    page.on('console', (m) => {
-      const where = m.location()?.url ? ` (${m.location().url}:${m.location().lineNumber})` : '';
-      const text = m.text();
-      const allowed =
-        m.type() === 'error' && WS_FAILED.test(text) && (this.down.has('*') || this.down.has(context));
-      const line = `[${label}] console.${m.type()}${allowed ? ' (allowed: offline)' : ''}: ${text}${where}`;
-      this.messages.push(line);
-      if (m.type() === 'error' && !allowed) this.errors.push(line);
-    });
-    page.on('pageerror', (e) => {
-      const line = `[${label}] uncaught: ${e.stack || e.message || e}`;
-      this.messages.push(line);
-      this.errors.push(line);
-    });
-    page.on('crash', () => {
-      const line = `[${label}] the page crashed`;
-      this.messages.push(line);
-      this.errors.push(line);
-    });
+    const page = this.watch(await context.newPage(), label, (m) =>
+      WS_FAILED.test(m.text()) && (this.down.has('*') || this.down.has(context)) ? 'offline' : null,
+    );
     await page.goto(`${this.server.url}/${query}`);
     await this.ready(page);
     return page;
@@ -435,10 +213,8 @@ export class TestCase {
     return this.probe;
   }
 
-  async finish(failure) {
-    // Let errors already in flight (a rejected promise, a late console line) arrive.
-    await sleep(100);
-    const errors = [...this.errors];
+  /** Screenshots of every open page when the test failed; the test's browser console, always. */
+  async beforeClose(failure, errors) {
     if (failure || errors.length) {
       for (const page of this.pages) {
         if (page.isClosed()) continue;
@@ -447,26 +223,7 @@ export class TestCase {
           .catch(() => {});
       }
     }
-    for (const context of this.contexts) await context.close().catch(() => {});
     fs.writeFileSync(path.join(ARTIFACTS, `${this.s.name}-${slug(this.title, 40)}-console.log`), `${this.messages.join('\n')}\n`);
-    if (!failure && errors.length === 0) return;
-    const report = [
-      errors.length ? `--- console errors and uncaught exceptions (${errors.length}) ---\n${errors.join('\n')}` : null,
-      `--- browser console ---\n${this.messages.join('\n') || '(empty)'}`,
-      `--- sync-server log (tail) ---\n${this.server.log(30)}`,
-    ]
-      .filter(Boolean)
-      .join('\n');
-    if (failure) {
-      if (failure instanceof Error) {
-        const stack = failure.stack ?? '';
-        failure.message = `${failure.message}\n${report}`;
-        failure.stack = `${stack}\n${report}`;
-        throw failure;
-      }
-      throw new Error(`${String(failure)}\n${report}`);
-    }
-    throw new Error(`the page reported errors\n${report}`);
   }
 }
 
