@@ -15,7 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use store_core::sync::ErrorCode;
-use store_core::sync::reconnect::{self, Backoff};
+use store_core::sync::reconnect::{self, Backoff, Next};
 use store_core::sync::session::{ClientEvent, ClientSession};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -279,24 +279,23 @@ impl Driver {
     /// Drains the session's events and frames and re-arms its timer.
     fn pump(&self) {
         let mut fatal: Option<(Code, String, bool)> = None;
-        let mut timed_out = false;
+        let mut reconnect_now = false;
         let mut welcomed = false;
         let mut news = false;
         if let Ok(mut replica) = self.inner.store.replica_mut() {
             while let Some(event) = replica.poll_event() {
+                let next = reconnect::after_event(&event);
                 match event {
                     ClientEvent::Connected { .. } => welcomed = true,
                     ClientEvent::Error(e) => {
-                        let retry = e.code.close_code().retryable();
-                        fatal = Some((Code::Server(e.code), e.message, e.fatal && !retry));
+                        fatal = Some((Code::Server(e.code), e.message, next == Next::Stop))
                     }
-                    ClientEvent::TimedOut => timed_out = true,
                     ClientEvent::Retry { code, message, .. } => {
-                        fatal = Some((Code::Server(code), message, false));
-                        timed_out = true;
+                        fatal = Some((Code::Server(code), message, false))
                     }
                     _ => {}
                 }
+                reconnect_now |= next != Next::Keep;
             }
             if let (Some(socket), Some(session)) =
                 (self.inner.socket.borrow().as_ref(), replica.session_mut())
@@ -324,7 +323,7 @@ impl Driver {
         if news {
             self.inner.store.sync_changed();
         }
-        if timed_out {
+        if reconnect_now {
             self.drop_socket();
             return;
         }

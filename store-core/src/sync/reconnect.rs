@@ -8,6 +8,37 @@
 //! clock and draws no numbers.
 
 use crate::sync::CloseCode;
+use crate::sync::session::ClientEvent;
+
+/// What a shell does with its connection after a session event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Keep it.
+    Keep,
+    /// Close it and connect again after a [`Backoff`] delay: the server
+    /// went silent, failed an op without answering it, or sent a fatal
+    /// error a retry can fix.
+    Reconnect,
+    /// Close it and stop: the server refused the session and retrying
+    /// cannot help (a bad token, a forbidden namespace, a protocol error).
+    Stop,
+}
+
+/// What to do with the connection after `event`.
+#[must_use]
+pub fn after_event(event: &ClientEvent) -> Next {
+    match event {
+        ClientEvent::Error(e) if e.fatal => {
+            if e.code.close_code().retryable() {
+                Next::Reconnect
+            } else {
+                Next::Stop
+            }
+        }
+        ClientEvent::TimedOut | ClientEvent::Retry { .. } => Next::Reconnect,
+        _ => Next::Keep,
+    }
+}
 
 /// Whether a client should connect again after its connection closed with
 /// `code` (`None`: dropped without a close frame). Normal closes and codes
@@ -71,6 +102,32 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::{ErrorCode, ServerError};
+
+    #[test]
+    fn fatal_errors_stop_or_reconnect_by_code_and_silence_reconnects() {
+        let error = |code, fatal| {
+            ClientEvent::Error(ServerError {
+                code,
+                message: String::new(),
+                fatal,
+            })
+        };
+        assert_eq!(after_event(&error(ErrorCode::Unauthorized, true)), Next::Stop);
+        assert_eq!(
+            after_event(&error(ErrorCode::SlowConsumer, true)),
+            Next::Reconnect
+        );
+        assert_eq!(after_event(&error(ErrorCode::Unauthorized, false)), Next::Keep);
+        assert_eq!(after_event(&ClientEvent::TimedOut), Next::Reconnect);
+        let retry = ClientEvent::Retry {
+            op_id: "c:1".into(),
+            code: ErrorCode::Internal,
+            message: String::new(),
+        };
+        assert_eq!(after_event(&retry), Next::Reconnect);
+        assert_eq!(after_event(&ClientEvent::Synced { rev: 1 }), Next::Keep);
+    }
 
     #[test]
     fn delays_double_up_to_the_max_within_the_upper_half() {

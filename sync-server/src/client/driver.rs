@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use store_core::sync::reconnect::{self, Backoff};
+use store_core::sync::reconnect::{self, Backoff, Next};
 use store_core::sync::session::ClientEvent;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -137,25 +137,26 @@ async fn drive(
 fn dispatch_events(inner: &mut Inner, backoff: &mut Backoff) -> Option<End> {
     let mut end = None;
     while let Some(event) = inner.session.poll_event() {
-        match &event {
-            ClientEvent::Connected { .. } => backoff.reset(),
-            ClientEvent::Error(e) if e.fatal => {
-                end = Some(if e.code.close_code().retryable() {
-                    End::Retry(format!("server error {}: {}", e.code, e.message))
-                } else {
-                    End::Stop(ClientError::Refused {
-                        code: Some(e.code),
-                        message: format!("{}: {}", e.code, e.message),
-                    })
-                });
-            }
-            ClientEvent::TimedOut => end = Some(End::Retry("the server stopped answering".into())),
+        if let ClientEvent::Connected { .. } = event {
+            backoff.reset();
+        }
+        let why = || match &event {
+            ClientEvent::Error(e) => format!("{}: {}", e.code, e.message),
             ClientEvent::Retry { op_id, code, message } => {
-                end = Some(End::Retry(format!(
-                    "op {op_id} failed on the server ({code}): {message}"
-                )));
+                format!("op {op_id} failed on the server ({code}): {message}")
             }
-            _ => {}
+            _ => "the server stopped answering".to_owned(),
+        };
+        match reconnect::after_event(&event) {
+            Next::Keep => {}
+            Next::Reconnect => end = Some(End::Retry(why())),
+            Next::Stop => {
+                let code = match &event {
+                    ClientEvent::Error(e) => Some(e.code),
+                    _ => None,
+                };
+                end = Some(End::Stop(ClientError::Refused { code, message: why() }));
+            }
         }
         inner.dispatch(event);
     }
