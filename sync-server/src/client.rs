@@ -375,6 +375,14 @@ impl Client {
         self.shared.inner.lock().session.get(kind, key)
     }
 
+    /// The value of `kind`/`key` as [`Client::get`] shows it, with its
+    /// version: the server's, or the one the pending writes will give it
+    /// (the browser package's optimistic view, `store_core::sync::view`).
+    #[must_use]
+    pub fn entry(&self, kind: &str, key: &str) -> Option<(Value, u64)> {
+        self.shared.inner.lock().session.optimistic(kind, key)
+    }
+
     /// Every key of `kind` with its value (as [`Client::get`]), sorted by key.
     #[must_use]
     pub fn list(&self, kind: &str) -> Vec<(String, Value)> {

@@ -215,6 +215,7 @@ async fn put_get_and_watch_from_a_second_client() {
         ("t1", &json!({"title": "ship"}))
     );
     assert_eq!(watcher.get("task", "t1"), Some(json!({"title": "ship"})));
+    assert_eq!(watcher.entry("task", "t1"), Some((json!({"title": "ship"}), 1)));
     assert_eq!(watcher.status().cursor, Some(1));
 
     let deleted = writer.delete("task", "t1").unwrap().acked().await.unwrap();
@@ -314,6 +315,11 @@ async fn a_reject_reaches_the_caller_and_rolls_back() {
     let mut events = client.events();
     let write = client.set_if_version("task", "t1", json!("cas"), 5).unwrap();
     assert_eq!(client.get("task", "t1"), Some(json!("cas")));
+    assert_eq!(
+        client.entry("task", "t1"),
+        Some((json!("cas"), 1)),
+        "the version it will have"
+    );
     let err = write.acked().await.unwrap_err();
     assert!(
         matches!(
