@@ -1,6 +1,7 @@
 //! Several tabs on one store: a Web Lock elects the tab that holds the
 //! connection, a `BroadcastChannel` carries what each tab must tell the
-//! others.
+//! others. What the tabs say and do about it is the replica's rule
+//! (`store_core::sync::replica`); this module only carries it.
 //!
 //! Every tab persists its own writes (IndexedDB serializes transactions
 //! across tabs) and posts the ops it queued; the leader sends them to the

@@ -17,19 +17,27 @@
 //! Both clients (the browser package and `sync_server::client`) keep their
 //! rules here, so that they behave alike and are tested natively:
 //!
+//! - [`replica::Replica`]: a client's local store as one state machine: the
+//!   engine the app reads and watches (the optimistic view), op ids, the
+//!   check of a write before it is queued, what to persist after each step
+//!   ([`replica::Plan`]), the sync pass that shows what the server said,
+//!   several instances (tabs) on one storage with one leader, and restart
+//!   from what was persisted. The browser package is a shell around it.
 //! - [`session::ClientSession`]: the confirmed state, the queue of pending
 //!   ops and the cursor; resuming and re-sending; acks before or after their
 //!   changes (an early ack is never stepped back from); rejects that roll
 //!   back and those that mean "send again" (`internal`, `shutting_down`);
-//!   the check of a write before it is queued ([`session::ClientSession::check`]:
-//!   key rules and the server's schemas); the steps it records for a view.
+//!   the check of a write ([`session::ClientSession::check`]: key rules and
+//!   the server's schemas); the steps it records for a view. The native
+//!   client uses it directly: it keeps no local engine or storage, and its
+//!   writes are blind (an `if_version` or a delete is decided by the server,
+//!   not against a local view that may not have synced yet).
 //! - [`view`]: the optimistic view (confirmed + pending, with versions) and
 //!   the rebase of recorded steps into ordered watch events.
 //! - [`reconnect`]: retry or stop by close code, and the backoff.
-//! - The shells move bytes and persist: the browser's `store-wasm` (IndexedDB,
-//!   WebSocket, the tabs' `BroadcastChannel` and Web Lock; its tab hand-over
-//!   and persistence plan are still its own) and the native client's tokio
-//!   task.
+//! - The shells move bytes and persist: the browser's `store-wasm`
+//!   (IndexedDB, WebSocket, the tabs' `BroadcastChannel` and Web Lock) and
+//!   the native client's tokio task.
 
 pub mod codec;
 mod message;
