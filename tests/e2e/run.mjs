@@ -16,50 +16,29 @@
 //
 // Screenshots, each test's browser console and each file's server log go
 // to tests/e2e/artifacts/ (emptied first when every file runs).
-// ZESTOR_REQUIRE_ALL=1 (CI) turns every skip into a failure.
+// ZESTOR_REQUIRE_ALL=1 (CI) turns every skip into a failure. The checks and
+// the test runner are shared with store-wasm/js-tests (tests/harness/runner.mjs).
 
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { run } from 'node:test';
-import { spec } from 'node:test/reporters';
 import { fileURLToPath } from 'node:url';
+
+import { Runner, cargoTargetDir } from '../harness/runner.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
-const requireAll = process.env.ZESTOR_REQUIRE_ALL === '1';
-const chromium = process.env.ZESTOR_CHROMIUM || '/usr/bin/chromium';
 const artifacts = path.join(here, 'artifacts');
-
-function fail(message) {
-  console.error(`e2e: ${message}`);
-  process.exit(1);
-}
+const runner = new Runner('e2e', here);
+const fail = (message) => runner.fail(message);
 
 const args = process.argv.slice(2);
 const build = !args.includes('--no-build');
 const words = args.filter((a) => a !== '--no-build');
 
-if (!fs.existsSync(chromium)) {
-  const message = `Chromium not found at ${chromium}; run scripts/install-browser-tools.sh`;
-  if (requireAll) fail(`${message} (ZESTOR_REQUIRE_ALL=1 forbids skipping)`);
-  console.log(`e2e: SKIPPED: ${message}`);
-  process.exit(0);
-}
-try {
-  await import('playwright-core');
-} catch {
-  fail(`playwright-core is not installed: run \`npm ci\` in ${path.relative(process.cwd(), here) || '.'}`);
-}
-
-const files = fs
-  .readdirSync(path.join(here, 'tests'))
-  .filter((f) => f.endsWith('.test.mjs'))
-  .filter((f) => words.length === 0 || words.some((w) => f.includes(w)))
-  .sort()
-  .map((f) => path.join(here, 'tests', f));
-if (files.length === 0) fail(`no test file matches ${words.join(' ')}`);
+await runner.requireBrowser(() => import('playwright-core'));
+const files = runner.testFiles(words);
 
 if (build) {
   console.log('e2e: scripts/demo.sh --version (builds the package if needed, assembles web-demo/dist, builds sync-server)');
@@ -77,10 +56,7 @@ if (!process.env.ZESTOR_SYNC_SERVER) {
     if (cargo.status !== 0) fail('cargo build --release -p sync-server failed');
   }
   // Where cargo put it: honours CARGO_TARGET_DIR and .cargo/config.
-  const metadata = JSON.parse(
-    execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: repo, encoding: 'utf8' }),
-  );
-  process.env.ZESTOR_SYNC_SERVER = path.join(metadata.target_directory, 'release', 'sync-server');
+  process.env.ZESTOR_SYNC_SERVER = path.join(cargoTargetDir(), 'release', 'sync-server');
 }
 if (!fs.existsSync(process.env.ZESTOR_SYNC_SERVER)) fail(`no sync-server binary at ${process.env.ZESTOR_SYNC_SERVER}`);
 
@@ -101,21 +77,8 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   process.once(signal, () => setTimeout(() => process.exit(130), 1_000));
 }
 
-let failed = 0;
-let skipped = 0;
 const started = Date.now();
-const stream = run({ files, concurrency: 1 });
-stream.on('test:fail', () => failed++);
-stream.on('test:pass', (t) => {
-  if (t.skip !== undefined || t.todo !== undefined) skipped++;
-});
-const out = stream.compose(new spec());
-out.pipe(process.stdout);
-out.on('end', () => {
-  console.log(`e2e: ${files.length} file(s) in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${path.relative(process.cwd(), artifacts) || artifacts}`);
-  if (failed > 0) process.exitCode = 1;
-  if (skipped > 0 && requireAll) {
-    console.error(`e2e: ${skipped} test(s) skipped; ZESTOR_REQUIRE_ALL=1 forbids skipping`);
-    process.exitCode = 1;
-  }
+runner.run(files, {
+  onEnd: () =>
+    console.log(`e2e: ${files.length} file(s) in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${path.relative(process.cwd(), artifacts) || artifacts}`),
 });
