@@ -12,6 +12,7 @@ pub mod api;
 mod idb;
 mod js;
 mod store;
+mod store_trait;
 mod sync;
 mod tabs;
 
