@@ -313,7 +313,7 @@ impl Db {
             .map_err(|e| dom_error("open", e))?;
         let upgrade = {
             let request = request.clone();
-            let client_id = serde_json::to_string(&unique_id(name)).unwrap_or_default();
+            let client_id = Value::String(unique_id(name)).to_string();
             Closure::<dyn FnMut()>::new(move || {
                 let Ok(result) = request.result() else { return };
                 let db: IdbDatabase = result.unchecked_into();
