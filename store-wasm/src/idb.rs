@@ -129,6 +129,8 @@ impl Loaded {
             head: self.meta(HEAD).and_then(|h| h.parse().ok()).unwrap_or(0),
             cursor,
             schemas: self.meta(SCHEMAS).and_then(|s| serde_json::from_str(s).ok()),
+            // Op ids start over under a prefix new to this open store.
+            next_op_seq: 0,
             entries: self
                 .entries
                 .into_iter()

@@ -1,4 +1,5 @@
-//! The native sync client: a tokio shell around [`ClientSession`].
+//! The native sync client: a tokio shell around store-core's [`Replica`],
+//! the client rules the browser package runs too.
 //!
 //! [`Client::connect`] spawns one task that owns the WebSocket. It sends
 //! what the session yields, feeds it every frame received, drives its
@@ -13,9 +14,16 @@
 //! framework, SQLite or PostgreSQL driver (`scripts/check-client-deps.sh`
 //! checks it).
 //!
-//! The protocol rules all live in the session; this module only moves
-//! bytes, reads clocks and hands results to callers. The session sits behind
-//! a mutex shared by the handle and the task, never held across an `.await`.
+//! The rules all live in the replica: its engine shows the optimistic view
+//! (with versions), a write is checked as the server would (key rules, the
+//! server's schemas, `if_version` against that view) before it is queued,
+//! and what the server says is rebased into that view. This module only
+//! moves bytes, reads clocks and hands results to callers. It keeps no
+//! storage of its own: [`Client::state`] is what to persist. The replica
+//! sits behind a mutex shared by the handle and the task, never held across
+//! an `.await`.
+//!
+//! [`Replica`]: store_core::sync::replica::Replica
 //!
 //! ```no_run
 //! use serde_json::json;
@@ -23,7 +31,7 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = Client::connect(ClientOptions::new("ws://127.0.0.1:8787/sync", "ns", "token", "laptop-1"));
-//! let write = client.set("task", "t1", json!({"title": "ship"}))?;
+//! let write = client.set("task", "t1", json!({"title": "ship"}))?.expect("a new value");
 //! assert_eq!(client.get("task", "t1"), Some(json!({"title": "ship"}))); // optimistic
 //! let ack = write.acked().await?; // durable on the server
 //! println!("version {}", ack.version);
@@ -45,8 +53,10 @@ use futures_channel::mpsc;
 use futures_util::Stream;
 use parking_lot::Mutex;
 use serde_json::Value;
+use store_core::StoreOptions;
+use store_core::sync::replica::{LocalOp, Outcome, Persisted, Replica};
 use store_core::sync::session::{ClientConfig, ClientEvent, ClientSession, ClientState};
-use store_core::sync::{Ack, ErrorCode, OpAction};
+use store_core::sync::{Ack, ErrorCode};
 use tokio::sync::{Notify, oneshot, watch};
 
 pub use cli::run_cli;
@@ -216,7 +226,9 @@ type Answer = oneshot::Sender<Result<Ack, WriteError>>;
 
 /// What the handle and the task share.
 struct Inner {
-    session: ClientSession,
+    replica: Replica,
+    /// The next pending op's place (the replica keeps the queue's order).
+    next_place: f64,
     link: Link,
     waiters: HashMap<String, Answer>,
     subscribers: Vec<mpsc::UnboundedSender<Update>>,
@@ -225,6 +237,20 @@ struct Inner {
 }
 
 impl Inner {
+    fn session(&mut self) -> &mut ClientSession {
+        self.replica.session_mut().expect("the client's replica syncs")
+    }
+
+    /// Shows what the session learned in the replica's view (nothing to
+    /// persist: the app persists [`Client::state`]).
+    fn sync_view(&mut self) {
+        if self.replica.has_news()
+            && let Some(pass) = self.replica.plan_sync()
+        {
+            let _ = self.replica.sync_persisted(pass);
+        }
+    }
+
     fn publish(&mut self, update: &Update) {
         self.subscribers
             .retain(|s| s.unbounded_send(update.clone()).is_ok());
@@ -285,10 +311,16 @@ impl Client {
         config.heartbeat_ms = u64::try_from(options.heartbeat.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let session = ClientSession::restore(config, options.state.clone().unwrap_or_default());
+        let state = options.state.clone().unwrap_or_default();
+        let next_place = state.pending.len() as f64;
+        // Op ids are `{client_id}:{n}`, `n` going on from the state's.
+        let sync = Some((config, options.client_id.clone()));
+        let replica = Replica::open(StoreOptions::new(), sync, Persisted::from_state(state))
+            .expect("a client state restores into an empty engine");
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
-                session,
+                replica,
+                next_place,
                 link: Link::Connecting,
                 waiters: HashMap::new(),
                 subscribers: Vec::new(),
@@ -307,86 +339,121 @@ impl Client {
     }
 
     /// Writes `value` at `kind`/`key`: visible in [`Client::get`] at once,
-    /// sent when connected.
-    pub fn set(&self, kind: &str, key: &str, value: Value) -> Result<PendingWrite, ClientError> {
-        self.write(kind, key, OpAction::Set, Some(value), None)
+    /// sent when connected. `Ok(None)`: the value equals what the client
+    /// shows, nothing to send.
+    pub fn set(&self, kind: &str, key: &str, value: Value) -> Result<Option<PendingWrite>, ClientError> {
+        self.write(LocalOp::Set {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            value,
+            if_version: None,
+        })
     }
 
-    /// Like [`Client::set`], applied only if the entry's version is
-    /// `version` (0: only if it does not exist); else rejected `conflict`.
+    /// Like [`Client::set`], only if the entry's version is `version` (0:
+    /// only if it does not exist), as the client shows it (else refused
+    /// `conflict`) and as the server holds it (else rejected `conflict`).
     pub fn set_if_version(
         &self,
         kind: &str,
         key: &str,
         value: Value,
         version: u64,
-    ) -> Result<PendingWrite, ClientError> {
-        self.write(kind, key, OpAction::Set, Some(value), Some(version))
+    ) -> Result<Option<PendingWrite>, ClientError> {
+        self.write(LocalOp::Set {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            value,
+            if_version: Some(version),
+        })
     }
 
-    /// Deletes `kind`/`key`.
-    pub fn delete(&self, kind: &str, key: &str) -> Result<PendingWrite, ClientError> {
-        self.write(kind, key, OpAction::Delete, None, None)
+    /// Deletes `kind`/`key`. `Ok(None)`: the client does not show it (wait
+    /// for [`ClientEvent::Synced`] to delete what the server holds).
+    pub fn delete(&self, kind: &str, key: &str) -> Result<Option<PendingWrite>, ClientError> {
+        self.write(LocalOp::Delete {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            if_version: None,
+        })
     }
 
-    /// Like [`Client::delete`], applied only if the entry's version is
-    /// `version`; else rejected `conflict`.
+    /// Like [`Client::delete`], only if the entry's version is `version`.
     pub fn delete_if_version(
         &self,
         kind: &str,
         key: &str,
         version: u64,
-    ) -> Result<PendingWrite, ClientError> {
-        self.write(kind, key, OpAction::Delete, None, Some(version))
+    ) -> Result<Option<PendingWrite>, ClientError> {
+        self.write(LocalOp::Delete {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            if_version: Some(version),
+        })
     }
 
-    fn write(
-        &self,
-        kind: &str,
-        key: &str,
-        action: OpAction,
-        value: Option<Value>,
-        if_version: Option<u64>,
-    ) -> Result<PendingWrite, ClientError> {
+    fn write(&self, op: LocalOp) -> Result<Option<PendingWrite>, ClientError> {
         let (tx, answer) = oneshot::channel();
         let op_id = {
             let mut inner = self.shared.inner.lock();
             if let Some(e) = &inner.stopped {
                 return Err(e.clone());
             }
-            if let Err(e) = inner.session.check(kind, key, value.as_ref()) {
-                return Err(ClientError::Invalid {
-                    code: e.code(),
-                    message: e.to_string(),
-                });
+            let (results, staged) = inner.replica.stage([op]);
+            let outcome = results.into_iter().next().expect("one result per write");
+            let invalid = |e: store_core::Error| ClientError::Invalid {
+                code: e.code(),
+                message: e.to_string(),
+            };
+            let op_id = match outcome.map_err(invalid)? {
+                Outcome::Written(_, op_id) => op_id,
+                Outcome::Deleted(d) => d.and_then(|(_, op_id)| op_id),
+                Outcome::Many(_) => unreachable!("one key per write"),
+            };
+            if let Some(staged) = staged {
+                let places: Vec<f64> = staged
+                    .plan
+                    .put_pending
+                    .iter()
+                    .map(|_| {
+                        inner.next_place += 1.0;
+                        inner.next_place
+                    })
+                    .collect();
+                inner.replica.commit(staged, places).map_err(invalid)?;
             }
-            let op_id = inner.session.push_op(kind, key, action, value, if_version);
+            let Some(op_id) = op_id else { return Ok(None) };
             inner.waiters.insert(op_id.clone(), tx);
             op_id
         };
         self.shared.wake.notify_one();
-        Ok(PendingWrite { op_id, answer })
+        Ok(Some(PendingWrite { op_id, answer }))
     }
 
     /// The value of `kind`/`key` as the app should show it: the server's
     /// state with the pending writes applied on top.
     #[must_use]
     pub fn get(&self, kind: &str, key: &str) -> Option<Value> {
-        self.shared.inner.lock().session.get(kind, key)
+        self.entry(kind, key).map(|(value, _)| value)
     }
 
     /// The value of `kind`/`key` as [`Client::get`] shows it, with its
-    /// version: the server's, or the one the pending writes will give it
-    /// (the browser package's optimistic view, `store_core::sync::view`).
+    /// version: the server's, or the one the pending writes will give it.
     #[must_use]
     pub fn entry(&self, kind: &str, key: &str) -> Option<(Value, u64)> {
-        self.shared.inner.lock().session.optimistic(kind, key)
+        let inner = self.shared.inner.lock();
+        let entry = inner.replica.engine().get(kind, key).ok()??;
+        Some((entry.value.clone(), entry.version))
     }
 
     /// Every key of `kind` with its value (as [`Client::get`]), sorted by key.
     #[must_use]
     pub fn list(&self, kind: &str) -> Vec<(String, Value)> {
-        self.shared.inner.lock().session.list(kind)
+        let inner = self.shared.inner.lock();
+        let list = inner.replica.engine().list(kind, &[]).unwrap_or_default();
+        list.into_iter()
+            .map(|(k, e)| (k.to_owned(), e.value.clone()))
+            .collect()
     }
 
     /// A stream of what happens from now on. Each call is a new subscriber;
@@ -406,12 +473,14 @@ impl Client {
     /// The connection, the pending count and the cursor.
     #[must_use]
     pub fn status(&self) -> Status {
-        let inner = self.shared.inner.lock();
+        let mut inner = self.shared.inner.lock();
+        let session = inner.session();
+        let (synced, pending, cursor) = (session.is_synced(), session.pending().len(), session.cursor());
         Status {
             link: inner.link,
-            synced: inner.session.is_synced(),
-            pending: inner.session.pending().len(),
-            cursor: inner.session.cursor(),
+            synced,
+            pending,
+            cursor,
         }
     }
 
@@ -419,7 +488,8 @@ impl Client {
     /// [`ClientOptions::state`].
     #[must_use]
     pub fn state(&self) -> ClientState {
-        self.shared.inner.lock().session.state()
+        let inner = self.shared.inner.lock();
+        inner.replica.client_state().expect("the client's replica syncs")
     }
 
     /// Stops the client: closes the socket and waits for the task to end.

@@ -14,10 +14,10 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use store_core::sync::codec::decode_server;
-use store_core::sync::session::{ClientEvent, ServerConfig};
+use store_core::sync::session::{ClientEvent, ClientState, ServerConfig};
 use store_core::sync::{ErrorCode, ServerMessage};
 use store_core::testkit::world::{ConnId, NAMESPACE as NS, SimServer};
-use store_core::{MemStore, SetOptions, StoreOptions, WatchOptions};
+use store_core::{Entry, MemStore, SetOptions, StoreOptions, WatchOptions};
 use sync_server::client::{Client, ClientError, ClientOptions, Events, Link, Update, WriteError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -191,7 +191,10 @@ async fn put_get_and_watch_from_a_second_client() {
     .await;
 
     let writer = Client::connect(server.options("rw", "writer"));
-    let write = writer.set("task", "t1", json!({"title": "ship"})).unwrap();
+    let write = writer
+        .set("task", "t1", json!({"title": "ship"}))
+        .unwrap()
+        .expect("a change to send");
     assert_eq!(
         writer.get("task", "t1"),
         Some(json!({"title": "ship"})),
@@ -218,7 +221,13 @@ async fn put_get_and_watch_from_a_second_client() {
     assert_eq!(watcher.entry("task", "t1"), Some((json!({"title": "ship"}), 1)));
     assert_eq!(watcher.status().cursor, Some(1));
 
-    let deleted = writer.delete("task", "t1").unwrap().acked().await.unwrap();
+    let deleted = writer
+        .delete("task", "t1")
+        .unwrap()
+        .expect("a change to send")
+        .acked()
+        .await
+        .unwrap();
     assert_eq!(deleted.rev, 2);
     until(|| watcher.list("task").is_empty()).await;
     assert_eq!(server.store.get("task", "t1").unwrap(), None);
@@ -249,7 +258,10 @@ async fn reconnects_resumes_and_resends_a_pending_op_once() {
 
     // The server applies the op, then the socket drops before the ack.
     server.drop_before_ack.store(true, Ordering::SeqCst);
-    let write = client.set("task", "t1", json!("once")).unwrap();
+    let write = client
+        .set("task", "t1", json!("once"))
+        .unwrap()
+        .expect("a change to send");
     expect(&mut events, |u| matches!(u, Update::Disconnected { .. })).await;
     // Another writer moves the namespace on while the client is away.
     server
@@ -267,7 +279,10 @@ async fn reconnects_resumes_and_resends_a_pending_op_once() {
     // Writes made while the server is unreachable are sent once it is back.
     server.refuse.store(true, Ordering::SeqCst);
     server.drop_before_ack.store(true, Ordering::SeqCst);
-    let offline = client.set("task", "t2", json!("offline")).unwrap();
+    let offline = client
+        .set("task", "t2", json!("offline"))
+        .unwrap()
+        .expect("a change to send");
     expect(&mut events, |u| matches!(u, Update::Disconnected { .. })).await;
     expect(
         &mut events,
@@ -311,13 +326,43 @@ async fn reconnects_resumes_and_resends_a_pending_op_once() {
 #[tokio::test]
 async fn a_reject_reaches_the_caller_and_rolls_back() {
     let server = TestServer::start().await;
-    let client = Client::connect(server.options("rw", "c1"));
+    // The server holds t1 at version 2; the client resumes from a state
+    // that saw version 1, and writes on it before it hears of version 2.
+    for value in ["v1", "v2"] {
+        let set = server
+            .store
+            .set("task", "t1", json!(value), SetOptions::default());
+        set.unwrap();
+    }
+    let seen = Entry {
+        value: json!("v1"),
+        version: 1,
+        rev: 1,
+    };
+    let mut options = server.options("rw", "c1");
+    options.state = Some(ClientState {
+        cursor: Some(1),
+        entries: vec![("task".into(), "t1".into(), seen)],
+        pending: Vec::new(),
+        next_op_seq: 0,
+    });
+    let client = Client::connect(options);
     let mut events = client.events();
-    let write = client.set_if_version("task", "t1", json!("cas"), 5).unwrap();
+    // A version the client does not show is refused before it is queued.
+    let refused = client.set_if_version("task", "t1", json!("cas"), 5).unwrap_err();
+    assert!(
+        matches!(refused, ClientError::Invalid { code: "conflict", .. }),
+        "{refused:?}"
+    );
+    assert_eq!(client.status().pending, 0);
+    let write = client
+        .set_if_version("task", "t1", json!("cas"), 1)
+        .unwrap()
+        .expect("a change to send");
     assert_eq!(client.get("task", "t1"), Some(json!("cas")));
     assert_eq!(
         client.entry("task", "t1"),
-        Some((json!("cas"), 1)),
+        Some((json!("cas"), 2)),
         "the version it will have"
     );
     let err = write.acked().await.unwrap_err();
@@ -331,7 +376,7 @@ async fn a_reject_reaches_the_caller_and_rolls_back() {
         ),
         "{err:?}"
     );
-    assert_eq!(client.get("task", "t1"), None, "rolled back");
+    until(|| client.entry("task", "t1") == Some((json!("v2"), 2))).await;
     expect(&mut events, |u| {
         matches!(
             u,
@@ -348,6 +393,7 @@ async fn a_reject_reaches_the_caller_and_rolls_back() {
     let err = reader
         .set("task", "t1", json!(1))
         .unwrap()
+        .expect("a change to send")
         .acked()
         .await
         .unwrap_err();
@@ -371,7 +417,10 @@ async fn an_unauthorized_token_stops_the_client() {
     let server = TestServer::start().await;
     let client = Client::connect(server.options("bad", "c1"));
     let mut events = client.events();
-    let write = client.set("task", "t1", json!(1)).unwrap();
+    let write = client
+        .set("task", "t1", json!(1))
+        .unwrap()
+        .expect("a change to send");
     let stopped = expect(&mut events, |u| matches!(u, Update::Stopped(_))).await;
     let Update::Stopped(ClientError::Refused { code, message }) = stopped else {
         panic!("{stopped:?}")
@@ -422,6 +471,10 @@ async fn the_cli_puts_gets_and_reports_rejects() {
     assert!(refused.contains("forbidden"), "{refused}");
     let unauthorized = run(&["delete", "task", "t1"], "bad").await.unwrap_err();
     assert!(unauthorized.contains("unauthorized"), "{unauthorized}");
+    let unauthorized = run(&["get", "task", "t1"], "bad").await.unwrap_err();
+    assert!(unauthorized.contains("unauthorized"), "{unauthorized}");
+    let missing = run(&["delete", "task", "nope"], "rw").await.unwrap_err();
+    assert!(missing.contains("not found"), "{missing}");
     let bad = run(&["put", "task", "t1", "{oops"], "rw").await.unwrap_err();
     assert!(bad.contains("not JSON"), "{bad}");
     run(&["delete", "task", "t1"], "rw").await.unwrap();
@@ -500,7 +553,10 @@ async fn a_write_the_server_would_refuse_is_refused_before_it_is_queued() {
     );
     assert_eq!(client.get("strict", "a"), None, "nothing shown");
     assert_eq!(client.state().pending.len(), 0, "nothing queued");
-    let ok = client.set("strict", "a", json!({"title": "t"})).unwrap();
+    let ok = client
+        .set("strict", "a", json!({"title": "t"}))
+        .unwrap()
+        .expect("a change to send");
     let ack = ok.acked().await.unwrap();
     assert_eq!(ack.version, 1);
     client.close().await;

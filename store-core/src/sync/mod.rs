@@ -18,20 +18,19 @@
 //! rules here, so that they behave alike and are tested natively:
 //!
 //! - [`replica::Replica`]: a client's local store as one state machine: the
-//!   engine the app reads and watches (the optimistic view), op ids, the
-//!   check of a write before it is queued, what to persist after each step
-//!   ([`replica::Plan`]), the sync pass that shows what the server said,
-//!   several instances (tabs) on one storage with one leader, and restart
-//!   from what was persisted. The browser package is a shell around it.
+//!   engine the app reads and watches (the optimistic view, with versions),
+//!   op ids, the check of a write before it is queued (the engine's rules,
+//!   `if_version` against the view, the server's schemas), what to persist
+//!   after each step ([`replica::Plan`]), the sync pass that shows what the
+//!   server said, several instances (tabs) on one storage with one leader,
+//!   and restart from what was persisted. The browser package and the
+//!   native client are shells around it.
 //! - [`session::ClientSession`]: the confirmed state, the queue of pending
 //!   ops and the cursor; resuming and re-sending; acks before or after their
 //!   changes (an early ack is never stepped back from); rejects that roll
 //!   back and those that mean "send again" (`internal`, `shutting_down`);
-//!   the check of a write ([`session::ClientSession::check`]: key rules and
-//!   the server's schemas); the steps it records for a view. The native
-//!   client uses it directly: it keeps no local engine or storage, and its
-//!   writes are blind (an `if_version` or a delete is decided by the server,
-//!   not against a local view that may not have synced yet).
+//!   the check of a write against key rules and the server's schemas
+//!   ([`session::ClientSession::check`]); the steps it records for a view.
 //! - [`view`]: the optimistic view (confirmed + pending, with versions) and
 //!   the rebase of recorded steps into ordered watch events.
 //! - [`reconnect`]: retry or stop by close code, and the backoff.

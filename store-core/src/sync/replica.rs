@@ -165,6 +165,23 @@ pub struct Persisted {
     pub pending: Vec<(Place, Op)>,
     /// The server's schemas, if persisted.
     pub schemas: Option<BTreeMap<String, Value>>,
+    /// The next op id's number (0 where the op-id prefix is new).
+    pub next_op_seq: u64,
+}
+
+impl Persisted {
+    /// What a [`ClientState`] holds, its ops placed in order.
+    #[must_use]
+    pub fn from_state(state: ClientState) -> Self {
+        Persisted {
+            head: 0,
+            entries: state.entries,
+            cursor: state.cursor,
+            pending: (0..).map(f64::from).zip(state.pending).collect(),
+            schemas: None,
+            next_op_seq: state.next_op_seq,
+        }
+    }
 }
 
 /// A server's answer, as a replica reports it once persisted.
@@ -416,6 +433,7 @@ impl Replica {
             answer_order: VecDeque::new(),
         };
         let head = persisted.head;
+        sync.next_op_seq.set(persisted.next_op_seq);
         sync.restore(persisted);
         let (head, entries, pending_revs) = sync.view(head);
         let engine = Engine::restore(options, head, entries, Vec::new())?;
@@ -435,6 +453,16 @@ impl Replica {
     /// The engine, to watch or close.
     pub fn engine_mut(&mut self) -> &mut Engine<Value> {
         &mut self.engine
+    }
+
+    /// What a client without storage of its own keeps to resume later
+    /// (restored by [`Persisted::from_state`]); `None` for a local replica.
+    #[must_use]
+    pub fn client_state(&self) -> Option<ClientState> {
+        let sync = self.sync.as_ref()?;
+        let mut state = sync.session.state();
+        state.next_op_seq = sync.next_op_seq.get();
+        Some(state)
     }
 
     /// Whether the replica syncs.

@@ -34,22 +34,23 @@ pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
                 serde_json::from_str(json).map_err(|e| format!("the value is not JSON: {e}"))?;
             let client = cli.connect(None);
             let write = client.set(kind, key, value).map_err(|e| e.to_string())?;
+            // A fresh client shows nothing the value could equal.
+            let write = write.ok_or("nothing to write")?;
             cli.print_ack(&client, write).await
         }
         ["delete", kind, key] => {
-            let client = cli.connect(None);
+            // A client deletes what it shows: sync the kind first.
+            let client = cli.synced(kind).await?;
             let write = client.delete(kind, key).map_err(|e| e.to_string())?;
+            let Some(write) = write else {
+                client.close().await;
+                return Err(format!("{kind}/{key} not found"));
+            };
             cli.print_ack(&client, write).await
         }
         ["get", kind, key] => {
-            let client = cli.connect(Some(kind));
-            let events = client.events();
-            let synced = tokio::time::timeout(cli.timeout, wait_synced(&client, events)).await;
-            let value = match synced {
-                Ok(Ok(())) => client.get(kind, key),
-                Ok(Err(e)) => Err(e)?,
-                Err(_) => Err(format!("not synced within {:?}", cli.timeout))?,
-            };
+            let client = cli.synced(kind).await?;
+            let value = client.get(kind, key);
             client.close().await;
             let value = value.ok_or_else(|| format!("{kind}/{key} not found"))?;
             println!("{value}");
@@ -131,6 +132,20 @@ impl Cli {
         Client::connect(options)
     }
 
+    /// A client that caught up with the server on `kind`.
+    async fn synced(&self, kind: &str) -> Result<Client, String> {
+        let client = self.connect(Some(kind));
+        let events = client.events();
+        let synced = tokio::time::timeout(self.timeout, wait_synced(&client, events)).await;
+        let error = match synced {
+            Ok(Ok(())) => return Ok(client),
+            Ok(Err(e)) => e,
+            Err(_) => format!("not synced within {:?}", self.timeout),
+        };
+        client.close().await;
+        Err(error)
+    }
+
     async fn print_ack(&self, client: &Client, write: PendingWrite) -> Result<(), String> {
         let answer = tokio::time::timeout(self.timeout, write.acked()).await;
         client.close().await;
@@ -149,7 +164,11 @@ async fn wait_synced(client: &Client, mut events: Events) -> Result<(), String> 
             return Ok(());
         }
         if status.link == Link::Stopped {
-            return Err("the client stopped".into());
+            // A new subscriber hears why at once.
+            return match client.events().next().await {
+                Some(Update::Stopped(e)) => Err(e.to_string()),
+                _ => Err("the client stopped".into()),
+            };
         }
         match events.next().await {
             Some(Update::Stopped(e)) => return Err(e.to_string()),

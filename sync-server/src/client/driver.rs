@@ -1,5 +1,5 @@
 //! The client's task: owns the socket, the clock and the reconnect loop.
-//! Every protocol decision is the session's; this only moves frames.
+//! Every protocol decision is the replica's; this only moves frames.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ pub(super) async fn run(shared: Arc<Shared>, options: ClientOptions, mut stop: w
             End::Retry(reason) => {
                 {
                     let mut inner = shared.inner.lock();
-                    inner.session.disconnected();
+                    inner.session().disconnected();
                     inner.link = Link::Offline;
                     inner.publish(&Update::Disconnected { reason });
                 }
@@ -59,7 +59,7 @@ pub(super) async fn run(shared: Arc<Shared>, options: ClientOptions, mut stop: w
         }
     };
     let mut inner = shared.inner.lock();
-    inner.session.disconnected();
+    inner.session().disconnected();
     inner.link = Link::Stopped;
     inner.stopped = Some(error.clone());
     for (_, waiter) in inner.waiters.drain() {
@@ -78,17 +78,17 @@ async fn drive(
     backoff: &mut Backoff,
 ) -> End {
     let (mut sink, mut stream) = socket.split();
-    shared.inner.lock().session.connect(clock.now_ms());
+    shared.inner.lock().session().connect(clock.now_ms());
     let mut closed_with: Option<(u16, String)> = None;
     loop {
         let (frames, end, deadline) = {
             let mut inner = shared.inner.lock();
             let end = dispatch_events(&mut inner, backoff);
             let mut frames = Vec::new();
-            while let Some(frame) = inner.session.poll_transmit_frame(clock.now_ms()) {
+            while let Some(frame) = inner.session().poll_transmit_frame(clock.now_ms()) {
                 frames.push(frame);
             }
-            (frames, end, inner.session.poll_timeout())
+            (frames, end, inner.session().poll_timeout())
         };
         for frame in frames {
             if let Err(e) = sink.send(Message::text(frame)).await {
@@ -107,7 +107,7 @@ async fn drive(
             }
             () = shared.wake.notified() => {}
             () = sleep_until(deadline.map(|t| clock.at(t))) => {
-                shared.inner.lock().session.handle_timeout(clock.now_ms());
+                shared.inner.lock().session().handle_timeout(clock.now_ms());
             }
             message = stream.next() => {
                 let bytes = match message {
@@ -122,7 +122,7 @@ async fn drive(
                     Some(Err(e)) if closed_with.is_none() => return End::Retry(format!("connection lost: {e}")),
                     Some(Err(_)) | None => return after_close(closed_with),
                 };
-                let handled = shared.inner.lock().session.handle_frame(&bytes, clock.now_ms());
+                let handled = shared.inner.lock().session().handle_frame(&bytes, clock.now_ms());
                 if let Err(e) = handled {
                     let _ = sink.close().await;
                     return End::Retry(format!("bad frame from the server: {e}"));
@@ -136,7 +136,7 @@ async fn drive(
 /// connection is over.
 fn dispatch_events(inner: &mut Inner, backoff: &mut Backoff) -> Option<End> {
     let mut end = None;
-    while let Some(event) = inner.session.poll_event() {
+    while let Some(event) = inner.replica.poll_event() {
         if let ClientEvent::Connected { .. } = event {
             backoff.reset();
         }
@@ -160,6 +160,7 @@ fn dispatch_events(inner: &mut Inner, backoff: &mut Backoff) -> Option<End> {
         }
         inner.dispatch(event);
     }
+    inner.sync_view();
     end
 }
 
