@@ -1183,3 +1183,214 @@ impl Synced {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::SetResult;
+
+    /// Storage that applies plans as the browser's IndexedDB does.
+    #[derive(Default)]
+    struct Storage {
+        persisted: Persisted,
+        next_place: f64,
+    }
+
+    impl Storage {
+        fn write(&mut self, plan: &Plan) -> Vec<Place> {
+            let p = &mut self.persisted;
+            if plan.clear_entries {
+                p.entries.clear();
+            }
+            for (kind, key) in &plan.delete_entries {
+                p.entries.retain(|(k, n, _)| (k, n) != (kind, key));
+            }
+            for (kind, key, e) in &plan.put_entries {
+                p.entries.retain(|(k, n, _)| (k, n) != (kind, key));
+                p.entries.push((kind.clone(), key.clone(), e.clone()));
+            }
+            p.pending
+                .retain(|(place, _)| !plan.delete_pending.contains(place));
+            let mut places = Vec::new();
+            for op in &plan.put_pending {
+                self.next_place += 1.0;
+                places.push(self.next_place);
+                p.pending.push((self.next_place, op.clone()));
+            }
+            p.head = plan.head.unwrap_or(p.head);
+            p.cursor = plan.cursor.unwrap_or(p.cursor);
+            if let Some(s) = &plan.schemas {
+                p.schemas = Some(s.clone());
+            }
+            places
+        }
+    }
+
+    fn config() -> ClientConfig {
+        ClientConfig::new("ns", "rw", "device")
+    }
+
+    fn synced(storage: &Storage, prefix: &str) -> Replica {
+        let sync = Some((config(), prefix.to_owned()));
+        Replica::open(StoreOptions::new(), sync, storage.persisted.clone()).unwrap()
+    }
+
+    fn set(kind: &str, key: &str, value: Value) -> LocalOp {
+        LocalOp::Set {
+            kind: kind.into(),
+            key: key.into(),
+            value,
+            if_version: None,
+        }
+    }
+
+    /// Stages, persists and commits `ops`; returns the results and what to
+    /// post.
+    fn write(
+        r: &mut Replica,
+        storage: &mut Storage,
+        ops: Vec<LocalOp>,
+    ) -> (Vec<Result<Outcome>>, Option<TabMessage>) {
+        let (results, staged) = r.stage(ops);
+        let Some(staged) = staged else {
+            return (results, None);
+        };
+        let places = storage.write(&staged.plan);
+        let post = r.commit(staged, places).unwrap();
+        (results, post)
+    }
+
+    fn shown(r: &Replica, kind: &str, key: &str) -> Option<(Value, u64)> {
+        let e = r.engine().get(kind, key).unwrap()?;
+        Some((e.value.clone(), e.version))
+    }
+
+    #[test]
+    fn a_local_replica_persists_entries_and_the_head_only_after_a_delete() {
+        let mut storage = Storage::default();
+        let mut r = Replica::open(StoreOptions::new(), None, Persisted::default()).unwrap();
+        let (results, post) = write(
+            &mut r,
+            &mut storage,
+            vec![set("t", "a", json!(1)), set("t", "b", json!(2))],
+        );
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(post, None, "a local replica posts nothing");
+        assert_eq!(storage.persisted.head, 0, "the newest entry holds the head");
+        let delete = LocalOp::Delete {
+            kind: "t".into(),
+            key: "b".into(),
+            if_version: None,
+        };
+        write(&mut r, &mut storage, vec![delete]);
+        assert_eq!(storage.persisted.head, 3);
+        let reopened = Replica::open(StoreOptions::new(), None, storage.persisted.clone()).unwrap();
+        assert_eq!(reopened.engine().rev(), 3, "revisions go on after a restart");
+        assert_eq!(shown(&reopened, "t", "a"), Some((json!(1), 1)));
+        assert_eq!(shown(&reopened, "t", "b"), None);
+    }
+
+    #[test]
+    fn a_synced_write_persists_its_op_and_the_view_survives_a_restart() {
+        let mut storage = Storage::default();
+        let mut r = synced(&storage, "tab-1");
+        let (results, post) = write(
+            &mut r,
+            &mut storage,
+            vec![set("t", "a", json!(1)), set("t", "a", json!(2))],
+        );
+        let op_ids: Vec<String> = results
+            .into_iter()
+            .map(|o| match o.unwrap() {
+                Outcome::Written(w, Some(op_id)) => {
+                    assert_eq!(
+                        w.result,
+                        if op_id.ends_with(":0") {
+                            SetResult::Created
+                        } else {
+                            SetResult::Updated
+                        }
+                    );
+                    op_id
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(op_ids, ["tab-1:0", "tab-1:1"]);
+        let Some(TabMessage::Pending { ops }) = post else {
+            panic!("{post:?}")
+        };
+        assert_eq!(
+            ops.iter().map(|(place, _)| *place).collect::<Vec<_>>(),
+            [1.0, 2.0]
+        );
+        assert!(storage.persisted.entries.is_empty(), "nothing is confirmed yet");
+        assert_eq!(storage.persisted.head, 2);
+        assert_eq!((r.pending_count(), r.is_pending("t", "a")), (2, true));
+        // A reload (another tab, the page again) shows the same, under a new
+        // op-id prefix.
+        let mut again = synced(&storage, "tab-2");
+        assert_eq!(shown(&again, "t", "a"), Some((json!(2), 2)));
+        assert_eq!(again.engine().rev(), 2);
+        assert!(again.is_pending_rev(2));
+        let (results, _) = write(&mut again, &mut storage, vec![set("t", "b", json!(3))]);
+        assert!(matches!(&results[0], Ok(Outcome::Written(_, Some(id))) if id == "tab-2:0"));
+    }
+
+    #[test]
+    fn a_write_the_server_schema_refuses_is_refused_alone_and_queues_nothing() {
+        let mut storage = Storage::default();
+        storage.persisted.schemas = Some(BTreeMap::from([(
+            "t".to_owned(),
+            json!({"type": "object", "required": ["title"]}),
+        )]));
+        let mut r = synced(&storage, "tab");
+        let bad = set("t", "a", json!({"no": "title"}));
+        let good = set("t", "b", json!({"title": "x"}));
+        let (results, _) = write(&mut r, &mut storage, vec![bad, good]);
+        assert_eq!(results[0].as_ref().unwrap_err().code(), "validation");
+        assert!(results[1].is_ok());
+        let queued: Vec<&str> = storage
+            .persisted
+            .pending
+            .iter()
+            .map(|(_, op)| op.key.as_str())
+            .collect();
+        assert_eq!(queued, ["b"]);
+        assert_eq!(shown(&r, "t", "a"), None);
+    }
+
+    #[test]
+    fn tabs_share_ops_and_a_new_leader_hears_of_the_ones_it_lacks() {
+        let mut storage = Storage::default();
+        let mut leader = synced(&storage, "a");
+        let mut other = synced(&storage, "b");
+        other.set_leader(false);
+        let (_, post) = write(&mut other, &mut storage, vec![set("t", "k", json!(1))]);
+        let post = post.unwrap();
+        assert_eq!(leader.receive(post.clone()), Reaction::Persist { send: true });
+        assert_eq!(leader.receive(post), Reaction::None, "known already");
+        assert_eq!(leader.session().unwrap().pending().len(), 1);
+        // The leader's pass shows the other tab's op.
+        let pass = leader.plan_sync().unwrap();
+        let plan = &pass.plan;
+        assert!(
+            plan.put_pending.is_empty() && plan.delete_pending.is_empty(),
+            "the writer persisted it"
+        );
+        leader.sync_persisted(pass);
+        assert_eq!(shown(&leader, "t", "k"), Some((json!(1), 1)));
+        // A tab without the connection posts its pending ops to a new leader.
+        let Reaction::Post(TabMessage::Pending { ops }) = other.receive(TabMessage::Leading) else {
+            panic!("the other tab posts what it holds");
+        };
+        assert_eq!(ops.len(), 1);
+        assert_eq!(
+            leader.receive(TabMessage::Leading),
+            Reaction::None,
+            "a leader ignores it"
+        );
+    }
+}
