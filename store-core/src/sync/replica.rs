@@ -379,6 +379,9 @@ struct Synced {
     answering: HashSet<String>,
     answers: HashMap<String, Answer>,
     answer_order: VecDeque<String>,
+    /// The leader's `Synced` messages heard while a read of the storage
+    /// is under way ([`Replica::begin_read`]), replayed over what it read.
+    reading: Option<Vec<TabMessage>>,
 }
 
 /// A client's local store, optionally synced (see the [module](self)).
@@ -431,6 +434,7 @@ impl Replica {
             answering: HashSet::new(),
             answers: HashMap::new(),
             answer_order: VecDeque::new(),
+            reading: None,
         };
         let head = persisted.head;
         sync.next_op_seq.set(persisted.next_op_seq);
@@ -616,7 +620,14 @@ impl Replica {
         if let Some(sync) = &mut self.sync {
             // The ops are durable: they are queued even if the view fails.
             self.pending_revs.extend(txn.events().iter().map(|e| e.rev));
-            let queued: Vec<(Place, Op)> = places.into_iter().zip(ops).collect();
+            // Another instance may have read them back from storage and
+            // posted them while they were being persisted: those are queued
+            // (or answered) already.
+            let queued: Vec<(Place, Op)> = places
+                .into_iter()
+                .zip(ops)
+                .filter(|(_, op)| !sync.knows(&op.op_id))
+                .collect();
             for (place, op) in &queued {
                 sync.add_pending(op, *place);
                 sync.session.enqueue(op.clone());
@@ -827,15 +838,57 @@ impl Replica {
         sync.answered.extend(later);
     }
 
-    /// Replaces the sync state with what storage holds now (a new leader,
-    /// or after the leader applied a snapshot); the next pass rebases every
-    /// key onto it.
-    pub fn reload(&mut self, persisted: Persisted) {
+    /// Call when a read of the storage for [`Replica::reload`] starts:
+    /// what the leader posts from now on is replayed over the read, which
+    /// may or may not hold it.
+    pub fn begin_read(&mut self) {
         if let Some(sync) = &mut self.sync {
-            sync.restore(persisted);
-            sync.steps.clear();
-            sync.rebase_all = true;
+            sync.reading = Some(Vec::new());
         }
+    }
+
+    /// Call when a read started by [`Replica::begin_read`] failed.
+    pub fn read_failed(&mut self) {
+        if let Some(sync) = &mut self.sync {
+            sync.reading = None;
+        }
+    }
+
+    /// Replaces the sync state with what storage holds now, read since
+    /// [`Replica::begin_read`] (a new leader, or after the leader applied a
+    /// snapshot); the next pass rebases every key onto it. A leader ignores
+    /// it: its session is the truth the storage follows, and it may be
+    /// connected.
+    pub fn reload(&mut self, persisted: Persisted) {
+        let Some(sync) = &mut self.sync else { return };
+        let heard = sync.reading.take().unwrap_or_default();
+        if sync.leader {
+            return;
+        }
+        sync.restore(persisted);
+        sync.steps.clear();
+        sync.rebase_all = true;
+        for message in heard {
+            if let TabMessage::Synced {
+                cursor,
+                steps,
+                answered,
+                schemas,
+            } = message
+            {
+                sync.mirror_synced(cursor, steps, answered, schemas);
+            }
+        }
+    }
+
+    /// What this instance posts once it joined the others: that it joined
+    /// (the leader answers with its status), and the queue it read, in case
+    /// an instance persisted ops and closed before posting them.
+    #[must_use]
+    pub fn joined(&self) -> Vec<TabMessage> {
+        let mut messages = vec![TabMessage::Joined];
+        messages.extend(self.sync.as_ref().and_then(Synced::pending_message));
+        messages
     }
 
     // ---- other instances ----
@@ -849,10 +902,7 @@ impl Replica {
             TabMessage::Pending { ops } => {
                 let mut any = false;
                 for (place, op) in ops {
-                    let known = sync.places.contains_key(&op.op_id)
-                        || sync.answering.contains(&op.op_id)
-                        || sync.answers.contains_key(&op.op_id);
-                    if !known {
+                    if !sync.knows(&op.op_id) {
                         sync.add_pending(&op, place);
                         sync.session.mirror_op(op);
                         any = true;
@@ -873,16 +923,7 @@ impl Replica {
                 // the previous leader answered but could not tell: post every
                 // op still pending here, so that it sends the ones it does
                 // not hold (the server answers those again, from its record).
-                let ops: Vec<(Place, Op)> = sync
-                    .session
-                    .pending()
-                    .filter_map(|op| sync.places.get(&op.op_id).map(|p| (p.place, op.clone())))
-                    .collect();
-                if ops.is_empty() {
-                    Reaction::None
-                } else {
-                    Reaction::Post(TabMessage::Pending { ops })
-                }
+                sync.pending_message().map_or(Reaction::None, Reaction::Post)
             }
             TabMessage::Synced {
                 cursor,
@@ -890,14 +931,15 @@ impl Replica {
                 answered,
                 schemas,
             } => {
-                for step in steps {
-                    sync.session.mirror(step);
+                if let Some(read) = &mut sync.reading {
+                    read.push(TabMessage::Synced {
+                        cursor,
+                        steps: steps.clone(),
+                        answered: answered.clone(),
+                        schemas: schemas.clone(),
+                    });
                 }
-                sync.session.mirror_cursor(cursor);
-                sync.answered.extend(answered);
-                if let Some(schemas) = schemas {
-                    sync.schemas_dirty |= sync.session.set_schemas(schemas);
-                }
+                sync.mirror_synced(cursor, steps, answered, schemas);
                 Reaction::Persist { send: false }
             }
             TabMessage::Reload => Reaction::Reload,
@@ -922,6 +964,51 @@ impl Synced {
         let n = self.next_op_seq.get();
         self.next_op_seq.set(n + 1);
         format!("{}:{n}", self.op_prefix)
+    }
+
+    /// Whether `op_id` is queued here, or answered (recently).
+    fn knows(&self, op_id: &str) -> bool {
+        self.places.contains_key(op_id) || self.answering.contains(op_id) || self.answers.contains_key(op_id)
+    }
+
+    /// This instance's pending ops with their places, in queue order.
+    fn pending_message(&self) -> Option<TabMessage> {
+        let ops: Vec<(Place, Op)> = self
+            .session
+            .pending()
+            .filter_map(|op| self.places.get(&op.op_id).map(|p| (p.place, op.clone())))
+            .collect();
+        (!ops.is_empty()).then_some(TabMessage::Pending { ops })
+    }
+
+    /// Mirrors what the leader persisted. A message older than the state
+    /// this instance holds (posted before a read of the storage that
+    /// already holds it) only answers its ops: its steps would take the
+    /// confirmed state back.
+    fn mirror_synced(
+        &mut self,
+        cursor: Option<u64>,
+        steps: Vec<Step>,
+        answered: Vec<Answered>,
+        schemas: Option<BTreeMap<String, Value>>,
+    ) {
+        if cursor < self.session.cursor() {
+            for step in steps {
+                if step.answered.is_some() {
+                    let confirmed = self.session.confirmed(&step.kind, &step.key).cloned();
+                    self.session.mirror(Step { confirmed, ..step });
+                }
+            }
+        } else {
+            for step in steps {
+                self.session.mirror(step);
+            }
+            self.session.mirror_cursor(cursor);
+        }
+        self.answered.extend(answered);
+        if let Some(schemas) = schemas {
+            self.schemas_dirty |= self.session.set_schemas(schemas);
+        }
     }
 
     fn add_pending(&mut self, op: &Op, place: Place) {
@@ -1054,6 +1141,9 @@ impl Synced {
         let mut steps = std::mem::take(&mut self.steps);
         steps.extend(self.session.take_steps());
         let mut answered = std::mem::take(&mut self.answered);
+        // A message heard during a read is mirrored twice (see `reload`).
+        let mut seen = HashSet::new();
+        answered.retain(|a| seen.insert(a.op_id().to_owned()));
         let mut plan = Plan::default();
         let mut places = Vec::new();
         for a in &mut answered {
@@ -1392,5 +1482,182 @@ mod tests {
             Reaction::None,
             "a leader ignores it"
         );
+    }
+
+    /// What the leader posts once it persisted the server's ack of `op`
+    /// (its change at `rev`, as version 1).
+    fn acked(op: &Op, rev: u64) -> TabMessage {
+        let entry = Entry {
+            value: op.value.clone().unwrap(),
+            version: 1,
+            rev,
+        };
+        TabMessage::Synced {
+            cursor: Some(rev),
+            steps: vec![Step {
+                kind: op.kind.clone(),
+                key: op.key.clone(),
+                confirmed: Some(entry),
+                answered: Some(op.clone()),
+            }],
+            answered: vec![Answered::Acked {
+                ack: Ack {
+                    op_id: op.op_id.clone(),
+                    result: super::super::OpResult::Created,
+                    version: 1,
+                    rev,
+                },
+                kind: op.kind.clone(),
+                key: op.key.clone(),
+            }],
+            schemas: None,
+        }
+    }
+
+    /// The leader's persisting of `message` (the part the tests need).
+    fn persist_acked(storage: &mut Storage, message: &TabMessage) {
+        let TabMessage::Synced { cursor, steps, .. } = message else {
+            panic!("{message:?}")
+        };
+        let plan = Plan {
+            put_entries: steps
+                .iter()
+                .map(|s| (s.kind.clone(), s.key.clone(), s.confirmed.clone().unwrap()))
+                .collect(),
+            delete_pending: storage
+                .persisted
+                .pending
+                .iter()
+                .filter(|(_, op)| steps.iter().any(|s| s.answered.as_ref() == Some(op)))
+                .map(|(place, _)| *place)
+                .collect(),
+            cursor: Some(*cursor),
+            ..Plan::default()
+        };
+        storage.write(&plan);
+    }
+
+    fn pass(r: &mut Replica) -> Applied {
+        let pass = r.plan_sync().unwrap();
+        r.sync_persisted(pass)
+    }
+
+    fn follower(storage: &Storage, prefix: &str) -> Replica {
+        let mut r = synced(storage, prefix);
+        r.set_leader(false);
+        r
+    }
+
+    #[test]
+    fn a_reload_keeps_what_the_leader_posted_during_the_read() {
+        for read_sees_it in [false, true] {
+            let mut storage = Storage::default();
+            let mut tab = follower(&storage, "b");
+            write(&mut tab, &mut storage, vec![set("t", "k", json!(1))]);
+            let op = storage.persisted.pending[0].1.clone();
+            // The tab takes over: its read of the storage starts, the old
+            // leader persists the server's ack and posts it, and the read
+            // completes with or without it.
+            tab.begin_read();
+            let before = storage.persisted.clone();
+            let message = acked(&op, 1);
+            persist_acked(&mut storage, &message);
+            let read = if read_sees_it {
+                storage.persisted.clone()
+            } else {
+                before
+            };
+            tab.receive(message);
+            tab.reload(read);
+            let applied = pass(&mut tab);
+            assert_eq!(
+                applied.answered.iter().map(Answered::op_id).collect::<Vec<_>>(),
+                [op.op_id.as_str()],
+                "answered once (read saw it: {read_sees_it})"
+            );
+            assert_eq!(tab.pending_count(), 0);
+            assert_eq!(tab.session().unwrap().pending().len(), 0);
+            assert_eq!(tab.synced_rev(), Some(1));
+            assert_eq!(shown(&tab, "t", "k"), Some((json!(1), 1)));
+            assert!(!tab.is_pending("t", "k"));
+        }
+    }
+
+    #[test]
+    fn a_message_older_than_the_state_read_answers_its_ops_but_keeps_the_state() {
+        let mut storage = Storage::default();
+        let mut tab = follower(&storage, "b");
+        write(&mut tab, &mut storage, vec![set("t", "k", json!(1))]);
+        let op = storage.persisted.pending[0].1.clone();
+        let first = acked(&op, 1);
+        persist_acked(&mut storage, &first);
+        // The leader moved on to revision 2 (another client's change).
+        let mut second = acked(&op, 2);
+        if let TabMessage::Synced { steps, answered, .. } = &mut second {
+            steps[0].confirmed = Some(Entry {
+                value: json!(2),
+                version: 2,
+                rev: 2,
+            });
+            steps[0].answered = None;
+            answered.clear();
+        }
+        persist_acked(&mut storage, &second);
+        tab.begin_read();
+        tab.reload(storage.persisted.clone());
+        // The first message arrives after the read that holds both.
+        tab.receive(first);
+        pass(&mut tab);
+        assert_eq!(tab.synced_rev(), Some(2), "the cursor does not go back");
+        assert_eq!(shown(&tab, "t", "k"), Some((json!(2), 2)));
+        assert_eq!(tab.pending_count(), 0);
+    }
+
+    #[test]
+    fn a_leader_ignores_a_reload() {
+        let mut storage = Storage::default();
+        let mut leader = synced(&storage, "a");
+        write(&mut leader, &mut storage, vec![set("t", "k", json!(1))]);
+        leader.session_mut().unwrap().connect(0);
+        leader.begin_read();
+        leader.reload(Persisted::default());
+        let hello = leader.session_mut().unwrap().poll_transmit();
+        assert!(
+            matches!(hello, Some(crate::sync::ClientMessage::Hello(_))),
+            "the live session stays: {hello:?}"
+        );
+        assert_eq!(leader.pending_count(), 1);
+    }
+
+    #[test]
+    fn a_joining_tab_posts_the_queue_it_read_and_commit_skips_ops_posted_meanwhile() {
+        let mut storage = Storage::default();
+        let mut leader = synced(&storage, "a");
+        let mut writer = follower(&storage, "b");
+        // The writer's op reaches storage; before it commits, a tab opens,
+        // reads it and posts it.
+        let (_, staged) = writer.stage(vec![set("t", "k", json!(1))]);
+        let staged = staged.unwrap();
+        let places = storage.write(&staged.plan);
+        let joiner = follower(&storage, "c");
+        let posted = joiner.joined();
+        assert_eq!(posted[0], TabMessage::Joined);
+        assert!(matches!(&posted[1], TabMessage::Pending { ops } if ops.len() == 1));
+        assert_eq!(
+            leader.receive(posted[1].clone()),
+            Reaction::Persist { send: true }
+        );
+        assert_eq!(
+            writer.receive(posted[1].clone()),
+            Reaction::Persist { send: true }
+        );
+        // The writer commits: the op is queued once.
+        assert_eq!(writer.commit(staged, places).unwrap(), None, "posted already");
+        assert_eq!(writer.session().unwrap().pending().len(), 1);
+        assert_eq!(writer.pending_count(), 1);
+        assert_eq!(leader.session().unwrap().pending().len(), 1);
+        // Without a queue, a tab posts only that it joined.
+        let alone = follower(&Storage::default(), "d");
+        assert_eq!(alone.joined(), [TabMessage::Joined]);
     }
 }
