@@ -11,12 +11,12 @@
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::{HashMap, VecDeque};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use futures_channel::oneshot;
 use serde_json::Value;
 use store_core::sync::replica::{
-    Answer, AnswerState, Answered, LocalOp, Outcome, Persisted, Reaction, Replica, TabMessage,
+    Answer, AnswerState, Answered, LocalOp, Outcome, Reaction, Replica, TabMessage,
 };
 use store_core::sync::session::ClientConfig;
 use store_core::{Engine, Error, Result, StoreOptions};
@@ -72,6 +72,28 @@ struct Inner {
     closed: Cell<bool>,
 }
 
+/// Where the other tabs' messages go: held while the store opens (the
+/// channel is joined before the storage is read, so that nothing posted
+/// after the read started is missed), then to the store.
+#[derive(Default)]
+struct Inbox {
+    opening: RefCell<Option<Vec<TabMessage>>>,
+    store: RefCell<Weak<Inner>>,
+}
+
+impl Inbox {
+    fn deliver(&self, message: TabMessage) {
+        if let Some(held) = self.opening.borrow_mut().as_mut() {
+            held.push(message);
+            return;
+        }
+        let inner = self.store.borrow().upgrade();
+        if let Some(inner) = inner {
+            IdbStore { inner }.receive(message);
+        }
+    }
+}
+
 /// The store: an engine persisted in IndexedDB, optionally synced.
 #[derive(Clone)]
 pub struct IdbStore {
@@ -95,9 +117,20 @@ fn log(what: &str, e: &dyn std::fmt::Display) {
 }
 
 impl IdbStore {
-    /// Opens (or creates) IndexedDB database `name`, restoring its state.
+    /// Opens (or creates) IndexedDB database `name`, restoring its state;
+    /// a synced store joins the other tabs of `name` and mirrors the one
+    /// that leads until [`IdbStore::set_leader`] makes it the leader.
     pub async fn open(name: &str, options: StoreOptions<Value>, sync: Option<SyncSetup>) -> Result<IdbStore> {
         let db = Db::open(name).await.map_err(storage)?;
+        let inbox = Rc::new(Inbox::default());
+        let channel = match &sync {
+            Some(_) => {
+                *inbox.opening.borrow_mut() = Some(Vec::new());
+                let inbox = inbox.clone();
+                Channel::join(name, move |message| inbox.deliver(message))
+            }
+            None => None,
+        };
         let loaded = db.load().await.map_err(storage)?;
         let client_id = loaded.client_id();
         let persisted = loaded.persisted()?;
@@ -121,7 +154,7 @@ impl IdbStore {
             }
         };
         let replica = Replica::open(options, sync, persisted)?;
-        Ok(IdbStore {
+        let store = IdbStore {
             inner: Rc::new(Inner {
                 db,
                 replica: RefCell::new(replica),
@@ -130,10 +163,23 @@ impl IdbStore {
                 idle: RefCell::new(Vec::new()),
                 waiters: RefCell::new(HashMap::new()),
                 on_notice: RefCell::new(None),
-                channel: RefCell::new(None),
+                channel: RefCell::new(channel),
                 closed: Cell::new(false),
             }),
-        })
+        };
+        *inbox.store.borrow_mut() = Rc::downgrade(&store.inner);
+        if let Some(held) = inbox.opening.borrow_mut().take() {
+            // What the leader posted while this tab read the storage, which
+            // may or may not hold it.
+            store.set_leader(false);
+            for message in held {
+                store.receive(message);
+            }
+            for message in store.replica()?.joined() {
+                store.post(&message);
+            }
+        }
+        Ok(store)
     }
 
     /// The replica, for reads; fails when called from inside a write's
@@ -352,8 +398,12 @@ impl IdbStore {
         if !self.replica()?.is_synced() {
             return Ok(());
         }
-        let loaded = self.inner.db.load().await.map_err(storage)?;
-        let persisted: Persisted = loaded.persisted()?;
+        self.inner.replica.borrow_mut().begin_read();
+        let persisted = match self.inner.db.load().await {
+            Ok(loaded) => loaded.persisted(),
+            Err(e) => Err(storage(e)),
+        };
+        let persisted = persisted.inspect_err(|_| self.inner.replica.borrow_mut().read_failed())?;
         self.inner.replica.borrow_mut().reload(persisted);
         self.persist_sync().await;
         Ok(())
@@ -362,20 +412,6 @@ impl IdbStore {
     /// Makes this tab the one holding the connection (or not).
     pub fn set_leader(&self, leader: bool) {
         self.inner.replica.borrow_mut().set_leader(leader);
-    }
-
-    /// Joins the channel to the other tabs of this (synced) store.
-    pub(crate) fn join_tabs(&self, name: &str) {
-        let weak = Rc::downgrade(&self.inner);
-        let channel = Channel::join(name, move |message| {
-            if let Some(inner) = weak.upgrade() {
-                IdbStore { inner }.receive(message);
-            }
-        });
-        if let Some(channel) = &channel {
-            channel.post(&TabMessage::Joined);
-        }
-        *self.inner.channel.borrow_mut() = channel;
     }
 
     /// Posts to the other tabs.

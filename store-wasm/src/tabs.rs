@@ -6,7 +6,10 @@
 //! Every tab persists its own writes (IndexedDB serializes transactions
 //! across tabs) and posts the ops it queued; the leader sends them to the
 //! server, persists what the server says and posts it, and every other tab
-//! mirrors that into its session and rebases its view. When the leader
+//! mirrors that into its session and rebases its view. A tab joins the
+//! channel before it reads IndexedDB (what the leader posts during the read
+//! is mirrored over it once open) and then posts the queue it read, in case
+//! a tab persisted ops and closed before posting them. When the leader
 //! closes, its lock passes to a waiting tab, which reloads the queue from
 //! IndexedDB, connects and says so; every other tab then posts the ops it
 //! still holds pending, in case the old leader had them answered without

@@ -96,10 +96,13 @@ fn setup() -> Option<SyncSetup> {
     })
 }
 
+/// A synced store holding the connection (as the tab with the lock does).
 async fn open_synced(name: &str) -> IdbStore {
-    IdbStore::open(name, StoreOptions::new(), setup())
+    let store = IdbStore::open(name, StoreOptions::new(), setup())
         .await
-        .expect("open a synced IdbStore")
+        .expect("open a synced IdbStore");
+    store.set_leader(true);
+    store
 }
 
 fn set_opts() -> SetOptions {

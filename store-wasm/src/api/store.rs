@@ -216,7 +216,6 @@ async fn open_store(options: JsValue) -> JsResult<JsStore> {
         }
     });
     if let Some(s) = sync {
-        store.join_tabs(&name);
         let options = DriverOptions {
             url: s.url,
             backoff_min_ms: s.backoff_min_ms.unwrap_or(250.0).max(10.0),
@@ -227,7 +226,6 @@ async fn open_store(options: JsValue) -> JsResult<JsStore> {
         } else {
             // Another tab syncs; take over when it lets go of the lock,
             // after reading what it left in IndexedDB.
-            store.set_leader(false);
             let weak = Rc::downgrade(&shared);
             let waiting = tabs::request(&lock_name, false, move |_| {
                 let Some(shared) = weak.upgrade() else { return };
