@@ -466,6 +466,32 @@ impl<T: StoreValue> Engine<T> {
         Ok(self.stage_put(txn, kind, key, value))
     }
 
+    /// Atomic JSON Merge Patch ([`crate::json::merge_patch`]) of an existing
+    /// key: stages its value with `patch` applied, validated as a whole.
+    /// `Unchanged` when the result equals the stored value. Fails with
+    /// [`Error::KeyNotFound`] for a missing key (a patch edits an entry; it
+    /// never creates one) and [`Error::Validation`] when the patched value
+    /// is invalid or not of the store's type; either way nothing is staged.
+    pub fn patch(
+        &self,
+        txn: &mut WriteTxn<T>,
+        kind: &str,
+        key: &str,
+        patch: &serde_json::Value,
+        opts: SetOptions,
+    ) -> Result<Written> {
+        self.writable(kind, key)?;
+        let current = self.current(txn, kind, key).ok_or(Error::KeyNotFound)?;
+        Self::check_version(Some(current), opts)?;
+        let value = crate::json::patched(&current.value, patch).map_err(|message| Error::Validation {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            message,
+        })?;
+        self.options.validate(kind, key, &value)?;
+        Ok(self.stage_put(txn, kind, key, value))
+    }
+
     /// Stages many keys of one kind: merged into the kind (other keys stay),
     /// unchanged values skipped, changes in key order. All or nothing: if any
     /// value is invalid, nothing is staged. A key given twice keeps its last value.

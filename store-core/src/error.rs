@@ -43,7 +43,7 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// `set_fn` was called on a key that does not exist.
+    /// `set_fn` or `patch` was called on a key that does not exist.
     #[error("key not found")]
     KeyNotFound,
     /// A validator or the kind's JSON Schema rejected the value.

@@ -164,6 +164,17 @@ impl<T: StoreValue> MemStore<T> {
         self.write(|e, txn| e.set_fn(txn, kind, key, f, opts))
     }
 
+    /// Atomic JSON Merge Patch of an existing key (see [`Store::patch`]).
+    pub fn patch(
+        &self,
+        kind: &str,
+        key: &str,
+        patch: &serde_json::Value,
+        opts: SetOptions,
+    ) -> Result<Written> {
+        self.write(|e, txn| e.patch(txn, kind, key, patch, opts))
+    }
+
     /// Merges many keys into `kind`, all or nothing.
     pub fn set_many(
         &self,
@@ -251,6 +262,16 @@ impl<T: StoreValue> Store<T> for MemStore<T> {
         E: Into<BoxError> + 'static,
     {
         ready(MemStore::set_fn(self, kind, key, f, opts))
+    }
+
+    fn patch(
+        &self,
+        kind: &str,
+        key: &str,
+        patch: serde_json::Value,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + MaybeSend {
+        ready(MemStore::patch(self, kind, key, &patch, opts))
     }
 
     fn set_many(

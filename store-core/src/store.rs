@@ -82,6 +82,19 @@ pub trait Store<T: StoreValue>: MaybeSend + MaybeSync {
         F: FnOnce(&T) -> std::result::Result<T, E> + MaybeSend + 'static,
         E: Into<BoxError> + 'static;
 
+    /// Atomic JSON Merge Patch (RFC 7396) of an existing key: the stored
+    /// value with `patch` applied, validated as a whole; `Unchanged` when
+    /// the result equals the stored value. A missing key is
+    /// [`Error::KeyNotFound`](crate::Error::KeyNotFound): a patch edits an
+    /// entry, it never creates one. See [`crate::json::merge_patch`].
+    fn patch(
+        &self,
+        kind: &str,
+        key: &str,
+        patch: serde_json::Value,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + MaybeSend;
+
     /// Merges many keys into `kind`, all or nothing; outcomes in key order.
     fn set_many(
         &self,

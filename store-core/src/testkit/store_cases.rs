@@ -21,6 +21,7 @@ async fn every_operation<S: Store<Value>>(s: &S, kind: &str) -> Vec<(&'static st
         ("get_all", s.get_all(kind).await.map(drop)),
         ("set", s.set(kind, "k", json!(1), NONE).await.map(drop)),
         ("set_fn", s.set_fn(kind, "k", same, NONE).await.map(drop)),
+        ("patch", s.patch(kind, "k", json!({}), NONE).await.map(drop)),
         (
             "set_many",
             s.set_many(kind, vec![("k".into(), json!(1))]).await.map(drop),
@@ -40,6 +41,7 @@ async fn every_write<S: Store<Value>>(
     vec![
         ("set", s.set(kind, key, json!(1), NONE).await.map(drop)),
         ("set_fn", s.set_fn(kind, key, same, NONE).await.map(drop)),
+        ("patch", s.patch(kind, key, json!({}), NONE).await.map(drop)),
         (
             "set_many",
             s.set_many(kind, vec![(key.to_owned(), json!(1))]).await.map(drop),
@@ -413,6 +415,121 @@ pub async fn set_fn_errors_write_nothing<B: Backend>(b: &B) {
     assert_eq!((e.value, e.version, e.rev), (json!({"count": 1}), 1, 1));
     assert_eq!(s.rev().await.unwrap(), 1);
     expect_quiet(&s, &mut w, "c", "failed set_fn sends no event").await;
+}
+
+/// `patch` merges a JSON Merge Patch into the stored value atomically: set
+/// members, `null` removes, objects merge recursively, anything else
+/// replaces; one `update` event with the merged value; `Unchanged` (no
+/// event, no revision) when nothing changes; `if_version` honoured.
+pub async fn patch_merges_into_the_stored_value<B: Backend>(b: &B) {
+    let s = b.open(options()).await;
+    let card = json!({"title": "draft", "owner": "ana", "meta": {"tags": ["a"], "color": "red"}});
+    s.set("card", "c1", card, NONE).await.unwrap();
+    let mut w = s.watch("card", WatchOptions::new()).await.unwrap();
+    let patch = json!({"owner": "kim", "meta": {"color": null, "size": 2}, "done": false});
+    let written = s.patch("card", "c1", patch, NONE).await.unwrap();
+    assert_eq!(
+        (written.result, written.version, written.rev),
+        (SetResult::Updated, 2, 2)
+    );
+    let merged = json!({"title": "draft", "owner": "kim", "meta": {"tags": ["a"], "size": 2}, "done": false});
+    let e = s.get("card", "c1").await.unwrap().unwrap();
+    assert_eq!((e.value, e.version, e.rev), (merged.clone(), 2, 2));
+    let ev = next_event(&mut w, "the patch").await;
+    assert_eq!(
+        (
+            ev.event_type,
+            ev.key.as_str(),
+            ev.value.clone(),
+            ev.version,
+            ev.rev
+        ),
+        (EventType::Update, "c1", merged.clone(), 2, 2)
+    );
+    // Patching in what is there already changes nothing.
+    let same = json!({"owner": "kim", "meta": {"size": 2.0, "gone": null}});
+    let written = s.patch("card", "c1", same, NONE).await.unwrap();
+    assert_eq!(
+        (written.result, written.version, written.rev),
+        (SetResult::Unchanged, 2, 2)
+    );
+    assert_eq!(s.rev().await.unwrap(), 2);
+    expect_quiet(&s, &mut w, "card", "an unchanged patch sends no event").await;
+    // Compare-and-set, and a patch that is not an object replaces the value.
+    let r = s
+        .patch("card", "c1", json!({"title": "x"}), SetOptions::if_version(1))
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::Conflict {
+                expected: 1,
+                actual: 2
+            })
+        ),
+        "{r:?}"
+    );
+    let written = s
+        .patch("card", "c1", json!(["whole"]), SetOptions::if_version(2))
+        .await
+        .unwrap();
+    assert_eq!((written.result, written.version), (SetResult::Updated, 3));
+    assert_eq!(
+        s.get("card", "c1").await.unwrap().unwrap().value,
+        json!(["whole"])
+    );
+}
+
+/// `patch` of a missing key, or whose result the validators or the kind's
+/// schema refuse, writes nothing.
+pub async fn patch_errors_write_nothing<B: Backend>(b: &B) {
+    // `null` passes too: the watch's marker writes it.
+    let schema = Schema::compile(json!({
+        "type": ["object", "null"],
+        "required": ["title"],
+        "properties": {"title": {"type": "string"}},
+    }))
+    .unwrap();
+    let opts = options()
+        .schema("card", schema)
+        .validator("card", |_, v: &Value| {
+            if v["title"] == "forbidden" {
+                Err("that title is not allowed".into())
+            } else {
+                Ok(())
+            }
+        });
+    let s = b.open(opts).await;
+    let r = s.patch("card", "missing", json!({"title": "t"}), NONE).await;
+    assert!(matches!(r, Err(Error::KeyNotFound)), "{r:?}");
+    assert_eq!(r.unwrap_err().code(), "key_not_found");
+    assert_eq!(
+        s.get("card", "missing").await.unwrap(),
+        None,
+        "a patch creates nothing"
+    );
+    s.set("card", "c", json!({"title": "t", "n": 1}), NONE)
+        .await
+        .unwrap();
+    let mut w = s.watch("card", WatchOptions::new()).await.unwrap();
+    for (patch, what) in [
+        (json!({"title": null}), "removes a required member"),
+        (json!({"title": 7}), "makes a member the wrong type"),
+        (
+            json!({"title": "forbidden"}),
+            "makes a value the validator refuses",
+        ),
+    ] {
+        let r = s.patch("card", "c", patch, NONE).await;
+        assert!(
+            matches!(r, Err(Error::Validation { .. })),
+            "a patch that {what}: {r:?}"
+        );
+    }
+    let e = s.get("card", "c").await.unwrap().unwrap();
+    assert_eq!((e.value, e.version, e.rev), (json!({"title": "t", "n": 1}), 1, 1));
+    assert_eq!(s.rev().await.unwrap(), 1);
+    expect_quiet(&s, &mut w, "card", "a refused patch sends no event").await;
 }
 
 /// `set_many` merges, skips unchanged keys and emits events in key order.

@@ -93,6 +93,24 @@ impl<T: StoreValue> Durable<T> {
         async move { answer.await.and_then(written) }
     }
 
+    /// Atomic JSON Merge Patch of an existing key (see [`Store::patch`]).
+    pub fn patch(
+        &self,
+        kind: &str,
+        key: &str,
+        patch: serde_json::Value,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + Send + use<T> {
+        let op = Op::Patch {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            patch,
+            opts,
+        };
+        let answer = submit(&self.queue, op);
+        async move { answer.await.and_then(written) }
+    }
+
     /// Merges many keys into `kind`, all or nothing.
     pub fn set_many(
         &self,
@@ -240,6 +258,16 @@ impl<T: StoreValue> Store<T> for Durable<T> {
         E: Into<BoxError> + 'static,
     {
         Durable::set_fn(self, kind, key, f, opts)
+    }
+
+    fn patch(
+        &self,
+        kind: &str,
+        key: &str,
+        patch: serde_json::Value,
+        opts: SetOptions,
+    ) -> impl Future<Output = Result<Written>> + MaybeSend {
+        Durable::patch(self, kind, key, patch, opts)
     }
 
     fn set_many(
