@@ -450,8 +450,13 @@ fn fatal_code(s: &mut ServerSession) -> (ErrorCode, Option<CloseCode>) {
 
 /// A session welcomed and live, its output drained.
 fn live_session(config: ServerConfig) -> ServerSession {
+    live_session_speaking(config, PROTOCOL_VERSION)
+}
+
+/// A session of a client speaking `protocol`, welcomed and live.
+fn live_session_speaking(config: ServerConfig, protocol: u32) -> ServerSession {
     let mut s = ServerSession::new(config, 0);
-    s.handle_frame(hello_frame(PROTOCOL_VERSION, "rw").as_bytes(), 0);
+    s.handle_frame(hello_frame(protocol, "rw").as_bytes(), 0);
     assert!(matches!(s.poll_effect(), Some(ServerEffect::Authenticate { .. })));
     s.handle_auth(authenticate(NS, "rw"));
     assert!(matches!(
@@ -464,10 +469,48 @@ fn live_session(config: ServerConfig) -> ServerSession {
         entries: Vec::new(),
     });
     let out = drain_out(&mut s);
-    assert!(matches!(out[0], ServerMessage::Welcome(_)));
+    assert!(
+        matches!(out[0], ServerMessage::Welcome(ref w) if w.protocol == protocol),
+        "welcomed in the client's protocol: {:?}",
+        out[0]
+    );
     assert!(matches!(out[1], ServerMessage::Snapshot(ref p) if p.done && p.entries.is_empty()));
     assert!(s.is_live());
     s
+}
+
+#[test]
+fn a_protocol_1_client_is_served_and_its_patch_ops_refused_alone() {
+    assert_eq!(store_core::sync::MIN_PROTOCOL_VERSION, 1);
+    let mut s = live_session_speaking(ServerConfig::default(), 1);
+    let frame = r#"{"type":"push","ops":[
+        {"op_id":"1","kind":"t","key":"k","action":"patch","value":{"a":1}},
+        {"op_id":"2","kind":"t","key":"k","action":"set","value":{"a":1}}]}"#;
+    s.handle_frame(frame.as_bytes(), 0);
+    let Some(ServerEffect::Apply { ops, .. }) = s.poll_effect() else {
+        panic!("the set is applied")
+    };
+    assert_eq!(ops.iter().map(|o| o.op_id.as_str()).collect::<Vec<_>>(), ["2"]);
+    s.handle_applied(vec![Ok(Ack::deleted::<Value>("2", None, 0))]);
+    let out = drain_out(&mut s);
+    let ServerMessage::Reject(reject) = &out[0] else {
+        panic!("the patch is refused first: {out:?}")
+    };
+    assert_eq!((reject.op_id.as_str(), reject.code), ("1", ErrorCode::BadMessage));
+    assert!(reject.message.contains("protocol 2"), "{}", reject.message);
+    assert!(
+        matches!(&out[1], ServerMessage::Ack(a) if a.op_id == "2"),
+        "{out:?}"
+    );
+
+    // A protocol 2 client's patch goes to the store.
+    let mut s = live_session(ServerConfig::default());
+    s.handle_frame(frame.as_bytes(), 0);
+    let Some(ServerEffect::Apply { ops, .. }) = s.poll_effect() else {
+        panic!("the push is applied")
+    };
+    assert_eq!(ops.len(), 2);
+    assert_eq!(ops[0].action, OpAction::Patch);
 }
 
 #[test]
@@ -497,7 +540,12 @@ fn bad_frames_are_fatal_with_their_close_codes() {
             CloseCode::ProtocolError,
         ),
         (
-            vec![hello_frame(2, "rw")],
+            vec![hello_frame(PROTOCOL_VERSION + 1, "rw")],
+            ErrorCode::UnsupportedProtocol,
+            CloseCode::UnsupportedProtocol,
+        ),
+        (
+            vec![hello_frame(0, "rw")],
             ErrorCode::UnsupportedProtocol,
             CloseCode::UnsupportedProtocol,
         ),

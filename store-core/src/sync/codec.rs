@@ -96,8 +96,8 @@ fn check_required(what: &str, id: &str, limits: &Limits) -> Result<(), String> {
 
 /// Checks one op of a `push` on its own: its op id (as a namespace or
 /// client id is checked), its kind and key (the store's rules:
-/// `kind_required`, `key_too_long`, `invalid_key`) and that a `set` has a
-/// value. An op that fails is refused alone, with the returned `reject`;
+/// `kind_required`, `key_too_long`, `invalid_key`) and that a `set` or a
+/// `patch` has a value. An op that fails is refused alone, with the returned `reject`;
 /// the other ops of its push are applied.
 pub fn check_op(op: &Op, limits: &Limits) -> Result<(), Reject> {
     let reject = |code: ErrorCode, message: String| Reject {
@@ -107,10 +107,11 @@ pub fn check_op(op: &Op, limits: &Limits) -> Result<(), Reject> {
     };
     check_required("op_id", &op.op_id, limits).map_err(|m| reject(ErrorCode::BadMessage, m))?;
     check_key(&op.kind, &op.key).map_err(|e| Reject::of(op.op_id.clone(), &e))?;
-    if op.action == OpAction::Set && op.value.is_none() {
-        return Err(reject(ErrorCode::BadMessage, "a set needs a value".into()));
+    match (op.action, &op.value) {
+        (OpAction::Set, None) => Err(reject(ErrorCode::BadMessage, "a set needs a value".into())),
+        (OpAction::Patch, None) => Err(reject(ErrorCode::BadMessage, "a patch needs a value".into())),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Decodes and checks a frame from a client (used by the server). The ops
@@ -270,7 +271,7 @@ mod tests {
         let text = encode_client(&hello);
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&text).unwrap(),
-            json!({"type": "hello", "protocol": 1, "namespace": "tenant-1", "token": "secret", "client_id": "c1", "since": 7})
+            json!({"type": "hello", "protocol": 2, "namespace": "tenant-1", "token": "secret", "client_id": "c1", "since": 7})
         );
         assert_eq!(decode_client(text.as_bytes(), &Limits::default()).unwrap(), hello);
     }

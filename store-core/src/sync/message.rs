@@ -7,8 +7,14 @@ use serde_json::Value;
 
 use crate::{Deleted, Event, SetResult, Written};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this build speaks: a client says it in `hello`.
+/// Version 2 added the `patch` action.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest protocol version a server of this build accepts: a session
+/// speaks the client's version, so older clients keep working (a version 1
+/// session refuses `patch` ops).
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
 // ---- client → server ----
 
@@ -112,6 +118,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 pub enum OpAction {
     /// Write `value`.
     Set,
+    /// Apply `value` to the key's value as a JSON Merge Patch (RFC 7396);
+    /// `key_not_found` when the key is absent (protocol 2).
+    Patch,
     /// Remove the key.
     Delete,
 }
@@ -185,7 +194,8 @@ pub enum Rights {
 /// The answer to `hello`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Welcome {
-    /// The protocol version the server speaks.
+    /// The protocol version of the session: the client's, which the server
+    /// supports.
     pub protocol: u32,
     /// The namespace of the session.
     pub namespace: String,

@@ -46,7 +46,7 @@ pub mod session;
 pub mod view;
 
 pub use message::{
-    Ack, ChangeBatch, ClientMessage, CloseCode, ErrorCode, Hello, Op, OpAction, OpResult, PROTOCOL_VERSION,
-    ProtocolError, Push, Reject, Rights, ServerError, ServerMessage, Snapshot, SnapshotEntry, SnapshotReason,
-    Welcome,
+    Ack, ChangeBatch, ClientMessage, CloseCode, ErrorCode, Hello, MIN_PROTOCOL_VERSION, Op, OpAction,
+    OpResult, PROTOCOL_VERSION, ProtocolError, Push, Reject, Rights, ServerError, ServerMessage, Snapshot,
+    SnapshotEntry, SnapshotReason, Welcome,
 };

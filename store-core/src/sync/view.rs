@@ -49,6 +49,12 @@ pub fn optimistic<'a>(
                 let version = current.as_ref().map_or(1, |(_, v)| v + 1);
                 Some((op.value.clone().unwrap_or(Value::Null), version))
             }
+            // Re-applied over whatever is below it; on an absent key the
+            // server refuses it (`key_not_found`).
+            OpAction::Patch => current.map(|(mut value, version)| {
+                crate::json::merge_patch(&mut value, op.value.as_ref().unwrap_or(&Value::Null));
+                (value, version + 1)
+            }),
             OpAction::Delete => None,
         };
     }

@@ -339,6 +339,15 @@ impl SimServer {
                             .set(&op.kind, &op.key, value, opts)
                             .map(|w| Ack::written(&op.op_id, w))
                     }
+                    OpAction::Patch => {
+                        let patch = op
+                            .value
+                            .as_ref()
+                            .expect("the codec lets no patch through without a value");
+                        self.store
+                            .patch(&op.kind, &op.key, patch, opts)
+                            .map(|w| Ack::written(&op.op_id, w))
+                    }
                     OpAction::Delete => self
                         .store
                         .delete(&op.kind, &op.key, opts)

@@ -226,6 +226,12 @@ pub(crate) enum Op<T> {
         f: UpdateFn<T>,
         opts: SetOptions,
     },
+    Patch {
+        kind: String,
+        key: String,
+        patch: serde_json::Value,
+        opts: SetOptions,
+    },
     SetMany {
         kind: String,
         items: Vec<(String, T)>,
@@ -264,6 +270,12 @@ fn stage<T: StoreValue>(engine: &Engine<T>, txn: &mut WriteTxn<T>, op: Op<T>) ->
             opts,
         } => engine.set(txn, &kind, &key, value, opts).map(Outcome::Written),
         Op::SetFn { kind, key, f, opts } => engine.set_fn(txn, &kind, &key, f, opts).map(Outcome::Written),
+        Op::Patch {
+            kind,
+            key,
+            patch,
+            opts,
+        } => engine.patch(txn, &kind, &key, &patch, opts).map(Outcome::Written),
         Op::SetMany { kind, items } => engine.set_many(txn, &kind, items).map(Outcome::Many),
         Op::Delete { kind, key, opts } => engine.delete(txn, &kind, &key, opts).map(Outcome::Deleted),
         Op::Client { op, .. } => {
@@ -272,6 +284,12 @@ fn stage<T: StoreValue>(engine: &Engine<T>, txn: &mut WriteTxn<T>, op: Op<T>) ->
             };
             match op.action {
                 sync::OpAction::Delete => engine.delete(txn, &op.kind, &op.key, opts).map(Outcome::Deleted),
+                sync::OpAction::Patch => {
+                    let patch = op.value.unwrap_or(serde_json::Value::Null);
+                    engine
+                        .patch(txn, &op.kind, &op.key, &patch, opts)
+                        .map(Outcome::Written)
+                }
                 sync::OpAction::Set => {
                     let value = op.value.unwrap_or(serde_json::Value::Null);
                     let value: T = serde_json::from_value(value).map_err(|e| Error::Decode {

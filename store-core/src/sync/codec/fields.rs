@@ -110,7 +110,7 @@ fn check(path: &str, value: &Value, ty: Type) -> Option<String> {
     let ok = match ty {
         Type::String => value.is_string(),
         Type::Uint(max) => value.as_u64().is_some_and(|n| n <= max),
-        Type::Action => matches!(value.as_str(), Some("set" | "delete")),
+        Type::Action => matches!(value.as_str(), Some("set" | "patch" | "delete")),
         Type::Any => true,
         Type::Strings => {
             let Some(list) = value.as_array() else {
@@ -141,7 +141,7 @@ fn expected(ty: Type) -> String {
     match ty {
         Type::String => "a string".into(),
         Type::Uint(max) => format!("an integer from 0 to {max}"),
-        Type::Action => "\"set\" or \"delete\"".into(),
+        Type::Action => "\"set\", \"patch\" or \"delete\"".into(),
         Type::Strings => "a list of strings".into(),
         Type::Ops => "a list of ops".into(),
         Type::Any => "a JSON value".into(),
@@ -224,7 +224,7 @@ mod tests {
             ),
             (
                 json!({"type": "push", "ops": [{"op_id": "1", "kind": "t", "key": "k", "action": "upsert"}]}),
-                "push.ops[0].action must be \"set\" or \"delete\", got the string \"upsert\"",
+                "push.ops[0].action must be \"set\", \"patch\" or \"delete\", got the string \"upsert\"",
             ),
             (
                 json!({"type": "push", "ops": [{"op_id": "1", "kind": "t", "key": "k", "action": "set", "value": 1, "if_version": "2"}]}),

@@ -424,7 +424,7 @@ impl ClientSession {
     ) -> String {
         let op_id = self.next_op_id();
         let value = match action {
-            OpAction::Set => Some(value.unwrap_or(Value::Null)),
+            OpAction::Set | OpAction::Patch => Some(value.unwrap_or(Value::Null)),
             OpAction::Delete => None,
         };
         self.enqueue(Op {

@@ -14,8 +14,9 @@ use serde_json::Value;
 use crate::Event;
 use crate::sync::codec::{self, Limits};
 use crate::sync::{
-    Ack, ChangeBatch, ClientMessage, CloseCode, ErrorCode, Hello, Op, PROTOCOL_VERSION, Push, Reject, Rights,
-    ServerError, ServerMessage, Snapshot, SnapshotEntry, SnapshotReason, Welcome,
+    Ack, ChangeBatch, ClientMessage, CloseCode, ErrorCode, Hello, MIN_PROTOCOL_VERSION, Op, OpAction,
+    PROTOCOL_VERSION, Push, Reject, Rights, ServerError, ServerMessage, Snapshot, SnapshotEntry,
+    SnapshotReason, Welcome,
 };
 
 /// How a [`ServerSession`] behaves.
@@ -337,11 +338,12 @@ impl ServerSession {
             }
             (_, ClientMessage::Pong { .. }) if self.phase != Phase::Hello => {}
             (Phase::Hello, ClientMessage::Hello(hello)) => {
-                if hello.protocol != PROTOCOL_VERSION {
+                if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.protocol) {
                     return self.fail(
                         ErrorCode::UnsupportedProtocol,
                         format!(
-                            "protocol {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                            "protocol {} is not supported; this server speaks {MIN_PROTOCOL_VERSION} to \
+                             {PROTOCOL_VERSION}",
                             hello.protocol
                         ),
                     );
@@ -395,8 +397,18 @@ impl ServerSession {
         // are applied. Every op is answered in the order sent.
         let mut pending = Vec::with_capacity(push.ops.len());
         let mut ops = Vec::with_capacity(push.ops.len());
+        let protocol = self.hello.as_ref().map_or(PROTOCOL_VERSION, |h| h.protocol);
         for op in push.ops {
-            match codec::check_op(&op, &self.config.limits) {
+            let checked = if op.action == OpAction::Patch && protocol < 2 {
+                Err(Reject {
+                    op_id: op.op_id.clone(),
+                    code: ErrorCode::BadMessage,
+                    message: format!("the patch action needs protocol 2; this session speaks {protocol}"),
+                })
+            } else {
+                codec::check_op(&op, &self.config.limits)
+            };
+            match checked {
                 Ok(()) => {
                     pending.push(Pending::Applying(op.op_id.clone()));
                     ops.push(op);
@@ -452,7 +464,7 @@ impl ServerSession {
         self.rights = authorized.rights;
         self.transmit
             .push_back(Outbound::Message(ServerMessage::Welcome(Welcome {
-                protocol: PROTOCOL_VERSION,
+                protocol: hello.protocol,
                 namespace: hello.namespace.clone(),
                 rights: authorized.rights,
                 schemas: authorized.schemas,
