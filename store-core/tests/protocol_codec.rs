@@ -115,6 +115,7 @@ fn server_messages_have_the_documented_shape() {
         result: OpResult::Created,
         version: 1,
         rev: 9,
+        value: None,
     });
     let text = codec::encode_server(&ack);
     assert_eq!(

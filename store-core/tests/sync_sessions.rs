@@ -928,6 +928,7 @@ fn an_ack_before_its_change_keeps_the_value_in_view() {
         result: OpResult::Created,
         version: 1,
         rev: 8,
+        value: None,
     });
     client.handle_frame(frame(ack).as_bytes(), 0).unwrap();
     assert_eq!(client.pending().len(), 0);
@@ -971,4 +972,58 @@ fn a_storage_failure_ends_a_session_as_internal_and_a_shutdown_as_going_away() {
         fatal_code(&mut s),
         (ErrorCode::ShuttingDown, Some(CloseCode::GoingAway))
     );
+}
+
+#[test]
+fn offline_patches_of_different_members_both_survive_and_a_patch_after_a_delete_is_refused() {
+    let mut w = simple();
+    let a = w.add_client("a", "rw");
+    let b = w.add_client("b", "rw");
+    for c in [a, b] {
+        w.connect(c);
+    }
+    w.set(a, "task", "card", json!({"title": "draft", "owner": "ana"}));
+    w.pump();
+    w.assert_converged();
+    // Both offline: one renames the card, the other reassigns it.
+    for c in [a, b] {
+        w.drop_connection(c);
+    }
+    let patch = |w: &mut World, c: usize, key: &str, p: Value| {
+        w.clients[c].push_op("task", key, OpAction::Patch, Some(p), None)
+    };
+    patch(&mut w, a, "card", json!({"title": "final"}));
+    patch(&mut w, b, "card", json!({"owner": "kim"}));
+    assert_eq!(
+        w.clients[a].get("task", "card"),
+        Some(json!({"title": "final", "owner": "ana"})),
+        "a pending patch shows over the confirmed value"
+    );
+    for c in [a, b] {
+        w.connect(c);
+        w.pump();
+    }
+    w.pump();
+    w.assert_converged();
+    assert_eq!(
+        w.store().get("task", "card").unwrap().unwrap().value,
+        json!({"title": "final", "owner": "kim"}),
+        "both edits survive"
+    );
+
+    // One deletes the card while the other patches it offline: the patch is
+    // refused and rolled back.
+    w.drop_connection(b);
+    let op_id = patch(&mut w, b, "card", json!({"title": "late"}));
+    w.delete(a, "task", "card");
+    w.pump();
+    w.connect(b);
+    w.pump();
+    let refused = w.events[b].iter().find_map(|e| match e {
+        ClientEvent::Rejected { op, code, .. } if op.op_id == op_id => Some(*code),
+        _ => None,
+    });
+    assert_eq!(refused, Some(ErrorCode::KeyNotFound));
+    assert_eq!(w.clients[b].get("task", "card"), None);
+    w.assert_converged();
 }

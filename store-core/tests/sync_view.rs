@@ -2,19 +2,23 @@
 //! [`ClientSession`] that records steps, and a view that applies
 //! [`view::rebase`] at arbitrary points, as the browser's writer does.
 //!
-//! Seeded runs against a sequential server model: local writes shown at
-//! once, other clients' writes, the server's changes and acks in either
-//! order, frames delivered in bursts. The view must end equal to the
+//! Seeded runs against a sequential server model: local writes (sets, merge
+//! patches, deletes) shown at once, other clients' writes, the server's
+//! changes and answers in either order (a patch of a key the server no
+//! longer holds is refused), frames delivered in bursts. The view must end equal to the
 //! server, never show a value the session does not, and show every change
 //! of the keys only others wrote exactly as the server made it, in order.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::{Value, json};
+use store_core::json::merge_patch;
 use store_core::sync::codec::encode_server;
 use store_core::sync::session::{ClientConfig, ClientSession};
 use store_core::sync::view::{self, ViewChange};
-use store_core::sync::{Ack, ChangeBatch, ClientMessage, Op, OpAction, OpResult, ServerMessage};
+use store_core::sync::{
+    Ack, ChangeBatch, ClientMessage, ErrorCode, Op, OpAction, OpResult, Reject, ServerMessage,
+};
 use store_core::testkit::sync::{Rng, welcome_frame};
 use store_core::{Event, EventType};
 
@@ -29,10 +33,77 @@ struct Server {
     log: Vec<(String, EventType, Value, u64)>,
 }
 
+/// A write: a value to set, a merge patch, or a delete.
+#[derive(Debug, Clone)]
+enum Write {
+    Set(Value),
+    Patch(Value),
+    Delete,
+}
+
+impl Write {
+    fn random(rng: &mut Rng) -> Write {
+        match rng.below(8) {
+            0 | 1 => Write::Delete,
+            2 | 3 => Write::Set(json!(rng.below(3))),
+            4 => Write::Set(json!({"x": rng.below(3), "y": rng.below(3)})),
+            _ => {
+                let field = ["x", "y", "z"][rng.below(3) as usize];
+                let n = rng.below(4);
+                Write::Patch(json!({ field: if n == 3 { Value::Null } else { json!(n) } }))
+            }
+        }
+    }
+
+    fn of(op: &Op) -> Write {
+        match (op.action, &op.value) {
+            (OpAction::Patch, Some(p)) => Write::Patch(p.clone()),
+            (OpAction::Set, Some(v)) => Write::Set(v.clone()),
+            _ => Write::Delete,
+        }
+    }
+
+    /// The value it leaves over `old`; `Err` for a patch of an absent key.
+    fn over(&self, old: Option<&Value>) -> Result<Option<Value>, ()> {
+        match (self, old) {
+            (Write::Set(v), _) => Ok(Some(v.clone())),
+            (Write::Delete, _) => Ok(None),
+            (Write::Patch(_), None) => Err(()),
+            (Write::Patch(p), Some(old)) => {
+                let mut v = old.clone();
+                merge_patch(&mut v, p);
+                Ok(Some(v))
+            }
+        }
+    }
+}
+
 impl Server {
-    /// Applies a write; the change it made (if any) and its ack.
-    fn apply(&mut self, op_id: &str, key: &str, value: Option<Value>) -> (Option<Event<Value>>, Ack) {
+    /// Applies a write; the change it made (if any) and its answer.
+    fn apply(&mut self, op_id: &str, key: &str, write: &Write) -> (Option<Event<Value>>, ServerMessage) {
         let old = self.entries.get(key).cloned();
+        let Ok(value) = write.over(old.as_ref().map(|(v, _)| v)) else {
+            let reject = Reject {
+                op_id: op_id.into(),
+                code: ErrorCode::KeyNotFound,
+                message: "key not found".into(),
+            };
+            return (None, ServerMessage::Reject(reject));
+        };
+        let (event, mut ack) = self.change(op_id, key, value, old);
+        if let (Write::Patch(_), Some(e)) = (write, &event) {
+            ack.value = Some(e.value.clone());
+        }
+        (event, ServerMessage::Ack(ack))
+    }
+
+    fn change(
+        &mut self,
+        op_id: &str,
+        key: &str,
+        value: Option<Value>,
+        old: Option<(Value, u64)>,
+    ) -> (Option<Event<Value>>, Ack) {
         let (event, result) = match (value, old) {
             (Some(v), Some((old, _))) if v == old => {
                 let ack = Ack {
@@ -40,6 +111,7 @@ impl Server {
                     result: OpResult::Unchanged,
                     version: self.entries[key].1,
                     rev: self.rev,
+                    value: None,
                 };
                 return (None, ack);
             }
@@ -68,6 +140,7 @@ impl Server {
                     result: OpResult::Absent,
                     version: 0,
                     rev: self.rev,
+                    value: None,
                 };
                 return (None, ack);
             }
@@ -93,6 +166,7 @@ impl Server {
             result,
             version: ack_version,
             rev: self.rev,
+            value: None,
         };
         (Some(event), ack)
     }
@@ -127,9 +201,13 @@ impl Replica {
         }
     }
 
-    /// A local write as a store makes it: shown at once, then queued.
-    fn write(&mut self, key: &str, value: Option<Value>) {
+    /// A local write as a store makes it: shown at once, then queued (a
+    /// patch of a key it does not show is refused, as the store does).
+    fn write(&mut self, key: &str, write: Write) {
         let old = self.view.get(key).cloned();
+        let Ok(value) = write.over(old.as_ref().map(|(v, _)| v)) else {
+            return;
+        };
         let shown = match (&value, &old) {
             (Some(v), Some((o, _))) if v == o => return, // unchanged: no op
             (None, None) => return,                      // nothing to delete
@@ -155,12 +233,15 @@ impl Replica {
             op_id: format!("op{}", self.next_op),
             kind: KIND.into(),
             key: key.into(),
-            action: if value.is_some() {
-                OpAction::Set
-            } else {
-                OpAction::Delete
+            action: match write {
+                Write::Set(_) => OpAction::Set,
+                Write::Patch(_) => OpAction::Patch,
+                Write::Delete => OpAction::Delete,
             },
-            value,
+            value: match write {
+                Write::Set(v) | Write::Patch(v) => Some(v),
+                Write::Delete => None,
+            },
             if_version: None,
         };
         self.session.enqueue(op);
@@ -238,15 +319,13 @@ fn run(seed: u64) {
             0..=2 => {
                 let i = rng.below(keys.len() as u64 + 1) as usize;
                 let key = keys.get(i).copied().unwrap_or(local_only);
-                let value = (rng.below(4) > 0).then(|| json!(rng.below(3)));
-                replica.write(key, value);
+                replica.write(key, Write::random(&mut rng));
             }
             3..=4 => {
                 let all: Vec<&str> = keys.iter().chain(&remote_only).copied().collect();
                 let key = all[rng.below(all.len() as u64) as usize];
-                let value = (rng.below(4) > 0).then(|| json!(rng.below(3)));
                 remote_op += 1;
-                let (event, _) = server.apply(&format!("other{remote_op}"), key, value);
+                let (event, _) = server.apply(&format!("other{remote_op}"), key, &Write::random(&mut rng));
                 if let Some(e) = event {
                     wire.push_back(changes(e, server.rev));
                 }
@@ -263,13 +342,13 @@ fn run(seed: u64) {
                     let mut acks = Vec::new();
                     let order = rng.below(3);
                     for op in push.ops {
-                        let (event, ack) = server.apply(&op.op_id, &op.key, op.value.clone());
+                        let (event, answer) = server.apply(&op.op_id, &op.key, &Write::of(&op));
                         if order == 2 {
-                            wire.push_back(ServerMessage::Ack(ack));
+                            wire.push_back(answer);
                             wire.extend(event.map(|e| changes(e, server.rev)));
                         } else {
                             events.extend(event);
-                            acks.push(ServerMessage::Ack(ack));
+                            acks.push(answer);
                         }
                     }
                     let rev = server.rev;
@@ -301,9 +380,9 @@ fn run(seed: u64) {
                 continue;
             };
             for op in push.ops {
-                let (event, ack) = server.apply(&op.op_id, &op.key, op.value.clone());
+                let (event, answer) = server.apply(&op.op_id, &op.key, &Write::of(&op));
                 wire.extend(event.map(|e| changes(e, server.rev)));
-                wire.push_back(ServerMessage::Ack(ack));
+                wire.push_back(answer);
             }
         }
         let Some(message) = wire.pop_front() else { break };
@@ -352,17 +431,17 @@ fn offline_writes_arriving_together_are_one_event_each() {
     // arrive in one batch.
     let mut server = Server::default();
     let mut events = Vec::new();
-    for (i, (key, value)) in [
-        ("x", Some(json!(1))),
-        ("x", Some(json!(2))),
-        ("y", Some(json!(1))),
-        ("y", None),
-        ("a", Some(json!(1))),
+    for (i, (key, write)) in [
+        ("x", Write::Set(json!(1))),
+        ("x", Write::Set(json!(2))),
+        ("y", Write::Set(json!(1))),
+        ("y", Write::Delete),
+        ("a", Write::Set(json!(1))),
     ]
     .into_iter()
     .enumerate()
     {
-        events.extend(server.apply(&format!("o{i}"), key, value).0);
+        events.extend(server.apply(&format!("o{i}"), key, &write).0);
     }
     let mut replica = Replica::new();
     let batch = ServerMessage::Changes(ChangeBatch {

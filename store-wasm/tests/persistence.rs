@@ -459,6 +459,7 @@ async fn ack(store: &IdbStore, op_id: &str, version: u64, rev: u64) {
         result: OpResult::Created,
         version,
         rev,
+        value: None,
     };
     {
         let mut replica = store.replica_mut().expect("the replica");

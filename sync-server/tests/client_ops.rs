@@ -42,6 +42,7 @@ fn ack(op_id: &str, result: OpResult, version: u64, rev: u64) -> Result<Ack, sto
         result,
         version,
         rev,
+        value: None,
     })
 }
 

@@ -279,6 +279,10 @@ pub struct Ack {
     /// The revision of the change; for `unchanged` the revision of the
     /// entry's last change, for `absent` the namespace revision at the time.
     pub rev: u64,
+    /// The value a `patch` left when it changed the key (protocol 2): only
+    /// the server knows it before the change arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
 }
 
 /// What an applied op did.
@@ -287,9 +291,10 @@ pub struct Ack {
 pub enum OpResult {
     /// A `set` created the key.
     Created,
-    /// A `set` changed the key's value.
+    /// A `set` or `patch` changed the key's value.
     Updated,
-    /// A `set` wrote a value equal to the stored one: nothing changed.
+    /// A `set` or `patch` left a value equal to the stored one: nothing
+    /// changed.
     Unchanged,
     /// A `delete` removed the key.
     Deleted,
@@ -311,6 +316,7 @@ impl Ack {
             result,
             version: w.version,
             rev: w.rev,
+            value: None,
         }
     }
 
@@ -327,6 +333,7 @@ impl Ack {
             result,
             version: 0,
             rev,
+            value: None,
         }
     }
 }
@@ -402,6 +409,8 @@ pub enum ErrorCode {
     KeyTooLong,
     /// The op's kind or key holds the NUL character.
     InvalidKey,
+    /// A `patch` named a key that does not exist (protocol 2).
+    KeyNotFound,
     /// The server is shutting down.
     ShuttingDown,
     /// The server failed; the op may be retried with the same op id.
@@ -428,6 +437,7 @@ impl ErrorCode {
             ErrorCode::KindRequired => "kind_required",
             ErrorCode::KeyTooLong => "key_too_long",
             ErrorCode::InvalidKey => "invalid_key",
+            ErrorCode::KeyNotFound => "key_not_found",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
         }
@@ -442,6 +452,7 @@ impl ErrorCode {
             crate::Error::KindRequired => ErrorCode::KindRequired,
             crate::Error::KeyTooLong { .. } => ErrorCode::KeyTooLong,
             crate::Error::InvalidKey { .. } => ErrorCode::InvalidKey,
+            crate::Error::KeyNotFound => ErrorCode::KeyNotFound,
             // A value the store cannot take (it does not decode as the
             // store's type, or the backend cannot hold it) is the client's.
             crate::Error::Decode { .. } | crate::Error::Encoding(_) => ErrorCode::Validation,
@@ -469,6 +480,7 @@ impl ErrorCode {
             | ErrorCode::KindRequired
             | ErrorCode::KeyTooLong
             | ErrorCode::InvalidKey
+            | ErrorCode::KeyNotFound
             | ErrorCode::Internal => CloseCode::InternalError,
         }
     }

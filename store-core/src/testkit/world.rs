@@ -344,9 +344,13 @@ impl SimServer {
                             .value
                             .as_ref()
                             .expect("the codec lets no patch through without a value");
-                        self.store
-                            .patch(&op.kind, &op.key, patch, opts)
-                            .map(|w| Ack::written(&op.op_id, w))
+                        self.store.patch(&op.kind, &op.key, patch, opts).map(|w| Ack {
+                            value: w
+                                .changed()
+                                .then(|| self.store.get(&op.kind, &op.key).ok().flatten().map(|e| e.value))
+                                .flatten(),
+                            ..Ack::written(&op.op_id, w)
+                        })
                     }
                     OpAction::Delete => self
                         .store

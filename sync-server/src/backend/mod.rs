@@ -329,6 +329,7 @@ fn stage_client<T: StoreValue>(
         });
     }
     let op_id = op.op_id.clone();
+    let patch = (op.action == sync::OpAction::Patch).then(|| (op.kind.clone(), op.key.clone()));
     let staged = stage_one(
         engine,
         txn,
@@ -340,7 +341,21 @@ fn stage_client<T: StoreValue>(
     );
     let head = txn.base_rev() + txn.savepoint() as u64;
     let answer = match staged {
-        Ok(Outcome::Written(w)) => Ok(Ack::written(op_id, w)),
+        Ok(Outcome::Written(w)) => {
+            // A patch's ack carries the value it left.
+            let value = match patch {
+                Some((kind, key)) if w.changed() => txn
+                    .events()
+                    .last()
+                    .filter(|e| (e.rev, &e.kind, &e.key) == (w.rev, &kind, &key))
+                    .and_then(|e| serde_json::to_value(&e.value).ok()),
+                _ => None,
+            };
+            Ok(Ack {
+                value,
+                ..Ack::written(op_id, w)
+            })
+        }
         Ok(Outcome::Deleted(d)) => Ok(Ack::deleted(op_id, d.as_ref(), head)),
         Ok(_) => Err(Reject::of(op_id, &unexpected())),
         Err(e) => Err(Reject::of(op_id, &e)),

@@ -695,8 +695,15 @@ impl ClientSession {
         let slot = (op.kind.clone(), op.key.clone());
         match ack.result {
             OpResult::Created | OpResult::Updated => {
+                // A patch's result is the server's to tell; without it the
+                // change brings it.
+                let value = match op.action {
+                    OpAction::Patch => ack.value.clone(),
+                    _ => op.value.clone(),
+                };
+                let Some(value) = value else { return };
                 let entry = Entry {
-                    value: op.value.clone().unwrap_or(Value::Null),
+                    value,
                     version: ack.version,
                     rev: ack.rev,
                 };
