@@ -82,6 +82,16 @@ impl Store<Value> for IdbStore {
         .await
     }
 
+    async fn patch(&self, kind: &str, key: &str, patch: Value, opts: SetOptions) -> Result<Written> {
+        self.written(LocalOp::Patch {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            patch,
+            if_version: opts.if_version,
+        })
+        .await
+    }
+
     async fn set_many(&self, kind: &str, items: Vec<(String, Value)>) -> Result<Vec<(String, Written)>> {
         let kind = kind.to_owned();
         match self.submit(LocalOp::SetMany { kind, items }).await? {

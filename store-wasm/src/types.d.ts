@@ -1,6 +1,16 @@
 /** Any value JSON can hold: what a store keeps. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
+/**
+ * A JSON Merge Patch (RFC 7396) of a `T`: any of its members, each a patch of
+ * that member or `null` to remove it; arrays and other values replace whole.
+ */
+export type MergePatch<T> = T extends readonly unknown[]
+  ? T
+  : T extends { [key: string]: unknown }
+    ? { [K in keyof T]?: MergePatch<T[K]> | null }
+    : T;
+
 /** A JSON Schema (draft 2020-12 subset; see the store-core docs). */
 export type JsonSchema = { [keyword: string]: Json } | boolean;
 
@@ -238,6 +248,16 @@ export interface ZestorStore {
   setMany(kind: string, items: Record<string, Json> | Array<[string, Json]>): Promise<KeyedWriteResult[]>;
   /** Read-modify-write of an existing key (`key_not_found` otherwise); `fn` must not call the store. */
   setFn<T extends Json = Json>(kind: string, key: string, fn: (value: T) => Json, options?: WriteOptions): Promise<WriteResult>;
+  /**
+   * Edits an existing key with a JSON Merge Patch (RFC 7396): members of
+   * `partial` are set (objects merge recursively), members set to `null` are
+   * removed, anything else replaces the value. `key_not_found` for a missing
+   * key; `validation` when the merged value is invalid; `unchanged` when it
+   * changes nothing. A synced store sends the patch, which the server applies
+   * to its value: two clients that patch different members both keep their
+   * edit.
+   */
+  patch<T extends Json = Json>(kind: string, key: string, partial: MergePatch<T>, options?: WriteOptions): Promise<WriteResult>;
   /** Removes `kind`/`key`; `null` if it did not exist. */
   delete<T extends Json = Json>(kind: string, key: string, options?: WriteOptions): Promise<DeleteResult<T> | null>;
   /** Resolves with the server's ack of `opId`; rejects with the server's code (`ZestorError`) if it refused the op. */

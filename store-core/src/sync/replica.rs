@@ -92,6 +92,18 @@ pub enum LocalOp {
         /// Compare-and-set.
         if_version: Option<u64>,
     },
+    /// Apply a JSON Merge Patch to an existing key; a synced replica sends
+    /// the patch, which the server applies to its value then.
+    Patch {
+        /// The kind.
+        kind: String,
+        /// The key.
+        key: String,
+        /// The patch.
+        patch: Value,
+        /// Compare-and-set.
+        if_version: Option<u64>,
+    },
     /// Set many keys of one kind, all or nothing.
     SetMany {
         /// The kind.
@@ -697,6 +709,22 @@ impl Replica {
                 check(&kind, &key, &new_value)?;
                 let op_id = if written.changed() {
                     queue(&kind, &key, OpAction::Set, Some(new_value), None)
+                } else {
+                    None
+                };
+                Ok(Outcome::Written(written, op_id))
+            }
+            LocalOp::Patch {
+                kind,
+                key,
+                patch,
+                if_version,
+            } => {
+                let written = engine.patch(txn, &kind, &key, &patch, opts(if_version))?;
+                let op_id = if written.changed() {
+                    let merged = txn.events().last().map_or(&Value::Null, |e| &e.value);
+                    check(&kind, &key, merged)?;
+                    queue(&kind, &key, OpAction::Patch, Some(patch), if_version)
                 } else {
                     None
                 };
@@ -1506,6 +1534,7 @@ mod tests {
                     result: super::super::OpResult::Created,
                     version: 1,
                     rev,
+                    value: None,
                 },
                 kind: op.kind.clone(),
                 key: op.key.clone(),

@@ -466,6 +466,20 @@ impl JsStore {
         self.submit(op)
     }
 
+    /// `patch(kind, key, partial, { ifVersion? })`: a JSON Merge Patch of an
+    /// existing key; a synced store sends the patch.
+    pub fn patch(&self, kind: JsValue, key: JsValue, partial: JsValue, options: JsValue) -> js_sys::Promise {
+        let op = (|| {
+            Ok(LocalOp::Patch {
+                kind: kind_arg(&kind)?,
+                key: string_arg(&key, "key")?,
+                patch: to_json(&partial, "partial")?,
+                if_version: write_options(&options)?,
+            })
+        })();
+        self.submit(op)
+    }
+
     /// `delete(kind, key, { ifVersion? })`: the entry deleted, or `null`.
     pub fn delete(&self, kind: JsValue, key: JsValue, options: JsValue) -> js_sys::Promise {
         let op = (|| {
