@@ -368,6 +368,37 @@ impl Client {
         })
     }
 
+    /// Edits `kind`/`key` with a JSON Merge Patch (RFC 7396; see
+    /// [`store_core::json::merge_patch`]): shown at once over the value the
+    /// client shows, sent as a patch, which the server applies to its own
+    /// value. Refused `key_not_found` when the client does not show the key
+    /// (wait for [`ClientEvent::Synced`] to patch what the server holds).
+    /// `Ok(None)`: the patch changes nothing the client shows.
+    pub fn patch(&self, kind: &str, key: &str, patch: Value) -> Result<Option<PendingWrite>, ClientError> {
+        self.write(LocalOp::Patch {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            patch,
+            if_version: None,
+        })
+    }
+
+    /// Like [`Client::patch`], only if the entry's version is `version`.
+    pub fn patch_if_version(
+        &self,
+        kind: &str,
+        key: &str,
+        patch: Value,
+        version: u64,
+    ) -> Result<Option<PendingWrite>, ClientError> {
+        self.write(LocalOp::Patch {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            patch,
+            if_version: Some(version),
+        })
+    }
+
     /// Deletes `kind`/`key`. `Ok(None)`: the client does not show it (wait
     /// for [`ClientEvent::Synced`] to delete what the server holds).
     pub fn delete(&self, kind: &str, key: &str) -> Result<Option<PendingWrite>, ClientError> {

@@ -477,6 +477,20 @@ async fn the_cli_puts_gets_and_reports_rejects() {
     assert!(missing.contains("not found"), "{missing}");
     let bad = run(&["put", "task", "t1", "{oops"], "rw").await.unwrap_err();
     assert!(bad.contains("not JSON"), "{bad}");
+    run(&["patch", "task", "t1", r#"{"owner":"kim"}"#], "rw")
+        .await
+        .unwrap();
+    assert_eq!(
+        server.store.get("task", "t1").unwrap().unwrap().value,
+        json!({"title": "ship", "owner": "kim"}),
+        "the patch merged into the server's value"
+    );
+    let missing = run(&["patch", "task", "nope", r#"{"a":1}"#], "rw")
+        .await
+        .unwrap_err();
+    assert!(missing.contains("key not found"), "{missing}");
+    let bad = run(&["patch", "task", "t1", "{oops"], "rw").await.unwrap_err();
+    assert!(bad.contains("not JSON"), "{bad}");
     run(&["delete", "task", "t1"], "rw").await.unwrap();
     assert_eq!(server.store.get("task", "t1").unwrap(), None);
 }

@@ -1,4 +1,4 @@
-//! `sync-server client …`: put, get, delete and watch from a shell.
+//! `sync-server client …`: put, patch, get, delete and watch from a shell.
 
 use std::hash::BuildHasher;
 use std::time::Duration;
@@ -13,6 +13,8 @@ const USAGE: &str =
     "usage: sync-server client [--url URL] [--namespace NS] [--token TOKEN] [--timeout SECS] COMMAND
 commands:
   put <kind> <key> <json>   write a value and wait for the server's ack
+  patch <kind> <key> <json> merge a JSON Merge Patch into the value (null removes a member)
+                            and wait for the server's ack
   get <kind> <key>          print the value as JSON
   delete <kind> <key>       delete and wait for the server's ack
   watch [kind]              print each change as a JSON line until Ctrl-C
@@ -36,6 +38,26 @@ pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
             let write = client.set(kind, key, value).map_err(|e| e.to_string())?;
             // A fresh client shows nothing the value could equal.
             let write = write.ok_or("nothing to write")?;
+            cli.print_ack(&client, write).await
+        }
+        ["patch", kind, key, json] => {
+            let patch: Value =
+                serde_json::from_str(json).map_err(|e| format!("the patch is not JSON: {e}"))?;
+            // A client patches what it shows: sync the kind first.
+            let client = cli.synced(kind).await?;
+            let write = client.patch(kind, key, patch);
+            let write = match write {
+                Ok(Some(write)) => write,
+                Ok(None) => {
+                    client.close().await;
+                    println!(r#"{{"result":"unchanged"}}"#);
+                    return Ok(());
+                }
+                Err(e) => {
+                    client.close().await;
+                    return Err(e.to_string());
+                }
+            };
             cli.print_ack(&client, write).await
         }
         ["delete", kind, key] => {
