@@ -2,7 +2,8 @@
 # Runs the end-to-end tests of the web demo (tests/e2e): the task board of
 # web-demo/ as scripts/demo.sh serves it, in headless Chromium, two browsers
 # against a real sync-server on a temporary SQLite file: live sync, offline
-# work across a reload, a server killed and restarted, refusals, conflicts.
+# work across a reload, a server killed and restarted, refusals, concurrent
+# edits.
 #
 #   scripts/test-e2e.sh [--no-build] [WORD...]
 #

@@ -1,9 +1,12 @@
 // The board: the cards of kind `card`, kept current by one watch with
 // replay, drawn into three columns, and the writes the buttons and forms
-// make. Every write carries `ifVersion`: the version of the card as the user
-// saw it, so an edit based on a card someone else changed meanwhile is
-// refused (`conflict`) — here at once, or by the server when the other
-// change reached it first — instead of silently overwriting it.
+// make. An edit or a move sends only the fields the person changed, as a
+// patch the server merges into the card it holds: two people who change
+// different fields of one card (offline too) both keep their change, and
+// when both change the same field the one the server applies last wins. A
+// patch of a card someone deleted meanwhile is refused (`key_not_found`)
+// and rolled back. A delete carries `ifVersion`, the version the person saw,
+// so a card changed elsewhere since is not deleted unseen (`conflict`).
 
 import { KIND } from './config.js';
 
@@ -17,6 +20,21 @@ export function newKey() {
   const time = Date.now().toString(36).padStart(9, '0');
   const random = crypto.getRandomValues(new Uint32Array(1))[0].toString(36).padStart(7, '0');
   return `${time}-${random}`;
+}
+
+/**
+ * The patch that turns card value `from` into `to`: the fields that differ,
+ * a removed field as `null`; `null` when nothing differs.
+ */
+export function changedFields(from, to) {
+  const before = from ?? {};
+  const patch = {};
+  for (const field of new Set([...Object.keys(before), ...Object.keys(to)])) {
+    const value = field in to ? to[field] : null;
+    const old = field in before ? before[field] : null;
+    if (value !== old) patch[field] = value;
+  }
+  return Object.keys(patch).length ? patch : null;
 }
 
 /** The card value as typed: trimmed; an empty assignee is left out. */
@@ -282,7 +300,7 @@ export class Board {
       const stale = version !== editing.version;
       note.hidden = !stale;
       note.textContent = stale
-        ? `Changed elsewhere while you edit (now version ${version}, you started from ${editing.version}): saving will be refused.`
+        ? `Changed elsewhere while you edit (now version ${version}, you started from ${editing.version}): saving changes only the fields you edited.`
         : '';
     }
   }
@@ -307,7 +325,7 @@ export class Board {
     const entry = this.cards.get(key);
     if (!entry || stateOf(entry) === to) return;
     try {
-      await this.store.set(KIND, key, { ...entry.value, state: to }, { ifVersion: entry.version });
+      await this.store.patch(KIND, key, { state: to });
     } catch (err) {
       this.#failed(err, { key, action: 'move' });
     }
@@ -373,15 +391,16 @@ export class Board {
     if (focus) li.querySelector('[data-testid="card-edit"]').focus();
   }
 
-  /** Saves the edit form of `key`, conditional on the version the edit started from. */
+  /** Saves the edit form of `key`: the fields changed since the edit started, as a patch. */
   async save(key) {
     const editing = this.editing.get(key);
     if (!editing) return;
-    const { form, version, value: seen } = editing;
+    const { form, value: seen } = editing;
     clearErrors(form);
-    const value = cardValue(form.elements.title.value, form.elements.assignee.value, seen?.state ?? 'todo');
+    const state = seen?.state ?? 'todo';
+    const patch = changedFields(seen, cardValue(form.elements.title.value, form.elements.assignee.value, state));
     try {
-      await this.store.set(KIND, key, value, { ifVersion: version });
+      if (patch) await this.store.patch(KIND, key, patch);
       this.stopEditing(key, true);
     } catch (err) {
       if (err?.code === 'validation') {

@@ -62,6 +62,7 @@ function refusedTitle(code, action, title) {
   const what = { create: 'Not added', edit: 'Not saved', move: 'Not moved', delete: 'Not deleted' }[action] ?? 'Refused';
   const name = title ? ` “${short(title)}”` : '';
   if (code === 'conflict') return `${what}:${name} was changed elsewhere first`;
+  if (code === 'key_not_found') return `${what}:${name} was deleted elsewhere`;
   return `${what}:${name || ' the store refused it'}`;
 }
 
