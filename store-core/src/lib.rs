@@ -48,6 +48,10 @@
 //! - `set_fn` is an atomic read-modify-write; a missing key is
 //!   [`Error::KeyNotFound`], an error from the function is
 //!   [`Error::Function`] and nothing is written.
+//! - `patch` applies a JSON Merge Patch ([`json::merge_patch`], RFC 7396)
+//!   to an existing key atomically: the merged value is validated as a
+//!   whole ([`Error::Validation`]), `Unchanged` when it equals the stored
+//!   one, [`Error::KeyNotFound`] for a missing key (a patch never creates).
 //! - `set_many` merges into a kind, skips unchanged keys, emits events in key
 //!   order, and is all or nothing: one invalid value rejects the batch.
 //! - `delete` returns the previous entry, or `None` if there was none.
