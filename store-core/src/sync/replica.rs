@@ -322,6 +322,8 @@ pub struct SyncPass {
     dirty_all: bool,
     rebase_all: bool,
     schemas: bool,
+    /// The pass tells the other instances to read the storage again.
+    reload_others: bool,
 }
 
 /// A sync pass applied.
@@ -394,6 +396,11 @@ struct Synced {
     /// The leader's `Synced` messages heard while a read of the storage
     /// is under way ([`Replica::begin_read`]), replayed over what it read.
     reading: Option<Vec<TabMessage>>,
+    /// This instance became the leader: its next pass tells the others to
+    /// read the storage again. The previous leader may have closed between
+    /// persisting a pass and posting it, and the others, which mirror what
+    /// it posted, would never learn that pass otherwise.
+    others_behind: bool,
 }
 
 /// A client's local store, optionally synced (see the [module](self)).
@@ -447,6 +454,7 @@ impl Replica {
             answers: HashMap::new(),
             answer_order: VecDeque::new(),
             reading: None,
+            others_behind: false,
         };
         let head = persisted.head;
         sync.next_op_seq.set(persisted.next_op_seq);
@@ -531,9 +539,12 @@ impl Replica {
     }
 
     /// Makes this instance the one holding the connection, or not. A new
-    /// leader posts [`TabMessage::Leading`] once connecting.
+    /// leader posts [`TabMessage::Leading`] once connecting; its next pass
+    /// ([`Replica::has_news`]) posts [`TabMessage::Reload`], for the others
+    /// to read what the previous leader persisted but could not post.
     pub fn set_leader(&mut self, leader: bool) {
         if let Some(s) = &mut self.sync {
+            s.others_behind |= leader && !s.leader;
             s.leader = leader;
         }
     }
@@ -811,6 +822,7 @@ impl Replica {
                 || !s.answered.is_empty()
                 || s.session.has_steps()
                 || s.applied_cursor != s.session.cursor()
+                || (s.leader && s.others_behind)
         })
     }
 
@@ -848,6 +860,7 @@ impl Replica {
         sync.dirty_all |= pass.dirty_all;
         sync.rebase_all |= pass.rebase_all;
         sync.schemas_dirty |= pass.schemas;
+        sync.others_behind |= pass.reload_others;
         let later = std::mem::replace(&mut sync.steps, pass.steps);
         sync.steps.extend(later);
         for (op_id, p) in pass.places {
@@ -1194,6 +1207,7 @@ impl Synced {
         answered.retain(|a| !self.answers.contains_key(a.op_id()));
         let schemas = std::mem::take(&mut self.schemas_dirty);
         let mut messages = Vec::new();
+        let mut reload_others = false;
         if persist {
             let session = &self.session;
             if dirty_all {
@@ -1227,7 +1241,8 @@ impl Synced {
                     schemas: plan.schemas.clone(),
                 });
             }
-            if dirty_all {
+            reload_others = dirty_all || std::mem::take(&mut self.others_behind);
+            if reload_others {
                 messages.push(TabMessage::Reload);
             }
         }
@@ -1298,6 +1313,7 @@ impl Synced {
             dirty_all,
             rebase_all,
             schemas,
+            reload_others,
         }
     }
 }
