@@ -324,6 +324,8 @@ pub struct SyncPass {
     schemas: bool,
     /// The pass tells the other instances to read the storage again.
     reload_others: bool,
+    /// Answers told again.
+    reannounced: Vec<Answered>,
 }
 
 /// A sync pass applied.
@@ -401,6 +403,8 @@ struct Synced {
     /// persisting a pass and posting it, and the others, which mirror what
     /// it posted, would never learn that pass otherwise.
     others_behind: bool,
+    /// Answers told again ([`Synced::reannounce`]) for the next pass to post.
+    reannounced: Vec<Answered>,
 }
 
 /// A client's local store, optionally synced (see the [module](self)).
@@ -455,6 +459,7 @@ impl Replica {
             answer_order: VecDeque::new(),
             reading: None,
             others_behind: false,
+            reannounced: Vec::new(),
         };
         let head = persisted.head;
         sync.next_op_seq.set(persisted.next_op_seq);
@@ -861,6 +866,8 @@ impl Replica {
         sync.rebase_all |= pass.rebase_all;
         sync.schemas_dirty |= pass.schemas;
         sync.others_behind |= pass.reload_others;
+        let later = std::mem::replace(&mut sync.reannounced, pass.reannounced);
+        sync.reannounced.extend(later);
         let later = std::mem::replace(&mut sync.steps, pass.steps);
         sync.steps.extend(later);
         for (op_id, p) in pass.places {
@@ -942,15 +949,21 @@ impl Replica {
         match message {
             TabMessage::Pending { ops } => {
                 let mut any = false;
+                let mut again = false;
                 for (place, op) in ops {
                     if !sync.knows(&op.op_id) {
                         sync.add_pending(&op, place);
                         sync.session.mirror_op(op);
                         any = true;
+                    } else if sync.leader
+                        && let Some(answer) = sync.answers.get(&op.op_id).cloned()
+                    {
+                        sync.reannounce(op, answer);
+                        again = true;
                     }
                 }
-                if any {
-                    Reaction::Persist { send: true }
+                if any || again {
+                    Reaction::Persist { send: any }
                 } else {
                     Reaction::None
                 }
@@ -1009,7 +1022,35 @@ impl Synced {
 
     /// Whether `op_id` is queued here, or answered (recently).
     fn knows(&self, op_id: &str) -> bool {
-        self.places.contains_key(op_id) || self.answering.contains(op_id) || self.answers.contains_key(op_id)
+        self.places.contains_key(op_id)
+            || self.answering.contains(op_id)
+            || self.answers.contains_key(op_id)
+            // Answered by a message the next pass takes: queuing it now
+            // would leave it in the session's queue for good.
+            || self.answered.iter().any(|a| a.op_id() == op_id)
+    }
+
+    /// Tells the others again how the server answered `op`: another
+    /// instance posted it as pending, having read it back from storage
+    /// before the answer was persisted (or heard of it from one that did),
+    /// and the instances that joined since the answer was posted would
+    /// hold it pending for good.
+    fn reannounce(&mut self, op: Op, answer: Answer) {
+        let confirmed = self.session.confirmed(&op.kind, &op.key).cloned();
+        self.steps.push(Step {
+            kind: op.kind.clone(),
+            key: op.key.clone(),
+            confirmed,
+            answered: Some(op.clone()),
+        });
+        self.reannounced.push(match answer {
+            Ok(ack) => Answered::Acked {
+                ack,
+                kind: op.kind,
+                key: op.key,
+            },
+            Err((code, message)) => Answered::Rejected { op, code, message },
+        });
     }
 
     /// This instance's pending ops with their places, in queue order.
@@ -1205,6 +1246,7 @@ impl Synced {
         // the old leader's answer was written) leaves the queue above, but
         // its answer was reported already.
         answered.retain(|a| !self.answers.contains_key(a.op_id()));
+        let reannounced = std::mem::take(&mut self.reannounced);
         let schemas = std::mem::take(&mut self.schemas_dirty);
         let mut messages = Vec::new();
         let mut reload_others = false;
@@ -1234,10 +1276,16 @@ impl Synced {
             if moved || dirty_all || schemas || !steps.is_empty() || !answered.is_empty() {
                 // After a snapshot the other instances read the new state
                 // from storage rather than receive a step per entry.
+                let mut posted = answered.clone();
+                for a in &reannounced {
+                    if !posted.iter().any(|p| p.op_id() == a.op_id()) {
+                        posted.push(a.clone());
+                    }
+                }
                 messages.push(TabMessage::Synced {
                     cursor: session.cursor(),
                     steps: if dirty_all { Vec::new() } else { steps.clone() },
-                    answered: answered.clone(),
+                    answered: posted,
                     schemas: plan.schemas.clone(),
                 });
             }
@@ -1314,6 +1362,7 @@ impl Synced {
             rebase_all,
             schemas,
             reload_others,
+            reannounced,
         }
     }
 }
