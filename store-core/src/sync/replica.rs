@@ -322,6 +322,8 @@ pub struct SyncPass {
     dirty_all: bool,
     rebase_all: bool,
     schemas: bool,
+    /// The keys whose confirmed entries it persists.
+    changed: BTreeSet<(String, String)>,
     /// The pass tells the other instances to read the storage again.
     reload_others: bool,
     /// Answers told again.
@@ -384,6 +386,11 @@ struct Synced {
     pending_keys: HashMap<(String, String), u32>,
     /// What the session (or the leader) recorded since the last pass.
     steps: Vec<Step>,
+    /// The keys whose confirmed entry the server changed since the last
+    /// pass: the only entries a leader writes. Its session may hold older
+    /// entries than the storage (it read the storage before the previous
+    /// leader's last pass landed): those are not its to write.
+    changed: BTreeSet<(String, String)>,
     /// A snapshot replaced the confirmed state since the last pass.
     dirty_all: bool,
     /// The session was reloaded from storage: rebase every key.
@@ -450,6 +457,7 @@ impl Replica {
             places: HashMap::new(),
             pending_keys: HashMap::new(),
             steps: Vec::new(),
+            changed: BTreeSet::new(),
             dirty_all: false,
             rebase_all: false,
             answered: Vec::new(),
@@ -865,6 +873,7 @@ impl Replica {
         sync.dirty_all |= pass.dirty_all;
         sync.rebase_all |= pass.rebase_all;
         sync.schemas_dirty |= pass.schemas;
+        sync.changed.extend(pass.changed);
         sync.others_behind |= pass.reload_others;
         let later = std::mem::replace(&mut sync.reannounced, pass.reannounced);
         sync.reannounced.extend(later);
@@ -1222,6 +1231,8 @@ impl Synced {
         let rebase_all = std::mem::take(&mut self.rebase_all);
         let mut steps = std::mem::take(&mut self.steps);
         steps.extend(self.session.take_steps());
+        self.changed.extend(self.session.take_changed());
+        let changed = std::mem::take(&mut self.changed);
         let mut answered = std::mem::take(&mut self.answered);
         // A message heard during a read is mirrored twice (see `reload`).
         let mut seen = HashSet::new();
@@ -1259,14 +1270,10 @@ impl Synced {
                     .map(|(kind, key, e)| (kind.to_owned(), key.to_owned(), e.clone()))
                     .collect();
             } else {
-                let keys: BTreeSet<(&str, &str)> =
-                    steps.iter().map(|s| (s.kind.as_str(), s.key.as_str())).collect();
-                for (kind, key) in keys {
+                for (kind, key) in &changed {
                     match session.confirmed(kind, key) {
-                        Some(e) => plan
-                            .put_entries
-                            .push((kind.to_owned(), key.to_owned(), e.clone())),
-                        None => plan.delete_entries.push((kind.to_owned(), key.to_owned())),
+                        Some(e) => plan.put_entries.push((kind.clone(), key.clone(), e.clone())),
+                        None => plan.delete_entries.push((kind.clone(), key.clone())),
                     }
                 }
             }
@@ -1361,6 +1368,7 @@ impl Synced {
             dirty_all,
             rebase_all,
             schemas,
+            changed,
             reload_others,
             reannounced,
         }

@@ -14,7 +14,7 @@
 //!
 //! [`Engine`]: crate::Engine
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::Value;
 
@@ -191,6 +191,9 @@ pub struct ClientSession {
     next_nonce: u64,
     /// Recorded steps, when the config asks for them.
     steps: Vec<Step>,
+    /// The keys whose confirmed entry the server set (a change or an ack)
+    /// since [`ClientSession::take_changed`], when recording steps.
+    changed: BTreeSet<(String, String)>,
     /// Keys an ack deleted at a revision past the cursor (see `confirm`).
     deleted_ahead: BTreeMap<(String, String), u64>,
 }
@@ -230,6 +233,7 @@ impl ClientSession {
             last_tx_ms: 0,
             next_nonce: 1,
             steps: Vec::new(),
+            changed: BTreeSet::new(),
             deleted_ahead: BTreeMap::new(),
         }
     }
@@ -358,6 +362,20 @@ impl ClientSession {
     #[must_use]
     pub fn has_steps(&self) -> bool {
         !self.steps.is_empty()
+    }
+
+    /// The keys whose confirmed entry a change or an ack from the server
+    /// set since the last call (when recording steps): what a client that
+    /// persists its confirmed state writes. Other steps (a reject, a
+    /// mirrored op) change nothing there.
+    pub fn take_changed(&mut self) -> BTreeSet<(String, String)> {
+        std::mem::take(&mut self.changed)
+    }
+
+    fn changed(&mut self, slot: &(String, String)) {
+        if self.config.record_steps {
+            self.changed.insert(slot.clone());
+        }
     }
 
     fn record(&mut self, kind: &str, key: &str, answered: Option<Op>) {
@@ -658,6 +676,7 @@ impl ClientSession {
             if ahead.is_some_and(|rev| rev >= e.rev) {
                 continue;
             }
+            self.changed(&slot);
             if e.event_type == EventType::Delete {
                 self.confirmed.remove(&slot);
             } else {
@@ -707,9 +726,11 @@ impl ClientSession {
                     version: ack.version,
                     rev: ack.rev,
                 };
+                self.changed(&slot);
                 self.confirmed.insert(slot, entry);
             }
             OpResult::Deleted => {
+                self.changed(&slot);
                 self.confirmed.remove(&slot);
                 self.deleted_ahead.insert(slot, ack.rev);
             }
