@@ -30,7 +30,9 @@
 //!   [`TabMessage`]s: [`Replica::commit`] and [`Replica::sync_persisted`]
 //!   return the messages to post, [`Replica::receive`] takes one and says
 //!   what to do ([`Reaction`]). A new leader [`Replica::reload`]s from
-//!   storage first.
+//!   storage first ([`Replica::begin_read`] when the read starts: what the
+//!   leader posts meanwhile is replayed over it). An instance that joins
+//!   posts [`Replica::joined`].
 //! - **Restart.** [`Replica::open`] takes exactly what earlier plans
 //!   persisted ([`Persisted`]).
 //!
