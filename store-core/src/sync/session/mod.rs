@@ -54,7 +54,7 @@
 //!                     event_type: EventType::Create, value, version: 1, rev: 1 };
 //!                 server.handle_events(vec![event], 1);
 //!                 server.handle_applied(vec![Ok(Ack { op_id: op.op_id.clone(),
-//!                     result: OpResult::Created, version: 1, rev: 1 })]);
+//!                     result: OpResult::Created, version: 1, rev: 1, value: None })]);
 //!             }
 //!         }
 //!     }
