@@ -21,12 +21,12 @@
 //!   sequence of steps, with every await a separate event so that anything
 //!   may happen in between. Opening joins the channel (messages buffer from
 //!   then), reads the storage, opens the replica, follows, takes the
-//!   buffered messages, posts [`Replica::joined`] and asks for the lock: it
-//!   leads at once if free, or waits. One writer per tab runs its jobs in
-//!   order: writes (stage, persist, commit, post), sync passes (plan,
-//!   persist, apply, post) and reloads (begin the read, read, reload, pass).
-//!   A tab granted the lock later reloads before it leads. The leader moves
-//!   frames between its session and the server, drains the session's
+//!   buffered messages, posts [`Replica::joined`] and asks for the lock. One
+//!   writer per tab runs its jobs in order: writes (stage, persist, commit,
+//!   post), sync passes (plan, persist, apply, post) and reloads (begin the
+//!   read, read, reload, pass). A tab granted the lock (at once or later)
+//!   reloads before it leads. The leader moves frames between its session
+//!   and the server, drains the session's
 //!   events, runs a pass when the replica has news and reconnects as
 //!   [`reconnect::after_event`] and [`Backoff`] say, in virtual time.
 //! - **Faults**, chosen by the seed: sockets that break (frames in flight
@@ -1028,8 +1028,11 @@ impl Sim {
             self.post(t, &message);
         }
         if self.devices[d].holder.is_none() {
+            // Free at once: the storage is read again before leading, as on
+            // a takeover (the read of the open may predate what the previous
+            // leader persisted last).
             self.devices[d].holder = Some(t);
-            self.lead(t);
+            self.tabs[t].jobs.push_back(Job::Reload { lead: true });
         } else {
             self.devices[d].waiters.push_back(t);
         }

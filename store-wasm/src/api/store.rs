@@ -222,6 +222,10 @@ async fn open_store(options: JsValue) -> JsResult<JsStore> {
             backoff_max_ms: s.backoff_max_ms.unwrap_or(30_000.0).max(10.0),
         };
         if leading {
+            // Read the storage again before leading, as a tab taking over
+            // does: the read of the open may predate what a leader that just
+            // closed persisted last.
+            store.reload().await?;
             shared.lead(options);
         } else {
             // Another tab syncs; take over when it lets go of the lock,
