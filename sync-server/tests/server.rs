@@ -538,3 +538,85 @@ async fn an_op_breaking_an_identifier_rule_is_rejected_alone_on_every_reconnect(
     }
     server.stop().await;
 }
+
+/// The next `n` acks and rejects.
+async fn answers(a: &mut Socket, n: usize) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    while out.len() < n {
+        let m = recv(a).await;
+        assert_ne!(m["type"], "error", "{m}");
+        if m["type"] == "ack" || m["type"] == "reject" {
+            out.push(m);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_patch_merges_into_the_stored_value_and_its_ack_carries_the_result() {
+    let db = support::fresh_db("server-patch");
+    let server = start(&db).await;
+    let patch = |op_id: &str, key: &str, value: Value| json!({"op_id": op_id, "kind": "task", "key": key, "action": "patch", "value": value});
+    let mut a = connect(&server).await;
+    let mut v2 = hello("writer", "team", "a", None);
+    v2["protocol"] = json!(2);
+    send(&mut a, v2).await;
+    let welcome = recv(&mut a).await;
+    assert_eq!(
+        (welcome["type"].as_str(), welcome["protocol"].as_u64()),
+        (Some("welcome"), Some(2))
+    );
+    assert_eq!(recv(&mut a).await["type"], "snapshot");
+    send(
+        &mut a,
+        json!({"type": "push", "ops": [
+            set("p1", "k", json!({"title": "a", "owner": "x"})),
+            patch("p2", "k", json!({"owner": null, "due": 1})),
+            patch("p3", "k", json!({"due": 1})),
+            patch("p4", "missing", json!({"title": "z"})),
+            patch("p5", "k", json!({"title": null})),
+        ]}),
+    )
+    .await;
+    let got = answers(&mut a, 5).await;
+    assert_eq!(got[0]["result"], "created");
+    assert_eq!(
+        (&got[1]["result"], got[1]["version"].as_u64(), &got[1]["value"]),
+        (&json!("updated"), Some(2), &json!({"title": "a", "due": 1})),
+        "the ack of a patch that changed the value carries it"
+    );
+    assert_eq!(got[2]["result"], "unchanged");
+    assert!(got[2].get("value").is_none(), "{}", got[2]);
+    assert_eq!(
+        (&got[3]["type"], &got[3]["code"]),
+        (&json!("reject"), &json!("key_not_found"))
+    );
+    assert_eq!(
+        (&got[4]["type"], &got[4]["code"]),
+        (&json!("reject"), &json!("validation")),
+        "the merged value is validated: {}",
+        got[4]
+    );
+
+    // A protocol 1 session is served, and refuses a patch alone.
+    let mut b = connect(&server).await;
+    send(&mut b, hello("writer", "team", "b", None)).await;
+    assert_eq!(recv(&mut b).await["protocol"], 1);
+    send(
+        &mut b,
+        json!({"type": "push", "ops": [patch("q1", "k", json!({"due": 2})), set("q2", "k2", json!({"title": "b"}))]}),
+    )
+    .await;
+    let got = answers(&mut b, 2).await;
+    assert_eq!(
+        (&got[0]["op_id"], &got[0]["code"]),
+        (&json!("q1"), &json!("bad_message"))
+    );
+    assert!(
+        got[0]["message"].as_str().unwrap().contains("protocol 2"),
+        "{}",
+        got[0]
+    );
+    assert_eq!((&got[1]["op_id"], &got[1]["type"]), (&json!("q2"), &json!("ack")));
+    server.stop().await;
+}
