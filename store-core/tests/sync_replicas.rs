@@ -9,7 +9,10 @@
 //!   enforces and `welcome` announces, tokens `rw` and `ro` (a read-only
 //!   device gets `forbidden` rejects), small history retention on some seeds
 //!   (a resuming client gets a `compacted` snapshot), snapshots in parts of
-//!   one to four entries, and a heartbeat of one second.
+//!   one to four entries, a heartbeat of one second, feeds that fall behind
+//!   (a `lagged` snapshot while live) and pushes its storage fails
+//!   (`internal` rejects: the client keeps the ops and sends them again on
+//!   a new connection).
 //! - **Devices** (two or three): one storage, an in-memory IndexedDB that
 //!   runs its requests in the order they were issued (each write applies a
 //!   [`Plan`] atomically and gives queued ops increasing places; a read sees
@@ -41,8 +44,7 @@
 //!   kind, so that devices collide, conflict, break the schema and write
 //!   with a read-only token.
 //!
-//! What it does not model: `internal` and `shutting_down` rejects and
-//! `lagged` snapshots (the `SimServer` never sends them), `slow_consumer`
+//! What it does not model: `shutting_down` rejects, `slow_consumer`
 //! closes, failed storage reads, and the browser's `online`/`offline`
 //! events.
 //!
@@ -336,6 +338,8 @@ struct Stats {
     steps: u64,
     takeovers: u64,
     compacted: u64,
+    lagged: u64,
+    internal: u64,
     snapshot_parts: u64,
     reloads: u64,
     breaks: u64,
@@ -358,6 +362,8 @@ impl Stats {
         self.steps += o.steps;
         self.takeovers += o.takeovers;
         self.compacted += o.compacted;
+        self.lagged += o.lagged;
+        self.internal += o.internal;
         self.snapshot_parts += o.snapshot_parts;
         self.reloads += o.reloads;
         self.breaks += o.breaks;
@@ -395,6 +401,8 @@ enum Action {
     Unload(TabId),
     Break(TabId),
     Stall(TabId),
+    Lag(TabId),
+    FailPush,
     Restart,
     ServerWrite,
     Idle,
@@ -679,6 +687,7 @@ impl Sim {
                         if self.chaos {
                             c.push((3, Action::Break(t)));
                             c.push((2, Action::Stall(t)));
+                            c.push((1, Action::Lag(t)));
                         }
                     }
                     _ => {}
@@ -716,6 +725,7 @@ impl Sim {
                 }
             }
             c.push((1, Action::Restart));
+            c.push((1, Action::FailPush));
             c.push((8, Action::ServerWrite));
             c.push((10, Action::Idle));
         }
@@ -854,6 +864,24 @@ impl Sim {
                     link.hold_until = until;
                 }
                 note!(self, "tab {t}: the network stalls until {until}ms");
+                Ok(())
+            }
+            Action::Lag(t) => {
+                let conn = match &self.tabs[t].driver {
+                    Some(Driver {
+                        net: Net::Open(link), ..
+                    }) => Some(link.conn),
+                    _ => None,
+                };
+                if let Some(conn) = conn {
+                    note!(self, "tab {t}: its connection's feed falls behind (lagged)");
+                    self.server.lag(conn);
+                }
+                Ok(())
+            }
+            Action::FailPush => {
+                note!(self, "the server's storage fails its next push (internal)");
+                self.server.fail_next_pushes(1);
                 Ok(())
             }
             Action::Restart => {
@@ -1753,10 +1781,17 @@ impl Sim {
             ServerMessage::Reject(r) if !matches!(r.code, ErrorCode::Internal | ErrorCode::ShuttingDown) => {
                 (r.op_id, Err((r.code, r.message)))
             }
+            ServerMessage::Reject(_) => {
+                self.stats.internal += 1;
+                return Ok(());
+            }
             ServerMessage::Snapshot(s) => {
                 self.stats.snapshot_parts += 1;
                 if s.reason == SnapshotReason::Compacted && s.done {
                     self.stats.compacted += 1;
+                }
+                if s.reason == SnapshotReason::Lagged && s.done {
+                    self.stats.lagged += 1;
                 }
                 return Ok(());
             }
@@ -2133,6 +2168,8 @@ fn tabs_and_devices_converge_with_the_server_under_faults() {
         let reached = [
             ("a tab taking over the lock", s.takeovers),
             ("a compacted snapshot", s.compacted),
+            ("a lagged snapshot", s.lagged),
+            ("an internal reject (the op sent again)", s.internal),
             ("a reload after a snapshot", s.reloads),
             ("a socket breaking", s.breaks),
             ("a server restart", s.restarts),

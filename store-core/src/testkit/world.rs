@@ -36,7 +36,7 @@ use crate::sync::session::{
 use crate::sync::{
     Ack, CloseCode, ErrorCode, Op, OpAction, Reject, Rights, ServerMessage, SnapshotEntry, SnapshotReason,
 };
-use crate::{Event, MemStore, SetOptions, StoreOptions, Watch, WatchOptions};
+use crate::{Engine, Event, MemStore, SetOptions, StoreOptions, Watch, WatchOptions};
 
 /// The namespace a [`SimServer`] serves; any other is `forbidden`.
 pub const NAMESPACE: &str = "ns";
@@ -95,6 +95,8 @@ pub struct SimServer {
     applied: HashMap<(String, String), usize>,
     conns: BTreeMap<ConnId, Conn>,
     next_conn: u64,
+    /// How many of the next pushes fail as a storage failure would.
+    failing_pushes: usize,
 }
 
 impl SimServer {
@@ -111,6 +113,7 @@ impl SimServer {
             applied: HashMap::new(),
             conns: BTreeMap::new(),
             next_conn: 0,
+            failing_pushes: 0,
         }
     }
 
@@ -294,20 +297,7 @@ impl SimServer {
                 Some(_) => None,
             };
             if let Some(reason) = reason {
-                let mut entries = Vec::new();
-                for kind in engine.kinds().expect("the store is open") {
-                    for (key, e) in engine.list(kind, &[]).expect("the store is open") {
-                        entries.push(SnapshotEntry {
-                            kind: kind.to_owned(),
-                            key: key.to_owned(),
-                            value: e.value.clone(),
-                            version: e.version,
-                            rev: e.rev,
-                        });
-                    }
-                }
-                let watch = engine.watch_all(WatchOptions::new()).expect("the store is open");
-                (SyncStart::Snapshot { rev, reason, entries }, watch)
+                snapshot(engine, reason)
             } else {
                 let mut watch = engine
                     .watch_all(WatchOptions::new().from_rev(since.unwrap_or(0)))
@@ -318,8 +308,44 @@ impl SimServer {
         })
     }
 
+    /// Makes the next `n` pushes fail as a durable server's storage failure
+    /// does: nothing of the push is applied, every op is answered
+    /// `internal` (which the server does not record, so a retry applies it).
+    pub fn fail_next_pushes(&mut self, n: usize) {
+        self.failing_pushes += n;
+    }
+
+    /// The connection's feed falls behind, as a durable server's does when
+    /// its watch overflows: the session is fed a `lagged` snapshot of the
+    /// current state and its feed goes on from there. Nothing happens to a
+    /// connection not yet syncing.
+    pub fn lag(&mut self, conn: ConnId) {
+        if self.conns.get(&conn).is_none_or(|c| c.watch.is_none()) {
+            return;
+        }
+        let (start, watch) = self
+            .store
+            .write_engine(|engine| snapshot(engine, SnapshotReason::Lagged));
+        let c = self.conns.get_mut(&conn).expect("the connection is open");
+        c.watch = Some(watch);
+        c.session.handle_sync_start(start);
+    }
+
     /// Applies ops in order; an op applied before gets its original answer.
     fn apply(&mut self, client_id: &str, ops: Vec<Op>) -> Vec<Result<Ack, Reject>> {
+        if self.failing_pushes > 0 {
+            self.failing_pushes -= 1;
+            return ops
+                .into_iter()
+                .map(|op| {
+                    Err(Reject {
+                        op_id: op.op_id,
+                        code: ErrorCode::Internal,
+                        message: "storage failed (simulated)".into(),
+                    })
+                })
+                .collect();
+        }
         ops.into_iter()
             .map(|op| {
                 let slot = (client_id.to_owned(), op.op_id.clone());
@@ -380,6 +406,25 @@ impl SimServer {
             }
         }
     }
+}
+
+/// A snapshot of every kind, and a feed from its revision on.
+fn snapshot(engine: &mut Engine<Value>, reason: SnapshotReason) -> (SyncStart, Watch<Value>) {
+    let rev = engine.rev();
+    let mut entries = Vec::new();
+    for kind in engine.kinds().expect("the store is open") {
+        for (key, e) in engine.list(kind, &[]).expect("the store is open") {
+            entries.push(SnapshotEntry {
+                kind: kind.to_owned(),
+                key: key.to_owned(),
+                value: e.value.clone(),
+                version: e.version,
+                rev: e.rev,
+            });
+        }
+    }
+    let watch = engine.watch_all(WatchOptions::new()).expect("the store is open");
+    (SyncStart::Snapshot { rev, reason, entries }, watch)
 }
 
 /// Every event ready on `watch`, in revision order.
