@@ -326,8 +326,9 @@ pub struct SyncPass {
     schemas: bool,
     /// The keys whose confirmed entries it persists.
     changed: BTreeSet<(String, String)>,
-    /// The pass tells the other instances to read the storage again.
-    reload_others: bool,
+    /// The pass tells the other instances to read the storage again, as
+    /// this instance just became the leader.
+    others_behind: bool,
     /// Answers told again.
     reannounced: Vec<Answered>,
 }
@@ -876,7 +877,7 @@ impl Replica {
         sync.rebase_all |= pass.rebase_all;
         sync.schemas_dirty |= pass.schemas;
         sync.changed.extend(pass.changed);
-        sync.others_behind |= pass.reload_others;
+        sync.others_behind |= pass.others_behind;
         let later = std::mem::replace(&mut sync.reannounced, pass.reannounced);
         sync.reannounced.extend(later);
         let later = std::mem::replace(&mut sync.steps, pass.steps);
@@ -1262,7 +1263,7 @@ impl Synced {
         let reannounced = std::mem::take(&mut self.reannounced);
         let schemas = std::mem::take(&mut self.schemas_dirty);
         let mut messages = Vec::new();
-        let mut reload_others = false;
+        let mut others_behind = false;
         if persist {
             let session = &self.session;
             if dirty_all {
@@ -1298,8 +1299,8 @@ impl Synced {
                     schemas: plan.schemas.clone(),
                 });
             }
-            reload_others = dirty_all || std::mem::take(&mut self.others_behind);
-            if reload_others {
+            others_behind = std::mem::take(&mut self.others_behind);
+            if dirty_all || others_behind {
                 messages.push(TabMessage::Reload);
             }
         }
@@ -1371,7 +1372,7 @@ impl Synced {
             rebase_all,
             schemas,
             changed,
-            reload_others,
+            others_behind,
             reannounced,
         }
     }
