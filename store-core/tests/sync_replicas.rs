@@ -1105,16 +1105,8 @@ impl Sim {
         tab.buffered.clear();
         if let Some(driver) = tab.driver.take()
             && let Net::Open(link) = driver.net
-            && link.closing.is_none()
         {
-            if orphan && !link.to_server.is_empty() {
-                self.orphans.push(Orphan {
-                    conn: link.conn,
-                    to_server: link.to_server,
-                });
-            } else {
-                self.server.disconnect(link.conn);
-            }
+            self.let_go(link, orphan);
         }
         let dev = &mut self.devices[d];
         dev.members.retain(|m| *m != t);
@@ -1595,18 +1587,27 @@ impl Sim {
         let orphan = self.rng.below(2) == 0;
         if let Some(driver) = &mut self.tabs[t].driver
             && let Net::Open(link) = std::mem::replace(&mut driver.net, Net::Offline { retry_at: None })
-            && link.closing.is_none()
         {
-            if orphan && !link.to_server.is_empty() {
-                self.orphans.push(Orphan {
-                    conn: link.conn,
-                    to_server: link.to_server,
-                });
-            } else {
-                self.server.disconnect(link.conn);
-            }
+            self.let_go(link, orphan);
         }
         self.closed(t, None);
+    }
+
+    /// A socket the client let go of (not one the server closed): with
+    /// `orphan`, what it sent and the server has not read still reaches the
+    /// server; otherwise the server sees it go.
+    fn let_go(&mut self, link: Link, orphan: bool) {
+        if link.closing.is_some() {
+            return;
+        }
+        if orphan && !link.to_server.is_empty() {
+            self.orphans.push(Orphan {
+                conn: link.conn,
+                to_server: link.to_server,
+            });
+        } else {
+            self.server.disconnect(link.conn);
+        }
     }
 
     /// The network drops the connection: everything in flight is lost; the
