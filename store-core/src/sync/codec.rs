@@ -97,8 +97,8 @@ fn check_required(what: &str, id: &str, limits: &Limits) -> Result<(), String> {
 /// Checks one op of a `push` on its own: its op id (as a namespace or
 /// client id is checked), its kind and key (the store's rules:
 /// `kind_required`, `key_too_long`, `invalid_key`) and that a `set` or a
-/// `patch` has a value. An op that fails is refused alone, with the returned `reject`;
-/// the other ops of its push are applied.
+/// `patch` has a value. An op that fails is refused alone, with the
+/// returned `reject`; the other ops of its push are applied.
 pub fn check_op(op: &Op, limits: &Limits) -> Result<(), Reject> {
     let reject = |code: ErrorCode, message: String| Reject {
         op_id: op.op_id.clone(),
@@ -108,8 +108,10 @@ pub fn check_op(op: &Op, limits: &Limits) -> Result<(), Reject> {
     check_required("op_id", &op.op_id, limits).map_err(|m| reject(ErrorCode::BadMessage, m))?;
     check_key(&op.kind, &op.key).map_err(|e| Reject::of(op.op_id.clone(), &e))?;
     match (op.action, &op.value) {
-        (OpAction::Set, None) => Err(reject(ErrorCode::BadMessage, "a set needs a value".into())),
-        (OpAction::Patch, None) => Err(reject(ErrorCode::BadMessage, "a patch needs a value".into())),
+        (OpAction::Set | OpAction::Patch, None) => Err(reject(
+            ErrorCode::BadMessage,
+            format!("a {} needs a value", op.action.as_str()),
+        )),
         _ => Ok(()),
     }
 }

@@ -125,6 +125,27 @@ pub enum OpAction {
     Delete,
 }
 
+impl OpAction {
+    /// The action as it appears on the wire.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpAction::Set => "set",
+            OpAction::Patch => "patch",
+            OpAction::Delete => "delete",
+        }
+    }
+
+    /// The first protocol version that has this action.
+    #[must_use]
+    pub fn since_protocol(self) -> u32 {
+        match self {
+            OpAction::Set | OpAction::Delete => 1,
+            OpAction::Patch => 2,
+        }
+    }
+}
+
 // ---- server → client ----
 
 /// Everything a server sends.

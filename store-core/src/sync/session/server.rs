@@ -14,9 +14,8 @@ use serde_json::Value;
 use crate::Event;
 use crate::sync::codec::{self, Limits};
 use crate::sync::{
-    Ack, ChangeBatch, ClientMessage, CloseCode, ErrorCode, Hello, MIN_PROTOCOL_VERSION, Op, OpAction,
-    PROTOCOL_VERSION, Push, Reject, Rights, ServerError, ServerMessage, Snapshot, SnapshotEntry,
-    SnapshotReason, Welcome,
+    Ack, ChangeBatch, ClientMessage, CloseCode, ErrorCode, Hello, MIN_PROTOCOL_VERSION, Op, PROTOCOL_VERSION,
+    Push, Reject, Rights, ServerError, ServerMessage, Snapshot, SnapshotEntry, SnapshotReason, Welcome,
 };
 
 /// How a [`ServerSession`] behaves.
@@ -399,11 +398,15 @@ impl ServerSession {
         let mut ops = Vec::with_capacity(push.ops.len());
         let protocol = self.hello.as_ref().map_or(PROTOCOL_VERSION, |h| h.protocol);
         for op in push.ops {
-            let checked = if op.action == OpAction::Patch && protocol < 2 {
+            let needs = op.action.since_protocol();
+            let checked = if protocol < needs {
                 Err(Reject {
                     op_id: op.op_id.clone(),
                     code: ErrorCode::BadMessage,
-                    message: format!("the patch action needs protocol 2; this session speaks {protocol}"),
+                    message: format!(
+                        "the {} action needs protocol {needs}; this session speaks {protocol}",
+                        op.action.as_str()
+                    ),
                 })
             } else {
                 codec::check_op(&op, &self.config.limits)
