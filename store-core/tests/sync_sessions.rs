@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use store_core::sync::codec;
+use store_core::sync::reconnect::{self, Next};
 use store_core::sync::session::{
-    Authorized, ClientConfig, ClientEvent, ClientSession, ClientState, ServerConfig, ServerEffect,
+    Authorized, ClientConfig, ClientEvent, ClientSession, ClientState, Denied, ServerConfig, ServerEffect,
     ServerSession, SyncStart,
 };
 use store_core::sync::{
@@ -41,7 +42,7 @@ fn simple() -> World {
     )
 }
 
-fn authenticate(namespace: &str, token: &str) -> Result<Authorized, ErrorCode> {
+fn authenticate(namespace: &str, token: &str) -> Result<Authorized, Denied> {
     server(StoreOptions::new(), ServerConfig::default()).authenticate(namespace, token)
 }
 
@@ -789,6 +790,103 @@ fn a_slow_consumer_is_dropped_and_only_told_why() {
     assert_eq!(out.len(), 1);
     assert!(matches!(&out[0], ServerMessage::Error(e) if e.code == ErrorCode::SlowConsumer && e.fatal));
     assert_eq!(s.poll_close(), Some(CloseCode::SlowConsumer));
+}
+
+#[test]
+fn a_token_expiring_mid_session_closes_it_at_its_expiry() {
+    let mut s = ServerSession::new(
+        ServerConfig {
+            heartbeat_ms: 30_000,
+            ..ServerConfig::default()
+        },
+        0,
+    );
+    s.handle_frame(hello_frame(PROTOCOL_VERSION, "rw@5000").as_bytes(), 0);
+    assert!(matches!(s.poll_effect(), Some(ServerEffect::Authenticate { .. })));
+    s.handle_auth(authenticate(NS, "rw@5000"));
+    assert_eq!(
+        s.poll_timeout(),
+        Some(5_000),
+        "the expiry comes before the heartbeat"
+    );
+    s.handle_timeout(4_999);
+    assert!(!s.is_closed());
+    s.handle_timeout(5_000);
+    assert_eq!(
+        fatal_code(&mut s),
+        (ErrorCode::Unauthorized, Some(CloseCode::Unauthorized))
+    );
+    assert_eq!(s.poll_timeout(), None);
+    // A refusal at `hello` carries the shell's reason.
+    let mut s = ServerSession::new(ServerConfig::default(), 0);
+    s.handle_frame(hello_frame(PROTOCOL_VERSION, "rw").as_bytes(), 0);
+    let _ = s.poll_effect();
+    s.handle_auth(Err(Denied::unauthorized("the token's signature is invalid")));
+    match &drain_out(&mut s)[..] {
+        [ServerMessage::Error(e)] => assert_eq!(e.message, "the token's signature is invalid"),
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+}
+
+/// Whether the client's last event says to reconnect or to stop.
+fn last_error_next(w: &World, c: usize) -> (ErrorCode, Next) {
+    let event = w.events[c]
+        .iter()
+        .rev()
+        .find(|e| matches!(e, ClientEvent::Error(_) | ClientEvent::AccessLost(_)))
+        .expect("an error event");
+    let (ClientEvent::Error(e) | ClientEvent::AccessLost(e)) = event else {
+        unreachable!()
+    };
+    (e.code, reconnect::after_event(event))
+}
+
+#[test]
+fn access_lost_mid_session_reconnects_with_a_fresh_token_and_pending_ops_apply_once() {
+    let mut w = simple();
+    let c = w.add_client("c0", "rw@1000");
+    w.connect(c);
+    w.pump();
+    // The op reaches the server, its ack does not: the token expires first.
+    w.drop_acks[c] = true;
+    let op = w.set(c, "task", "x", json!({"title": "a"}));
+    w.pump();
+    w.drop_acks[c] = false;
+    assert_eq!(w.clients[c].pending().len(), 1);
+    w.now = 1_000;
+    w.fire_server_timers();
+    w.pump();
+    assert_eq!(w.closes, [(c, CloseCode::Unauthorized)]);
+    assert!(matches!(w.events[c].last(), Some(ClientEvent::AccessLost(_))));
+    assert_eq!(last_error_next(&w, c), (ErrorCode::Unauthorized, Next::Reconnect));
+    // A second op, written while the session is gone.
+    let second = w.set(c, "task", "y", json!({"title": "b"}));
+    w.clients[c].set_token("rw@60000");
+    w.connect(c);
+    w.pump();
+    assert_eq!(w.server.applied_count(&op), 1, "answered again from the record");
+    assert_eq!(w.server.applied_count(&second), 1);
+    assert_eq!(w.clients[c].pending().len(), 0);
+    w.assert_converged();
+
+    // A revoked session is lost the same way; a token refused at `hello`
+    // is final.
+    let conn = w
+        .links()
+        .find(|l| l.client() == c && l.is_active())
+        .unwrap()
+        .conn();
+    w.server.revoke(
+        conn,
+        Denied::forbidden("the token no longer grants this namespace"),
+    );
+    w.pump();
+    assert_eq!(last_error_next(&w, c), (ErrorCode::Forbidden, Next::Reconnect));
+    w.clients[c].set_token("stolen");
+    w.connect(c);
+    w.pump();
+    assert!(matches!(w.events[c].last(), Some(ClientEvent::Error(_))));
+    assert_eq!(last_error_next(&w, c), (ErrorCode::Unauthorized, Next::Stop));
 }
 
 #[test]

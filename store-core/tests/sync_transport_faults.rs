@@ -17,6 +17,7 @@ fn welcomed() -> ServerSession {
     s.handle_auth(Ok(Authorized {
         rights: Rights::ReadWrite,
         schemas: Default::default(),
+        expires_at_ms: None,
     }));
     s
 }

@@ -242,7 +242,7 @@ async fn start(database: Database, sync: Synchronous, send_timeout: Duration) ->
     let (stop_tx, shutdown) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         stores: Stores::new(database, sync, StoreOptions::new()),
-        tokens: Tokens::open_to_all(),
+        auth: Tokens::open_to_all().into(),
         session: ServerConfig {
             heartbeat_ms: 600_000,
             ..ServerConfig::default()

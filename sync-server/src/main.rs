@@ -14,7 +14,10 @@ use store_core::sync::codec::Limits;
 use store_core::sync::session::ServerConfig;
 use store_core::{DEFAULT_RETENTION, StoreOptions};
 use sync_server::backend::sqlite::Synchronous;
-use sync_server::server::{AppState, Database, Metrics, Stores, Tokens, check_allowed_origins, serve};
+use sync_server::server::{
+    AppState, Auth, Database, JwtConfig, JwtKeys, Metrics, NamespaceGrant, Stores, Tokens,
+    check_allowed_origins, serve,
+};
 
 /// Zestor's sync server: keeps namespaces of typed, versioned key-value data
 /// in SQLite or PostgreSQL and syncs them to clients over WebSockets.
@@ -35,13 +38,63 @@ struct Args {
     #[arg(long, env = "ZESTOR_LISTEN", default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
 
-    /// Token file: one `TOKEN NAMESPACE read|read_write` per line.
+    /// Static tokens (for development): one `TOKEN NAMESPACE read|read_write`
+    /// per line. Re-read on SIGHUP: sessions whose token was removed are
+    /// closed (`unauthorized`), those that lost a namespace or writing
+    /// (`forbidden`).
     #[arg(long, env = "ZESTOR_TOKENS")]
     tokens: Option<PathBuf>,
 
     /// Allow any token full access to any namespace (local development only).
-    #[arg(long, env = "ZESTOR_INSECURE_OPEN", conflicts_with = "tokens")]
+    #[arg(long, env = "ZESTOR_INSECURE_OPEN", conflicts_with_all = ["tokens", "jwks", "jwt_secret_file", "jwt_secret"])]
     insecure_open: bool,
+
+    /// Accept JWTs signed with the keys of this JWKS (RS256, ES256, EdDSA…):
+    /// a file, re-read on SIGHUP, or an `https://` URL, fetched at start,
+    /// cached for 5 minutes and fetched again (at most every 10 s) when a
+    /// token names an unknown `kid`. Grants come from the token's claim
+    /// (`--jwt-claim`), e.g. `"zestor": {"ns": {"team-1": "read_write"}}`,
+    /// and from `--jwt-grant`; `exp` is required and the session is closed
+    /// when it passes (`unauthorized`, 4001). See docs/protocol.md (Tokens).
+    #[arg(long, env = "ZESTOR_JWKS", value_name = "FILE|URL")]
+    jwks: Option<String>,
+
+    /// Accept HS256 JWTs signed with the secret in this file (at least 32
+    /// bytes; re-read on SIGHUP).
+    #[arg(long, env = "ZESTOR_JWT_SECRET_FILE", conflicts_with = "jwks")]
+    jwt_secret_file: Option<PathBuf>,
+
+    /// Like --jwt-secret-file, the secret itself (prefer the environment
+    /// variable: a command line is visible to other users).
+    #[arg(long, env = "ZESTOR_JWT_SECRET", hide_env_values = true, conflicts_with_all = ["jwks", "jwt_secret_file"])]
+    jwt_secret: Option<String>,
+
+    /// The audience (`aud`) a JWT must be for.
+    #[arg(long, env = "ZESTOR_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+
+    /// The issuer (`iss`) a JWT must come from.
+    #[arg(long, env = "ZESTOR_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+
+    /// The clock skew allowed on a JWT's `exp` and `nbf`, in seconds.
+    #[arg(long, env = "ZESTOR_JWT_LEEWAY_SECS", default_value_t = 30)]
+    jwt_leeway_secs: u64,
+
+    /// The JWT claim holding a token's grants: `{"ns": {NAMESPACE: RIGHTS}}`.
+    #[arg(long, env = "ZESTOR_JWT_CLAIM", default_value = "zestor")]
+    jwt_claim: String,
+
+    /// A namespace every valid JWT is granted, as `NAMESPACE=read|read_write`;
+    /// `{sub}` in it is the token's subject (`user-{sub}=read_write`).
+    /// Repeatable, or comma-separated.
+    #[arg(
+        long = "jwt-grant",
+        env = "ZESTOR_JWT_GRANTS",
+        value_delimiter = ',',
+        value_name = "NAMESPACE=RIGHTS"
+    )]
+    jwt_grants: Vec<NamespaceGrant>,
 
     /// A folder of `KIND.json` JSON Schemas, enforced on writes and sent to clients.
     #[arg(long, env = "ZESTOR_SCHEMAS")]
@@ -113,6 +166,52 @@ fn schemas(dir: &std::path::Path) -> Result<StoreOptions<Value>, String> {
     Ok(options)
 }
 
+/// Reloads the tokens and keys on every SIGHUP.
+#[cfg(unix)]
+fn reload_on_hangup(state: Arc<AppState>) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match state.auth.reload().await {
+                Ok(()) => tracing::info!("reloaded the tokens and keys"),
+                Err(e) => tracing::error!(error = %e, "cannot reload; the previous tokens and keys stay"),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The JWT verification the options ask for, if any.
+fn jwt_config(args: &Args) -> Result<Option<JwtConfig>, String> {
+    let keys = match (&args.jwks, &args.jwt_secret_file, &args.jwt_secret) {
+        (Some(jwks), _, _) if jwks.starts_with("https://") || jwks.starts_with("http://") => {
+            JwtKeys::JwksUrl(jwks.clone())
+        }
+        (Some(jwks), _, _) => JwtKeys::JwksFile(jwks.into()),
+        (None, Some(file), _) => JwtKeys::SecretFile(file.clone()),
+        (None, None, Some(secret)) => JwtKeys::Secret(secret.clone().into_bytes()),
+        (None, None, None) => {
+            let jwt_only =
+                args.jwt_audience.is_some() || args.jwt_issuer.is_some() || !args.jwt_grants.is_empty();
+            if jwt_only {
+                return Err(
+                    "--jwt-audience, --jwt-issuer and --jwt-grant need --jwks or a JWT secret".into(),
+                );
+            }
+            return Ok(None);
+        }
+    };
+    Ok(Some(JwtConfig {
+        audience: args.jwt_audience.clone(),
+        issuer: args.jwt_issuer.clone(),
+        leeway: std::time::Duration::from_secs(args.jwt_leeway_secs),
+        claim: args.jwt_claim.clone(),
+        grants: args.jwt_grants.clone(),
+        ..JwtConfig::new(keys)
+    }))
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -155,12 +254,17 @@ async fn main() {
 async fn run(args: Args) -> Result<(), String> {
     let database: Database = args.db.parse()?;
     check_allowed_origins(&args.allow_origins)?;
-    let tokens = match (&args.tokens, args.insecure_open) {
-        (Some(path), _) => Tokens::load(path)?,
-        (None, true) => Tokens::open_to_all(),
-        (None, false) => {
-            return Err("no tokens: pass --tokens FILE (or --insecure-open for local development)".into());
-        }
+    let jwt = jwt_config(&args)?;
+    let auth = if args.insecure_open {
+        Auth::from(Tokens::open_to_all())
+    } else if args.tokens.is_none() && jwt.is_none() {
+        return Err(
+            "no tokens: pass --jwks URL, --jwt-secret-file FILE or --tokens FILE \
+             (or --insecure-open for local development)"
+                .into(),
+        );
+    } else {
+        Auth::new(args.tokens.clone(), jwt).await?
     };
     let options = match &args.schemas {
         Some(dir) => schemas(dir)?,
@@ -184,13 +288,15 @@ async fn run(args: Args) -> Result<(), String> {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         stores: Stores::new(database.clone(), synchronous, options),
-        tokens,
+        auth,
         session,
         metrics: Metrics::default(),
         allowed_origins: args.allow_origins,
         send_timeout: std::time::Duration::from_millis(args.send_timeout_ms),
         shutdown,
     });
+    #[cfg(unix)]
+    reload_on_hangup(state.clone())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", args.listen))?;

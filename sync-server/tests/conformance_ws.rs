@@ -37,7 +37,7 @@ async fn start(name: &str, allowed_origins: &[&str], send_timeout: Duration) -> 
             Synchronous::Normal,
             StoreOptions::new(),
         ),
-        tokens,
+        auth: tokens.into(),
         session: ServerConfig {
             heartbeat_ms: 600_000,
             ..ServerConfig::default()

@@ -84,7 +84,7 @@ async fn clients_converge_through_writes_deletes_and_disconnects() {
             Synchronous::Normal,
             StoreOptions::new().retention(50),
         ),
-        tokens,
+        auth: tokens.into(),
         session: ServerConfig::default(),
         metrics: Metrics::default(),
         allowed_origins: vec![],

@@ -41,7 +41,7 @@ async fn start_with(database: Database, allowed_origins: Vec<String>) -> Server 
             Synchronous::Full,
             StoreOptions::new().schema("task", schema),
         ),
-        tokens,
+        auth: tokens.into(),
         session: ServerConfig {
             heartbeat_ms: 60_000,
             ..ServerConfig::default()

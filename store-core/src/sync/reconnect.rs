@@ -4,7 +4,9 @@
 //! A connection that closed with a code a retry cannot fix (a refused
 //! token, a protocol error) stops the client; anything else (a dropped
 //! socket, a server going away, a slow-consumer cut, a timeout) is retried
-//! after a [`Backoff`] delay. Randomness is passed in: this module reads no
+//! after a [`Backoff`] delay. A token that expires or is revoked during a
+//! welcomed session ([`ClientEvent::AccessLost`]) is retried too, with a
+//! fresh token: only a token refused at `hello` stops the client. Randomness is passed in: this module reads no
 //! clock and draws no numbers.
 
 use crate::sync::CloseCode;
@@ -16,8 +18,10 @@ pub enum Next {
     /// Keep it.
     Keep,
     /// Close it and connect again after a [`Backoff`] delay: the server
-    /// went silent, failed an op without answering it, or sent a fatal
-    /// error a retry can fix.
+    /// went silent, failed an op without answering it, sent a fatal error
+    /// a retry can fix, or ended a welcomed session whose token expired or
+    /// was revoked (the next connection sends a fresh token; a refusal of
+    /// that one stops).
     Reconnect,
     /// Close it and stop: the server refused the session and retrying
     /// cannot help (a bad token, a forbidden namespace, a protocol error).
@@ -35,7 +39,7 @@ pub fn after_event(event: &ClientEvent) -> Next {
                 Next::Stop
             }
         }
-        ClientEvent::TimedOut | ClientEvent::Retry { .. } => Next::Reconnect,
+        ClientEvent::TimedOut | ClientEvent::Retry { .. } | ClientEvent::AccessLost(_) => Next::Reconnect,
         _ => Next::Keep,
     }
 }
@@ -119,6 +123,12 @@ mod tests {
             Next::Reconnect
         );
         assert_eq!(after_event(&error(ErrorCode::Unauthorized, false)), Next::Keep);
+        let lost = ClientEvent::AccessLost(ServerError {
+            code: ErrorCode::Unauthorized,
+            message: "the token expired".into(),
+            fatal: true,
+        });
+        assert_eq!(after_event(&lost), Next::Reconnect);
         assert_eq!(after_event(&ClientEvent::TimedOut), Next::Reconnect);
         let retry = ClientEvent::Retry {
             op_id: "c:1".into(),

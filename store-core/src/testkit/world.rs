@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::sync::codec;
 use crate::sync::session::{
-    Authorized, ClientConfig, ClientEvent, ClientSession, ClientState, ServerConfig, ServerEffect,
+    Authorized, ClientConfig, ClientEvent, ClientSession, ClientState, Denied, ServerConfig, ServerEffect,
     ServerSession, SyncStart,
 };
 use crate::sync::{
@@ -134,19 +134,28 @@ impl SimServer {
 
     /// The answer to an `Authenticate` effect: token `"rw"` reads and
     /// writes, `"ro"` reads, any other is `unauthorized`; a namespace other
-    /// than [`NAMESPACE`] is `forbidden`.
-    pub fn authenticate(&self, namespace: &str, token: &str) -> Result<Authorized, ErrorCode> {
+    /// than [`NAMESPACE`] is `forbidden`. Either token may end in `@MS`: it
+    /// expires at that virtual time.
+    pub fn authenticate(&self, namespace: &str, token: &str) -> Result<Authorized, Denied> {
+        let (token, expires_at_ms) = match token.split_once('@') {
+            Some((token, at)) => {
+                let at = at.parse().map_err(|_| Denied::unauthorized("malformed expiry"))?;
+                (token, Some(at))
+            }
+            None => (token, None),
+        };
         let rights = match token {
             "rw" => Rights::ReadWrite,
             "ro" => Rights::Read,
-            _ => return Err(ErrorCode::Unauthorized),
+            _ => return Err(Denied::unauthorized("unknown token")),
         };
         if namespace != NAMESPACE {
-            return Err(ErrorCode::Forbidden);
+            return Err(Denied::forbidden("not this namespace"));
         }
         Ok(Authorized {
             rights,
             schemas: self.schemas.clone(),
+            expires_at_ms,
         })
     }
 
@@ -185,6 +194,14 @@ impl SimServer {
     pub fn handle_timeout(&mut self, conn: ConnId, now_ms: u64) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session.handle_timeout(now_ms);
+        }
+    }
+
+    /// Ends `conn`'s access before its token's expiry, as a server does
+    /// when it reloads its tokens.
+    pub fn revoke(&mut self, conn: ConnId, denied: Denied) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session.handle_revoked(denied);
         }
     }
 

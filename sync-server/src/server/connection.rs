@@ -5,14 +5,16 @@
 //! effects, feeds the store's changes and drives the session's timer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
 use store_core::sync::codec::encode_server;
-use store_core::sync::session::{Authorized, BadFrame, Outbound, ServerEffect, ServerSession, SyncStart};
-use store_core::sync::{ErrorCode, SnapshotEntry, SnapshotReason};
+use store_core::sync::session::{
+    Authorized, BadFrame, Denied, Outbound, ServerEffect, ServerSession, SyncStart,
+};
+use store_core::sync::{ErrorCode, Rights, SnapshotEntry, SnapshotReason};
 use store_core::{Error, Event, Store, Watch, WatchOptions};
 use tokio::io::AsyncReadExt;
 use tokio::time::timeout_at;
@@ -42,6 +44,10 @@ struct Admitted {
     /// The namespace's shared encodings of its events.
     frames: Arc<EventFrames>,
     client_id: String,
+    /// The credential and namespace, checked again when the server's
+    /// tokens or keys are reloaded.
+    token: String,
+    namespace: String,
 }
 
 /// At most this many received frames are handled before the connection
@@ -89,6 +95,7 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
     let mut admitted: Option<Admitted> = None;
     let mut watch: Option<Watch<Value>> = None;
     let mut shutdown = state.shutdown.clone();
+    let mut reloads = state.auth.reloads();
     let lag = metrics.register_lag();
     let (mut tx, mut rx) = socket.split();
 
@@ -117,7 +124,9 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
             } else {
                 answer(&state, &mut session, &mut applying).await;
             }
-            if let Some(submitted) = serve(&state, &mut session, effect, &mut admitted, &mut watch).await {
+            if let Some(submitted) =
+                serve(&state, &mut session, effect, &mut admitted, &mut watch, started).await
+            {
                 applying.push(submitted);
             }
         }
@@ -205,6 +214,11 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
             },
             () = sleep(timer) => session.handle_timeout(now()),
             _ = shutdown.changed() => session.handle_shutdown(),
+            Ok(()) = reloads.changed() => {
+                if let Some(a) = &admitted {
+                    recheck(&state, &mut session, a).await;
+                }
+            }
         }
     }
     drop(watch);
@@ -370,6 +384,7 @@ async fn serve(
     effect: ServerEffect,
     admitted: &mut Option<Admitted>,
     watch: &mut Option<Watch<Value>>,
+    started: Instant,
 ) -> Option<impl Future<Output = Vec<Answer>> + use<>> {
     match effect {
         ServerEffect::Authenticate {
@@ -377,25 +392,36 @@ async fn serve(
             token,
             client_id,
         } => {
-            let answer = match state.tokens.check(&token, &namespace) {
-                Ok(rights) => match state.stores.open(&namespace).await {
+            let answer = match state.auth.check(&token, &namespace).await {
+                Ok(grant) => match state.stores.open(&namespace).await {
                     Ok((store, frames)) => {
+                        let expires_at_ms = grant.expires_at.map(|at| session_ms(started, at));
                         *admitted = Some(Admitted {
                             store,
                             frames,
                             client_id,
+                            token,
+                            namespace,
                         });
                         Ok(Authorized {
-                            rights,
+                            rights: grant.rights,
                             schemas: state.stores.schemas(),
+                            expires_at_ms,
                         })
                     }
                     Err(e) => {
                         tracing::error!(namespace, error = %e, "cannot open the namespace's store");
-                        Err(ErrorCode::Internal)
+                        Err(Denied {
+                            code: ErrorCode::Internal,
+                            message: "cannot open the namespace".into(),
+                        })
                     }
                 },
-                Err(code) => Err(code),
+                Err(denied) => {
+                    Metrics::add(&state.metrics.auth_refused, 1);
+                    tracing::info!(namespace, reason = denied.message, "refused a token");
+                    Err(denied)
+                }
             };
             session.handle_auth(answer);
             None
@@ -422,6 +448,33 @@ async fn serve(
             Some(a.store.apply_ops(&client_id, ops))
         }
     }
+}
+
+/// A wall-clock time in the session's clock: milliseconds since the
+/// connection started.
+fn session_ms(started: Instant, at: SystemTime) -> u64 {
+    let from_now = at.duration_since(SystemTime::now()).unwrap_or_default();
+    (started.elapsed() + from_now).as_millis() as u64
+}
+
+/// Checks a welcomed session's token again after the server's tokens or
+/// keys were reloaded: a token refused now, or granting less than before,
+/// ends the session.
+async fn recheck(state: &AppState, session: &mut ServerSession, admitted: &Admitted) {
+    let denied = match state.auth.check(&admitted.token, &admitted.namespace).await {
+        Err(denied) => denied,
+        Ok(grant) if grant.rights == Rights::Read && session.rights() == Rights::ReadWrite => {
+            Denied::forbidden("the token no longer grants writing to this namespace")
+        }
+        Ok(_) => return,
+    };
+    tracing::info!(
+        namespace = admitted.namespace,
+        reason = denied.message,
+        "revoked a session"
+    );
+    Metrics::add(&state.metrics.auth_revoked, 1);
+    session.handle_revoked(denied);
 }
 
 /// Awaits the submitted pushes in order and hands each one's answers to

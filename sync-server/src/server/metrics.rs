@@ -24,6 +24,10 @@ pub struct Metrics {
     /// Clients given up on because nothing could be written to them for
     /// the send timeout (`slow_consumer`).
     pub slow_consumers: AtomicU64,
+    /// Sessions refused for their token (`unauthorized`, `forbidden`).
+    pub auth_refused: AtomicU64,
+    /// Welcomed sessions ended because a reload revoked or reduced their token.
+    pub auth_revoked: AtomicU64,
     /// Each live connection's lag: changes committed but not yet sent.
     lags: Mutex<Vec<Weak<AtomicU64>>>,
 }
@@ -53,7 +57,7 @@ impl Metrics {
     #[must_use]
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 8] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
             (
                 "zestor_connections",
                 "gauge",
@@ -101,6 +105,18 @@ impl Metrics {
                 "counter",
                 "clients given up on because they stopped reading",
                 &self.slow_consumers,
+            ),
+            (
+                "zestor_auth_refused_total",
+                "counter",
+                "sessions refused for their token",
+                &self.auth_refused,
+            ),
+            (
+                "zestor_auth_revoked_total",
+                "counter",
+                "sessions ended by a reload of the tokens or keys",
+                &self.auth_revoked,
             ),
         ];
         for (name, kind, help, value) in rows {

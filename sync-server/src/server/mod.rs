@@ -27,7 +27,7 @@ mod origin;
 mod socket;
 mod stores;
 
-pub use auth::Tokens;
+pub use auth::{Auth, Grant, JwtConfig, JwtKeys, NamespaceGrant, Tokens};
 pub use metrics::Metrics;
 pub use origin::check_allowed_origins;
 pub use stores::{Database, Stores};
@@ -36,8 +36,8 @@ pub use stores::{Database, Stores};
 pub struct AppState {
     /// The namespaces' stores.
     pub stores: Stores,
-    /// Who may sync what.
-    pub tokens: Tokens,
+    /// Who may sync what (`Tokens` convert into it).
+    pub auth: Auth,
     /// How sessions behave (limits, heartbeats).
     pub session: ServerConfig,
     /// Counters for `/metrics`.

@@ -122,6 +122,11 @@ pub enum ClientEvent {
     },
     /// The server reported an error; when fatal it closes the connection.
     Error(ServerError),
+    /// The server ended a welcomed session because its token expired or
+    /// was revoked (a fatal `unauthorized` or `forbidden` after `welcome`).
+    /// The shell should connect again with a fresh token; if that one is
+    /// refused too, the refusal comes as a fatal [`ClientEvent::Error`].
+    AccessLost(ServerError),
     /// The server stayed silent for twice the heartbeat period: the shell
     /// should drop the connection and reconnect.
     TimedOut,
@@ -511,6 +516,12 @@ impl ClientSession {
         self.cursor = cursor;
     }
 
+    /// Sets the credential the next [`ClientSession::connect`] sends: a
+    /// fresh token from the application, fetched before each connection.
+    pub fn set_token(&mut self, token: impl Into<String>) {
+        self.config.token = token.into();
+    }
+
     /// Call when a socket to the server opened: queues `hello` resuming from
     /// the cursor. Pending ops are sent once welcomed.
     pub fn connect(&mut self, now_ms: u64) {
@@ -596,10 +607,16 @@ impl ClientSession {
                 }
             }
             ServerMessage::Error(e) => {
+                let welcomed = self.link == Link::Connected;
                 if e.fatal {
                     self.disconnected();
                 }
-                self.events.push_back(ClientEvent::Error(e));
+                let access = matches!(e.code, ErrorCode::Unauthorized | ErrorCode::Forbidden);
+                self.events.push_back(if e.fatal && access && welcomed {
+                    ClientEvent::AccessLost(e)
+                } else {
+                    ClientEvent::Error(e)
+                });
             }
             ServerMessage::Ping { nonce } => self.transmit.push_back(ClientMessage::Pong { nonce }),
             ServerMessage::Pong { .. } => {}

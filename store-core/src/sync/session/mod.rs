@@ -40,6 +40,7 @@
 //!             ServerEffect::Authenticate { .. } => server.handle_auth(Ok(Authorized {
 //!                 rights: Rights::ReadWrite,
 //!                 schemas: Default::default(),
+//!                 expires_at_ms: None,
 //!             })),
 //!             ServerEffect::StartSync { .. } => server.handle_sync_start(SyncStart::Snapshot {
 //!                 rev: 0,
@@ -72,4 +73,6 @@ mod client;
 mod server;
 
 pub use client::{ClientConfig, ClientEvent, ClientSession, ClientState};
-pub use server::{Authorized, BadFrame, Outbound, ServerConfig, ServerEffect, ServerSession, SyncStart};
+pub use server::{
+    Authorized, BadFrame, Denied, Outbound, ServerConfig, ServerEffect, ServerSession, SyncStart,
+};

@@ -95,6 +95,44 @@ pub struct Authorized {
     pub rights: Rights,
     /// The JSON Schema of each kind that has one, sent in `welcome`.
     pub schemas: BTreeMap<String, Value>,
+    /// When the token stops being valid, in the shell's milliseconds (the
+    /// clock of `now_ms`): the session then ends with a fatal
+    /// `unauthorized` (close 4001), and the client connects again with a
+    /// fresh token. `None`: the token does not expire.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// A token refused: the answer to [`ServerEffect::Authenticate`] that is
+/// not [`Authorized`], or why a welcomed session loses its access
+/// ([`ServerSession::handle_revoked`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// `unauthorized` (no valid token) or `forbidden` (the token does not
+    /// grant this).
+    pub code: ErrorCode,
+    /// Which check failed, for people (never the token itself).
+    pub message: String,
+}
+
+impl Denied {
+    /// `unauthorized`: the token is missing, unknown, malformed, badly
+    /// signed or expired.
+    #[must_use]
+    pub fn unauthorized(message: impl Into<String>) -> Denied {
+        Denied {
+            code: ErrorCode::Unauthorized,
+            message: message.into(),
+        }
+    }
+
+    /// `forbidden`: the token is valid but does not grant this.
+    #[must_use]
+    pub fn forbidden(message: impl Into<String>) -> Denied {
+        Denied {
+            code: ErrorCode::Forbidden,
+            message: message.into(),
+        }
+    }
 }
 
 /// How the shell brings a client up to date: the answer to
@@ -220,6 +258,8 @@ pub struct ServerSession {
     phase: Phase,
     hello: Option<Hello>,
     rights: Rights,
+    /// When the token expires (see [`Authorized::expires_at_ms`]).
+    expires_at_ms: Option<u64>,
     kinds: Option<HashSet<String>>,
     /// The namespace revision the client has been sent up to.
     sent_rev: u64,
@@ -249,6 +289,7 @@ impl ServerSession {
             phase: Phase::Hello,
             hello: None,
             rights: Rights::Read,
+            expires_at_ms: None,
             kinds: None,
             sent_rev: 0,
             deferred: VecDeque::new(),
@@ -446,25 +487,20 @@ impl ServerSession {
         self.effects.push_back(ServerEffect::Apply { client_id, ops });
     }
 
-    /// Call with the answer to [`ServerEffect::Authenticate`]: the rights
-    /// and schemas, or `unauthorized` / `forbidden` (which close the session).
-    pub fn handle_auth(&mut self, answer: Result<Authorized, ErrorCode>) {
+    /// Call with the answer to [`ServerEffect::Authenticate`]: the rights,
+    /// schemas and expiry, or why the token is refused (which closes the
+    /// session).
+    pub fn handle_auth(&mut self, answer: Result<Authorized, Denied>) {
         if self.phase != Phase::Authenticating {
             return;
         }
         let authorized = match answer {
             Ok(a) => a,
-            Err(code) => {
-                let message = match code {
-                    ErrorCode::Unauthorized => "the token is missing, unknown or expired",
-                    ErrorCode::Forbidden => "the token does not grant this namespace",
-                    _ => "authentication failed",
-                };
-                return self.fail(code, message);
-            }
+            Err(denied) => return self.fail(denied.code, denied.message),
         };
         let Some(hello) = &self.hello else { return };
         self.rights = authorized.rights;
+        self.expires_at_ms = authorized.expires_at_ms;
         self.transmit
             .push_back(Outbound::Message(ServerMessage::Welcome(Welcome {
                 protocol: hello.protocol,
@@ -634,10 +670,31 @@ impl ServerSession {
         );
     }
 
+    /// Call when a welcomed session's access ends before its token's
+    /// expiry: the token was revoked or its rights reduced (the server's
+    /// tokens were reloaded, or its keys rotated). The session ends with the
+    /// fatal error (close 4001 or 4003); the client connects again with a
+    /// fresh token.
+    pub fn handle_revoked(&mut self, denied: Denied) {
+        self.fail(denied.code, denied.message);
+    }
+
+    /// What the session's token allows (`read` until welcomed).
+    #[must_use]
+    pub fn rights(&self) -> Rights {
+        self.rights
+    }
+
     /// Call when the timer armed at [`ServerSession::poll_timeout`] fires.
     pub fn handle_timeout(&mut self, now_ms: u64) {
         if self.is_closed() {
             return;
+        }
+        if self.expires_at_ms.is_some_and(|at| now_ms >= at) {
+            return self.fail(
+                ErrorCode::Unauthorized,
+                "the token expired; connect with a fresh one",
+            );
         }
         let hb = self.config.heartbeat_ms;
         if now_ms >= self.last_rx_ms.saturating_add(2 * hb) {
@@ -703,11 +760,12 @@ impl ServerSession {
             return None;
         }
         let hb = self.config.heartbeat_ms;
-        Some(if self.ping_sent {
+        let heartbeat = if self.ping_sent {
             self.last_rx_ms.saturating_add(2 * hb)
         } else {
             self.last_rx_ms.saturating_add(hb)
-        })
+        };
+        Some(self.expires_at_ms.map_or(heartbeat, |at| at.min(heartbeat)))
     }
 
     // ---- internals ----

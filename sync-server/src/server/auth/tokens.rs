@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use store_core::sync::{ErrorCode, Rights};
+use store_core::sync::Rights;
+use store_core::sync::session::Denied;
 
 /// The grants of every token.
 #[derive(Debug, Clone, Default)]
@@ -68,12 +69,24 @@ impl Tokens {
     }
 
     /// What `token` may do in `namespace`.
-    pub fn check(&self, token: &str, namespace: &str) -> Result<Rights, ErrorCode> {
+    pub fn check(&self, token: &str, namespace: &str) -> Result<Rights, Denied> {
         if self.open {
             return Ok(Rights::ReadWrite);
         }
-        let grants = self.grants.get(token).ok_or(ErrorCode::Unauthorized)?;
-        grants.get(namespace).copied().ok_or(ErrorCode::Forbidden)
+        let grants = self
+            .grants
+            .get(token)
+            .ok_or_else(|| Denied::unauthorized("unknown token"))?;
+        grants
+            .get(namespace)
+            .copied()
+            .ok_or_else(|| Denied::forbidden(format!("the token does not grant namespace `{namespace}`")))
+    }
+
+    /// Whether `token` is one of these (any token is, when open to all).
+    #[must_use]
+    pub fn knows(&self, token: &str) -> bool {
+        self.open || self.grants.contains_key(token)
     }
 
     /// Whether no token is configured.
@@ -85,6 +98,8 @@ impl Tokens {
 
 #[cfg(test)]
 mod tests {
+    use store_core::sync::ErrorCode;
+
     use super::*;
 
     #[test]
@@ -93,8 +108,12 @@ mod tests {
             .unwrap();
         assert_eq!(t.check("alice", "team-1"), Ok(Rights::ReadWrite));
         assert_eq!(t.check("alice", "team-2"), Ok(Rights::Read));
-        assert_eq!(t.check("bob", "team-2"), Err(ErrorCode::Forbidden));
-        assert_eq!(t.check("carol", "team-1"), Err(ErrorCode::Unauthorized));
+        assert_eq!(t.check("bob", "team-2").unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(
+            t.check("carol", "team-1").unwrap_err().code,
+            ErrorCode::Unauthorized
+        );
+        assert!(t.knows("bob") && !t.knows("carol"));
         assert!(
             Tokens::parse("alice team-1 admin")
                 .unwrap_err()
