@@ -68,8 +68,11 @@ pub struct ClientOptions {
     pub url: String,
     /// The namespace to sync.
     pub namespace: String,
-    /// The credential sent in `hello`.
+    /// The credential sent in `hello`, unless `token_source` is given.
     pub token: String,
+    /// Where to get a fresh token before each connection (a JWT that
+    /// expires, from the app's backend); `None` sends `token` every time.
+    pub token_source: Option<TokenSource>,
     /// A stable id of this installation (op ids are unique per client id).
     pub client_id: String,
     /// The kinds to sync; `None` is every kind.
@@ -101,6 +104,7 @@ impl ClientOptions {
             url: url.into(),
             namespace: namespace.into(),
             token: token.into(),
+            token_source: None,
             client_id: client_id.into(),
             kinds: None,
             state: None,
@@ -108,6 +112,49 @@ impl ClientOptions {
             backoff_max: Duration::from_secs(30),
             heartbeat: Duration::from_secs(30),
         }
+    }
+}
+
+/// Gets a fresh token before each connection: called before the first one
+/// and before every reconnect (after a token expired or was revoked, too).
+/// An error counts as a failed connection: the client retries after its
+/// backoff, keeping its pending writes.
+///
+/// ```
+/// use sync_server::client::{ClientOptions, TokenSource};
+///
+/// let options = ClientOptions {
+///     token_source: Some(TokenSource::new(|| async {
+///         // Ask the app's backend for a token (here, a fixed one).
+///         Ok::<_, String>("eyJhbGciOi…".to_owned())
+///     })),
+///     ..ClientOptions::new("ws://127.0.0.1:8787/sync", "team-1", "", "laptop-1")
+/// };
+/// ```
+#[derive(Clone)]
+pub struct TokenSource(Arc<dyn Fn() -> TokenFuture + Send + Sync>);
+
+type TokenFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+
+impl TokenSource {
+    /// A source that calls `fetch` for each token.
+    pub fn new<F, Fut>(fetch: F) -> TokenSource
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        TokenSource(Arc::new(move || Box::pin(fetch())))
+    }
+
+    /// A fresh token.
+    async fn fetch(&self) -> Result<String, String> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSource(..)")
     }
 }
 

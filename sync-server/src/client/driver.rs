@@ -34,12 +34,12 @@ pub(super) async fn run(shared: Arc<Shared>, options: ClientOptions, mut stop: w
     let error = loop {
         shared.inner.lock().link = Link::Connecting;
         let opened = tokio::select! {
-            opened = connect_async(options.url.as_str()) => opened,
+            opened = open(&shared, &options) => opened,
             () = stopped(&mut stop) => break ClientError::Closed,
         };
         let end = match opened {
-            Ok((socket, _)) => drive(&shared, socket, clock, &mut stop, &mut backoff).await,
-            Err(e) => End::Retry(format!("cannot connect to {}: {e}", options.url)),
+            Ok(socket) => drive(&shared, socket, clock, &mut stop, &mut backoff).await,
+            Err(why) => End::Retry(why),
         };
         match end {
             End::Stop(e) => break e,
@@ -67,6 +67,21 @@ pub(super) async fn run(shared: Arc<Shared>, options: ClientOptions, mut stop: w
     }
     inner.publish(&Update::Stopped(error));
     inner.subscribers.clear();
+}
+
+/// Gets a fresh token, if the options have a source, then opens a socket.
+async fn open(shared: &Shared, options: &ClientOptions) -> Result<Socket, String> {
+    if let Some(source) = &options.token_source {
+        let token = source
+            .fetch()
+            .await
+            .map_err(|e| format!("cannot get a token: {e}"))?;
+        shared.inner.lock().session().set_token(token);
+    }
+    let (socket, _) = connect_async(options.url.as_str())
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", options.url))?;
+    Ok(socket)
 }
 
 /// One connection, from `hello` to its end.
@@ -141,7 +156,7 @@ fn dispatch_events(inner: &mut Inner, backoff: &mut Backoff) -> Option<End> {
             backoff.reset();
         }
         let why = || match &event {
-            ClientEvent::Error(e) => format!("{}: {}", e.code, e.message),
+            ClientEvent::Error(e) | ClientEvent::AccessLost(e) => format!("{}: {}", e.code, e.message),
             ClientEvent::Retry { op_id, code, message } => {
                 format!("op {op_id} failed on the server ({code}): {message}")
             }
