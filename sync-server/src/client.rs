@@ -7,7 +7,9 @@
 //! any retryable disconnect; the session resumes from its cursor and
 //! re-sends the pending ops with their original op ids. A non-retryable
 //! refusal (a bad token, a forbidden namespace, a protocol error) stops the
-//! client with [`Update::Stopped`].
+//! client with [`Update::Stopped`]. A session whose token expires or is
+//! revoked is retried once, with a fresh token from
+//! [`ClientOptions::token_source`] when there is one.
 //!
 //! An app that only syncs depends on this crate with
 //! `default-features = false`: the client alone, without the server's web

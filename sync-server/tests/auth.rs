@@ -419,6 +419,10 @@ async fn jwts_from_a_jwks_open_sessions_and_each_failure_gets_its_code() {
         }
     }
 
+    // An expiry past what the clock can hold is no expiry, not a crash.
+    let (answer, _) = hello(at, &rsa.sign(&with(rw.clone(), "exp", json!(u64::MAX))), "team").await;
+    assert_eq!(answer, Answer::Welcome("read_write".into()));
+
     // A read-only token's write is refused alone; the session stays.
     let op = json!({"op_id": "r1", "kind": "note", "key": "r1", "action": "set", "value": 1});
     send(&mut reader, json!({"type": "push", "ops": [op]})).await;
@@ -504,6 +508,15 @@ async fn a_session_is_closed_when_its_token_expires() {
     );
     let (_, mut writer) = hello(server.address, &long, "team").await;
     write_reaches(&mut writer, &mut bystander, "after-expiry").await;
+    // A fractional `exp` (a NumericDate may have one) is honoured as such.
+    let fractional = signer.sign(&with(
+        claims(json!({"team": "read_write"})),
+        "exp",
+        json!(now() as f64 + 3600.5),
+    ));
+    let (answer, mut writer) = hello(server.address, &fractional, "team").await;
+    assert_eq!(answer, Answer::Welcome("read_write".into()));
+    write_reaches(&mut writer, &mut bystander, "fractional-exp").await;
     server.stop().await;
 }
 

@@ -454,7 +454,7 @@ async fn serve(
 /// connection started.
 fn session_ms(started: Instant, at: SystemTime) -> u64 {
     let from_now = at.duration_since(SystemTime::now()).unwrap_or_default();
-    (started.elapsed() + from_now).as_millis() as u64
+    u64::try_from(started.elapsed().saturating_add(from_now).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Checks a welcomed session's token again after the server's tokens or

@@ -175,13 +175,16 @@ impl Verifier {
             .map_err(|e| refused(e.kind(), algorithm))?
             .claims;
         let rights = self.rights(&claims, namespace)?;
-        let exp = claims["exp"].as_u64().unwrap_or(0);
+        // An `exp` too far in the future for the clock is a token that
+        // does not expire while the server runs.
+        let exp = &claims["exp"];
+        let exp = exp
+            .as_u64()
+            .or_else(|| exp.as_f64().map(|f| f as u64))
+            .unwrap_or(0);
         let expires_at =
-            SystemTime::UNIX_EPOCH + Duration::from_secs(exp) + Duration::from_secs(validation.leeway);
-        Ok(Grant {
-            rights,
-            expires_at: Some(expires_at),
-        })
+            SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp.saturating_add(validation.leeway)));
+        Ok(Grant { rights, expires_at })
     }
 
     /// The most the token's claim and the server's templates grant in
