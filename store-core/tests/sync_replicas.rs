@@ -12,7 +12,9 @@
 //!   one to four entries, a heartbeat of one second, feeds that fall behind
 //!   (a `lagged` snapshot while live) and pushes its storage fails
 //!   (`internal` rejects: the client keeps the ops and sends them again on
-//!   a new connection).
+//!   a new connection). On some devices tokens expire: each connection
+//!   gets a fresh token, which the server's session ends at its expiry
+//!   (the client reconnects, as after a revocation).
 //! - **Devices** (two or three): one storage, an in-memory IndexedDB that
 //!   runs its requests in the order they were issued (each write applies a
 //!   [`Plan`] atomically and gives queued ops increasing places; a read sees
@@ -230,6 +232,10 @@ enum Landed {
 struct Device {
     client_id: String,
     token: &'static str,
+    /// How long each token the device gets lives (virtual ms), when its
+    /// tokens expire: every connection gets a fresh one, as the browser's
+    /// token callback gives it.
+    token_lifetime: Option<u64>,
     storage: Storage,
     /// Storage requests in the order issued, with their tab.
     requests: VecDeque<(TabId, Request)>,
@@ -345,6 +351,7 @@ struct Stats {
     breaks: u64,
     restarts: u64,
     timeouts: u64,
+    expiries: u64,
     orphan_frames: u64,
     unloads: u64,
     landed_uncommitted: u64,
@@ -369,6 +376,7 @@ impl Stats {
         self.breaks += o.breaks;
         self.restarts += o.restarts;
         self.timeouts += o.timeouts;
+        self.expiries += o.expiries;
         self.orphan_frames += o.orphan_frames;
         self.unloads += o.unloads;
         self.landed_uncommitted += o.landed_uncommitted;
@@ -508,6 +516,7 @@ impl Sim {
             .map(|i| Device {
                 client_id: format!("device-{i}"),
                 token: if i > 0 && rng.below(5) == 0 { "ro" } else { "rw" },
+                token_lifetime: (rng.below(3) == 0).then(|| 500 + rng.below(3_000)),
                 storage: Storage::default(),
                 requests: VecDeque::new(),
                 holder: None,
@@ -1548,7 +1557,14 @@ impl Sim {
             });
         }
         let now = self.now;
+        let device = &self.devices[self.tabs[t].device];
+        let token = device
+            .token_lifetime
+            .map(|lifetime| format!("{}@{}", device.token, now + lifetime));
         if let Some(session) = self.replica(t).session_mut() {
+            if let Some(token) = token {
+                session.set_token(token);
+            }
             session.connect(now);
         }
         self.pump(t)
@@ -1667,6 +1683,7 @@ impl Sim {
                 ClientEvent::Connected { .. } => welcomed = true,
                 ClientEvent::TimedOut => seen.push("timed out".to_owned()),
                 ClientEvent::Error(e) => seen.push(format!("error {}", e.code.as_str())),
+                ClientEvent::AccessLost(e) => seen.push(format!("access lost ({})", e.message)),
                 ClientEvent::SnapshotApplied { rev, reason } => {
                     seen.push(format!("snapshot {reason:?} at {rev}"));
                 }
@@ -1686,6 +1703,7 @@ impl Sim {
         if !seen.is_empty() {
             note!(self, "tab {t}: {}", seen.join(", "));
             self.stats.timeouts += seen.iter().filter(|s| s.starts_with("timed")).count() as u64;
+            self.stats.expiries += seen.iter().filter(|s| s.starts_with("access lost")).count() as u64;
         }
         let tab = &mut self.tabs[t];
         if news {
@@ -2175,6 +2193,7 @@ fn tabs_and_devices_converge_with_the_server_under_faults() {
             ("a socket breaking", s.breaks),
             ("a server restart", s.restarts),
             ("a heartbeat timeout", s.timeouts),
+            ("a token expiring mid-session (a fresh one next time)", s.expiries),
             ("a closed socket's frame reaching the server", s.orphan_frames),
             ("a write landing after its tab unloaded", s.landed_uncommitted),
             ("a storage write failing", s.storage_failures),
