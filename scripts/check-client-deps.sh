@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 cargo check -q -p sync-server --no-default-features --lib
 
 deps=$(cargo tree -p sync-server --no-default-features -e normal --prefix none)
-if bad=$(grep -E '^(axum|hyper|hyper-util|tower-http|rusqlite|libsqlite3-sys|tokio-postgres|clap|tracing-subscriber) ' <<<"$deps"); then
+if bad=$(grep -E '^(axum|hyper|hyper-util|tower-http|rusqlite|libsqlite3-sys|tokio-postgres|clap|tracing-subscriber|jsonwebtoken|reqwest) ' <<<"$deps"); then
   echo "the client-only build of sync-server pulls in server dependencies:" >&2
   sort -u <<<"$bad" >&2
   exit 1
 fi
-echo "sync-server client only: builds, without axum, hyper, rusqlite, tokio-postgres or clap"
+echo "sync-server client only: builds, without axum, hyper, rusqlite, tokio-postgres, clap or the JWT verifier"
