@@ -49,7 +49,13 @@ impl Keys {
     /// Reads the keys once; an error names what is wrong.
     pub(super) async fn load(config: &JwtConfig) -> Result<Keys, String> {
         let client = match &config.keys {
-            JwtKeys::JwksUrl(_) => {
+            JwtKeys::JwksUrl(url) => {
+                if !url.starts_with("https://") {
+                    tracing::warn!(
+                        url,
+                        "the JWKS is fetched without TLS: anyone on the path can replace its keys"
+                    );
+                }
                 // reqwest's TLS needs a process-wide crypto provider; another
                 // part of the process may have installed one already.
                 let _ = rustls::crypto::ring::default_provider().install_default();
