@@ -12,13 +12,12 @@
 //! cannot infer.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use futures_util::{FutureExt, Stream, StreamExt, future};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use store_core::schema::Schema;
 use store_core::sync::{Ack, ErrorCode, OpResult, Rights};
@@ -169,8 +168,9 @@ fn watch_options(options: &JsValue) -> JsResult<WatchOptions> {
     }
     let types = get(options, "types");
     if !types.is_undefined() && !types.is_null() {
-        let list: Vec<String> = serde_wasm_bindgen::from_value(types)
-            .map_err(|_| JsError::invalid("types must be an array of \"create\", \"update\", \"delete\""))?;
+        let list = strings(&types).ok_or_else(|| {
+            JsError::invalid("types must be an array of \"create\", \"update\", \"delete\"")
+        })?;
         let mut parsed = Vec::with_capacity(list.len());
         for t in list {
             parsed.push(match t.as_str() {
@@ -185,26 +185,73 @@ fn watch_options(options: &JsValue) -> JsResult<WatchOptions> {
     Ok(opts)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// An array of strings.
+fn strings(value: &JsValue) -> Option<Vec<String>> {
+    if !js_sys::Array::is_array(value) {
+        return None;
+    }
+    value
+        .unchecked_ref::<js_sys::Array>()
+        .iter()
+        .map(|v| v.as_string())
+        .collect()
+}
+
+/// `sync`: `{ url, namespace, token, kinds?, backoffMinMs?, backoffMaxMs? }`.
 struct SyncIn {
     url: String,
     namespace: String,
     token: String,
-    #[serde(default)]
     kinds: Option<Vec<String>>,
-    #[serde(default)]
     backoff_min_ms: Option<f64>,
-    #[serde(default)]
     backoff_max_ms: Option<f64>,
+}
+
+impl SyncIn {
+    fn read(sync: &JsValue) -> JsResult<SyncIn> {
+        let invalid = |what: &str| {
+            JsError::invalid(format!(
+                "sync must be {{ url, namespace, token, kinds? }}: {what}"
+            ))
+        };
+        let string = |key: &str| {
+            get(sync, key)
+                .as_string()
+                .ok_or_else(|| invalid(&format!("{key} must be a string")))
+        };
+        // `null` and `undefined` are absent.
+        let optional = |key: &str| Some(get(sync, key)).filter(|v| !v.is_undefined() && !v.is_null());
+        let number = |key: &str| match optional(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| invalid(&format!("{key} must be a number"))),
+        };
+        let kinds = match optional("kinds") {
+            None => None,
+            Some(v) => Some(strings(&v).ok_or_else(|| invalid("kinds must be an array of strings"))?),
+        };
+        Ok(SyncIn {
+            url: string("url")?,
+            namespace: string("namespace")?,
+            token: string("token")?,
+            kinds,
+            backoff_min_ms: number("backoffMinMs")?,
+            backoff_max_ms: number("backoffMaxMs")?,
+        })
+    }
 }
 
 fn store_options(options: &JsValue) -> JsResult<StoreOptions<Value>> {
     let mut opts = StoreOptions::new();
     let schemas = get(options, "schemas");
     if !schemas.is_undefined() && !schemas.is_null() {
-        let schemas: BTreeMap<String, Value> = serde_wasm_bindgen::from_value(schemas)
-            .map_err(|e| JsError::invalid(format!("schemas must map kinds to JSON Schemas: {e}")))?;
+        let invalid = |e: &str| JsError::invalid(format!("schemas must map kinds to JSON Schemas: {e}"));
+        let schemas = match to_json(&schemas, "schemas").map_err(|e| invalid(&e.message))? {
+            Value::Object(schemas) => schemas,
+            _ => return Err(invalid("not an object")),
+        };
         for (kind, source) in schemas {
             let schema = Schema::compile(source).map_err(Error::Schema)?;
             opts = opts.schema(kind, schema);

@@ -175,9 +175,7 @@ async fn open_store(options: JsValue) -> JsResult<JsStore> {
     let sync: Option<SyncIn> = if sync_in.is_undefined() || sync_in.is_null() {
         None
     } else {
-        Some(serde_wasm_bindgen::from_value(sync_in).map_err(|e| {
-            JsError::invalid(format!("sync must be {{ url, namespace, token, kinds? }}: {e}"))
-        })?)
+        Some(SyncIn::read(&sync_in)?)
     };
     let store_opts = store_options(&options)?;
     let setup = sync.as_ref().map(|s| SyncSetup {
