@@ -24,6 +24,8 @@ pub enum Code {
     Locked,
     /// The connection closed with a code no retry can fix.
     ClosedWith(u16),
+    /// The sync `token` function threw, rejected or gave no string.
+    TokenFailed,
 }
 
 impl Code {
@@ -35,6 +37,7 @@ impl Code {
             Code::InvalidArgument => "invalid_argument".into(),
             Code::Locked => "locked".into(),
             Code::ClosedWith(code) => format!("closed_{code}").into(),
+            Code::TokenFailed => "token_failed".into(),
         }
     }
 }

@@ -44,7 +44,8 @@ type NoticeFn = Box<dyn Fn(Vec<Notice>)>;
 pub struct SyncSetup {
     /// The namespace to sync.
     pub namespace: String,
-    /// The credential sent in `hello`.
+    /// The credential sent in `hello`, until the connection sets another
+    /// one ([`store_core::sync::session::ClientSession::set_token`]).
     pub token: String,
     /// The kinds to sync; `None` is every kind.
     pub kinds: Option<Vec<String>>,

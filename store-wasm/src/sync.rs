@@ -4,11 +4,14 @@
 //! It sends what the session yields, feeds it every frame, drives its
 //! heartbeat timer and reconnects with jittered exponential backoff. The
 //! browser's `offline` event drops the socket at once and `online` retries
-//! at once. A fatal refusal that retrying cannot fix (bad token, forbidden
-//! namespace, protocol mismatch) stops the driver with the error in the
-//! status. Everything the session learns is handed to the store's writer
-//! ([`IdbStore::sync_changed`]), which persists it before the app hears of
-//! it.
+//! at once. With a `token` function, each attempt first asks it for the
+//! token to send; one that fails counts as a failed attempt. A session
+//! whose token expires or is revoked shows the error and reconnects (with a
+//! fresh token, if a function gives one). A refusal at `hello` that
+//! retrying cannot fix (bad token, forbidden namespace, protocol mismatch)
+//! stops the driver with the error in the status. Everything the session
+//! learns is handed to the store's writer ([`IdbStore::sync_changed`]),
+//! which persists it before the app hears of it.
 //!
 
 use std::cell::{Cell, RefCell};
@@ -45,6 +48,9 @@ impl Connection {
 /// How to reach the server.
 pub(crate) struct DriverOptions {
     pub url: String,
+    /// Called before each attempt for the token to send (else the one the
+    /// session was opened with is sent).
+    pub token: Option<js_sys::Function>,
     pub backoff_min_ms: f64,
     pub backoff_max_ms: f64,
 }
@@ -78,6 +84,8 @@ struct Inner {
     timer: Cell<Option<i32>>,
     retry: Cell<Option<i32>>,
     stopped: Cell<bool>,
+    /// The `token` function's answer is awaited.
+    asking: Cell<bool>,
     on_change: Box<dyn Fn()>,
     /// The `online`/`offline` listeners, removed by [`Driver::stop`].
     _online: RefCell<Vec<Listener>>,
@@ -148,6 +156,7 @@ impl Driver {
                 timer: Cell::new(None),
                 retry: Cell::new(None),
                 stopped: Cell::new(false),
+                asking: Cell::new(false),
                 on_change: Box::new(on_change),
                 _online: RefCell::new(Vec::new()),
             }),
@@ -198,16 +207,64 @@ impl Driver {
             == Some(false)
     }
 
-    fn connect(&self) {
+    /// Whether to connect now: not once stopped or closed, nor with a
+    /// socket already, nor while the browser is offline (shown as such).
+    fn may_connect(&self) -> bool {
         let inner = &self.inner;
         if inner.stopped.get() || inner.socket.borrow().is_some() || inner.store.is_closed() {
-            return;
+            return false;
         }
         clear_timeout(inner.retry.take());
         if Driver::browser_offline() {
             self.set_connection(Connection::Offline);
+            return false;
+        }
+        true
+    }
+
+    /// Connects, asking the `token` function first if there is one.
+    fn connect(&self) {
+        let Some(token) = &self.inner.options.token else {
+            return self.open();
+        };
+        if self.inner.asking.get() || !self.may_connect() {
             return;
         }
+        self.inner.asking.set(true);
+        self.set_connection(Connection::Connecting);
+        let answer = match token.call0(&JsValue::NULL) {
+            Ok(v) => js_sys::Promise::resolve(&v),
+            Err(e) => js_sys::Promise::reject(&e),
+        };
+        let weak = Rc::downgrade(&self.inner);
+        wasm_bindgen_futures::spawn_local(async move {
+            let answer = wasm_bindgen_futures::JsFuture::from(answer).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let driver = Driver { inner };
+            driver.inner.asking.set(false);
+            let failed = match answer.map(|v| v.as_string()) {
+                Ok(Some(token)) => {
+                    driver.with_session(|s| s.set_token(token));
+                    // Stopped, closed or offline meanwhile: nothing opens.
+                    return driver.open();
+                }
+                Ok(None) => "the token function returned no string".to_owned(),
+                Err(e) => format!("the token function failed: {}", crate::js::describe(&e)),
+            };
+            if !driver.inner.stopped.get() {
+                driver.set_error(Code::TokenFailed, &failed);
+                driver.set_connection(Connection::Offline);
+                driver.schedule_retry();
+            }
+        });
+    }
+
+    /// Opens the socket.
+    fn open(&self) {
+        if !self.may_connect() {
+            return;
+        }
+        let inner = &self.inner;
         let ws = match WebSocket::new(&inner.options.url) {
             Ok(ws) => ws,
             Err(e) => {
@@ -293,6 +350,8 @@ impl Driver {
                     ClientEvent::Retry { code, message, .. } => {
                         fatal = Some((Code::Server(code), message, false))
                     }
+                    // Shown until the next session is welcomed.
+                    ClientEvent::AccessLost(e) => fatal = Some((Code::Server(e.code), e.message, false)),
                     _ => {}
                 }
                 reconnect_now |= next != Next::Keep;

@@ -35,8 +35,31 @@ export interface SyncOptions {
   url: string;
   /** The namespace to sync. */
   namespace: string;
-  /** The credential the server checks. */
-  token: string;
+  /**
+   * The credential the server checks: a string, or a function that returns
+   * one (or a promise of one). The function is called before every
+   * connection attempt (the first and every reconnect), by the tab that
+   * holds the connection only; its token is sent in that attempt's `hello`.
+   *
+   * A session whose token expires (or is revoked) ends with `unauthorized`
+   * (or `forbidden`) in `status().error`, and the store connects again: with
+   * a function, with the token it gives then; with a string, with the same
+   * one, which the server refuses. A token refused when connecting stops
+   * syncing, with the error in `status().error`; reads and writes go on
+   * locally and pending writes stay queued. A function that throws, rejects
+   * or gives no string counts as a failed attempt: `token_failed` in
+   * `status().error` and another attempt after the usual backoff. The error
+   * clears once a session is welcomed.
+   *
+   * @example
+   * // A short-lived JWT from the app's backend, which knows the user.
+   * token: async () => {
+   *   const res = await fetch("/api/sync-token", { credentials: "same-origin" });
+   *   if (!res.ok) throw new Error(`sync token: HTTP ${res.status}`);
+   *   return (await res.json()).token;
+   * }
+   */
+  token: string | (() => string | Promise<string>);
   /** Sync only these kinds (default: every kind). */
   kinds?: string[];
   /** The first reconnect delay in ms (default 250); it doubles, with jitter, up to `backoffMaxMs`. */
@@ -182,7 +205,8 @@ export interface StoreEvents {
  *   failed).
  * - The package's: `invalid_argument` (a call it does not accept), `locked`
  *   (a local store open in another tab), `closed_${number}` (the connection
- *   closed with a code a retry cannot fix).
+ *   closed with a code a retry cannot fix), `token_failed` (the sync `token`
+ *   function threw, rejected or gave no string; retried).
  * - The server's (docs/protocol.md), for a refused op or session.
  */
 export type ZestorErrorCode =
@@ -205,6 +229,7 @@ export type ZestorErrorCode =
   | "invalid_argument"
   | "locked"
   | `closed_${number}`
+  | "token_failed"
   | "bad_message"
   | "unknown_type"
   | "too_large"

@@ -197,11 +197,10 @@ fn strings(value: &JsValue) -> Option<Vec<String>> {
         .collect()
 }
 
-/// `sync`: `{ url, namespace, token, kinds?, backoffMinMs?, backoffMaxMs? }`.
+/// `sync` but its token: `{ url, namespace, kinds?, backoffMinMs?, backoffMaxMs? }`.
 struct SyncIn {
     url: String,
     namespace: String,
-    token: String,
     kinds: Option<Vec<String>>,
     backoff_min_ms: Option<f64>,
     backoff_max_ms: Option<f64>,
@@ -235,7 +234,6 @@ impl SyncIn {
         Ok(SyncIn {
             url: string("url")?,
             namespace: string("namespace")?,
-            token: string("token")?,
             kinds,
             backoff_min_ms: number("backoffMinMs")?,
             backoff_max_ms: number("backoffMaxMs")?,

@@ -172,15 +172,21 @@ async fn open_store(options: JsValue) -> JsResult<JsStore> {
         return Err(JsError::invalid("name must not be empty"));
     }
     let sync_in = get(&options, "sync");
-    let sync: Option<SyncIn> = if sync_in.is_undefined() || sync_in.is_null() {
+    let sync: Option<(SyncIn, JsValue)> = if sync_in.is_undefined() || sync_in.is_null() {
         None
     } else {
-        Some(SyncIn::read(&sync_in)?)
+        let s = SyncIn::read(&sync_in)?;
+        let token = get(&sync_in, "token");
+        if !token.is_string() && !token.is_function() {
+            return Err(JsError::invalid("sync.token must be a string or a function"));
+        }
+        Some((s, token))
     };
     let store_opts = store_options(&options)?;
-    let setup = sync.as_ref().map(|s| SyncSetup {
+    let setup = sync.as_ref().map(|(s, token)| SyncSetup {
         namespace: s.namespace.clone(),
-        token: s.token.clone(),
+        // A function's token is asked for before each connection.
+        token: token.as_string().unwrap_or_default(),
         kinds: s.kinds.clone(),
     });
     let store = IdbStore::open(&name, store_opts, setup).await?;
@@ -213,9 +219,10 @@ async fn open_store(options: JsValue) -> JsResult<JsStore> {
             shared.notices(notices);
         }
     });
-    if let Some(s) = sync {
+    if let Some((s, token)) = sync {
         let options = DriverOptions {
             url: s.url,
+            token: token.dyn_into().ok(),
             backoff_min_ms: s.backoff_min_ms.unwrap_or(250.0).max(10.0),
             backoff_max_ms: s.backoff_max_ms.unwrap_or(30_000.0).max(10.0),
         };
