@@ -348,6 +348,13 @@ async fn jwts_from_a_jwks_open_sessions_and_each_failure_gets_its_code() {
             "expired",
         ),
         (
+            "in its last second",
+            rsa.sign(&with(rw.clone(), "exp", json!(now()))),
+            "team",
+            "unauthorized",
+            "expired",
+        ),
+        (
             "not yet valid",
             rsa.sign(&with(rw.clone(), "nbf", json!(now() + 600))),
             "team",

@@ -184,6 +184,12 @@ impl Verifier {
             .unwrap_or(0);
         let expires_at =
             SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp.saturating_add(validation.leeway)));
+        // `exp` counts whole seconds and the library compares it with the
+        // current second: a token in its last second would be welcomed
+        // and its session closed at once.
+        if expires_at.is_some_and(|at| at <= SystemTime::now()) {
+            return Err(refused(&ErrorKind::ExpiredSignature, algorithm));
+        }
         Ok(Grant { rights, expires_at })
     }
 
