@@ -228,12 +228,11 @@ s.test('a fresh token the server refuses stops the store, and its pending writes
 s.test('a string token that expires mid-session is tried once more, then the store stops', async (tc) => {
   const proxy = await tc.proxy();
   const page = await tc.newPage();
-  // A JWT's `exp` is in whole seconds and the server accepts the token at
-  // `hello` until that second ends, so the reconnect waits longer than a
-  // second (1.1-2.2 s) to meet a token that has certainly expired.
+  // The reconnect comes at once: the server refuses a token from its
+  // `exp` on, to the millisecond, though `exp` counts whole seconds.
   await tc.open(page, {
     name: 'token-string',
-    sync: tc.syncOptions({ url: proxy.wsUrl, token: mint({ ttl: 3 }), backoffMinMs: 2200, backoffMaxMs: 2200 }),
+    sync: tc.syncOptions({ url: proxy.wsUrl, token: mint({ ttl: 3 }), backoffMinMs: 20, backoffMaxMs: 40 }),
   });
   await tc.online(page);
   const written = await count(page, 'string', [1], true);
