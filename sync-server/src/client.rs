@@ -11,6 +11,16 @@
 //! revoked is retried once, with a fresh token from
 //! [`ClientOptions::token_source`] when there is one.
 //!
+//! A `wss://` URL connects over TLS (rustls). The server's certificate must
+//! chain to one of the system's root certificates, or to
+//! [`ClientOptions::ca`] when the app names its own certificate
+//! authorities. A TLS failure (an untrusted or expired certificate, a
+//! certificate for another host name) is a failed connection like any
+//! other: [`Update::Disconnected`] says why, and the client retries after
+//! its backoff, so a server whose certificate is being renewed is reached
+//! again once it is; an app that would rather stop calls
+//! [`Client::close`].
+//!
 //! An app that only syncs depends on this crate with
 //! `default-features = false`: the client alone, without the server's web
 //! framework, SQLite or PostgreSQL driver (`scripts/check-client-deps.sh`
@@ -44,6 +54,7 @@
 
 mod cli;
 mod driver;
+mod tls;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -62,12 +73,17 @@ use store_core::sync::{Ack, ErrorCode};
 use tokio::sync::{Notify, oneshot, watch};
 
 pub use cli::run_cli;
+pub use tls::{CaCerts, CaError};
 
 /// How to reach the server and who the client is.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// The server's sync endpoint, e.g. `ws://127.0.0.1:8787/sync`.
+    /// The server's sync endpoint, e.g. `ws://127.0.0.1:8787/sync`, or
+    /// `wss://sync.example.com/sync` over TLS.
     pub url: String,
+    /// For `wss://`: the certificate authorities the server's certificate
+    /// must chain to, instead of the system's root certificates (`None`).
+    pub ca: Option<CaCerts>,
     /// The namespace to sync.
     pub namespace: String,
     /// The credential sent in `hello`, unless `token_source` is given.
@@ -94,7 +110,8 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// Options syncing every kind of `namespace`, reconnecting after 250 ms
-    /// up to 30 s, with a 30 s heartbeat until welcomed.
+    /// up to 30 s, with a 30 s heartbeat until welcomed, trusting the
+    /// system's root certificates for `wss://`.
     #[must_use]
     pub fn new(
         url: impl Into<String>,
@@ -104,6 +121,7 @@ impl ClientOptions {
     ) -> Self {
         ClientOptions {
             url: url.into(),
+            ca: None,
             namespace: namespace.into(),
             token: token.into(),
             token_source: None,

@@ -7,10 +7,10 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use store_core::sync::session::ClientEvent;
 
-use super::{Client, ClientOptions, Events, Link, PendingWrite, Update};
+use super::{CaCerts, Client, ClientOptions, Events, Link, PendingWrite, Update};
 
-const USAGE: &str =
-    "usage: sync-server client [--url URL] [--namespace NS] [--token TOKEN] [--timeout SECS] COMMAND
+const USAGE: &str = "usage: sync-server client [--url URL] [--namespace NS] [--token TOKEN] [--ca-file FILE]
+                          [--timeout SECS] COMMAND
 commands:
   put <kind> <key> <json>   write a value and wait for the server's ack
   patch <kind> <key> <json> merge a JSON Merge Patch into the value (null removes a member)
@@ -18,7 +18,9 @@ commands:
   get <kind> <key>          print the value as JSON
   delete <kind> <key>       delete and wait for the server's ack
   watch [kind]              print each change as a JSON line until Ctrl-C
-flags default to $ZESTOR_URL, $ZESTOR_NAMESPACE, $ZESTOR_TOKEN; the url to ws://127.0.0.1:8787/sync";
+flags default to $ZESTOR_URL, $ZESTOR_NAMESPACE, $ZESTOR_TOKEN, $ZESTOR_CA_FILE; the url to ws://127.0.0.1:8787/sync
+--ca-file: the PEM certificates of the CAs a wss:// server's certificate must chain to,
+           instead of the system's root certificates";
 
 /// Runs one client command; `args` are the words after `client`, e.g.
 /// `["put", "task", "t1", "{\"title\":\"ship\"}", "--namespace", "ns"]`.
@@ -34,17 +36,17 @@ pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
         ["put", kind, key, json] => {
             let value: Value =
                 serde_json::from_str(json).map_err(|e| format!("the value is not JSON: {e}"))?;
-            let client = cli.connect(None);
+            let (client, events) = cli.connect(None);
             let write = client.set(kind, key, value).map_err(|e| e.to_string())?;
             // A fresh client shows nothing the value could equal.
             let write = write.ok_or("nothing to write")?;
-            cli.print_ack(&client, write).await
+            cli.print_ack(&client, events, write).await
         }
         ["patch", kind, key, json] => {
             let patch: Value =
                 serde_json::from_str(json).map_err(|e| format!("the patch is not JSON: {e}"))?;
             // A client patches what it shows: sync the kind first.
-            let client = cli.synced(kind).await?;
+            let (client, events) = cli.synced(kind).await?;
             let write = client.patch(kind, key, patch);
             let write = match write {
                 Ok(Some(write)) => write,
@@ -58,20 +60,20 @@ pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
                     return Err(e.to_string());
                 }
             };
-            cli.print_ack(&client, write).await
+            cli.print_ack(&client, events, write).await
         }
         ["delete", kind, key] => {
             // A client deletes what it shows: sync the kind first.
-            let client = cli.synced(kind).await?;
+            let (client, events) = cli.synced(kind).await?;
             let write = client.delete(kind, key).map_err(|e| e.to_string())?;
             let Some(write) = write else {
                 client.close().await;
                 return Err(format!("{kind}/{key} not found"));
             };
-            cli.print_ack(&client, write).await
+            cli.print_ack(&client, events, write).await
         }
         ["get", kind, key] => {
-            let client = cli.synced(kind).await?;
+            let (client, _) = cli.synced(kind).await?;
             let value = client.get(kind, key);
             client.close().await;
             let value = value.ok_or_else(|| format!("{kind}/{key} not found"))?;
@@ -79,9 +81,9 @@ pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
             Ok(())
         }
         ["watch", rest @ ..] if rest.len() <= 1 => {
-            let client = cli.connect(rest.first().copied());
+            let (client, events) = cli.connect(rest.first().copied());
             let result = tokio::select! {
-                r = watch(client.events()) => r,
+                r = watch(events) => r,
                 r = tokio::signal::ctrl_c() => r.map_err(|e| format!("cannot wait for Ctrl-C: {e}")),
             };
             client.close().await;
@@ -95,6 +97,7 @@ struct Cli {
     url: String,
     namespace: String,
     token: String,
+    ca: Option<CaCerts>,
     timeout: Duration,
     words: Vec<String>,
 }
@@ -104,6 +107,7 @@ impl Cli {
         let mut url = std::env::var("ZESTOR_URL").ok();
         let mut namespace = std::env::var("ZESTOR_NAMESPACE").ok();
         let mut token = std::env::var("ZESTOR_TOKEN").ok();
+        let mut ca_file = std::env::var_os("ZESTOR_CA_FILE").map(std::path::PathBuf::from);
         let mut timeout = 30.0_f64;
         let mut words = Vec::new();
         let mut args = args.into_iter();
@@ -125,6 +129,7 @@ impl Cli {
                 "url" => url = Some(value),
                 "namespace" => namespace = Some(value),
                 "token" => token = Some(value),
+                "ca-file" => ca_file = Some(value.into()),
                 "timeout" => {
                     timeout = value
                         .parse()
@@ -135,7 +140,11 @@ impl Cli {
                 _ => return Err(format!("unknown flag --{name}\n{USAGE}")),
             }
         }
+        let ca = ca_file
+            .map(|file| CaCerts::from_file(file).map_err(|e| format!("the CA file: {e}")))
+            .transpose()?;
         Ok(Cli {
+            ca,
             url: url.unwrap_or_else(|| "ws://127.0.0.1:8787/sync".to_owned()),
             namespace: namespace
                 .ok_or_else(|| format!("--namespace (or ZESTOR_NAMESPACE) is required\n{USAGE}"))?,
@@ -145,41 +154,105 @@ impl Cli {
         })
     }
 
-    fn connect(&self, kind: Option<&str>) -> Client {
+    /// A client, and its events from the start.
+    fn connect(&self, kind: Option<&str>) -> (Client, Events) {
         let id = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         let mut options =
             ClientOptions::new(&self.url, &self.namespace, &self.token, format!("cli-{id:016x}"));
         options.kinds = kind.map(|k| vec![k.to_owned()]);
+        options.ca = self.ca.clone();
         options.backoff_max = Duration::from_secs(2);
-        Client::connect(options)
+        let client = Client::connect(options);
+        // Its first connection takes a round trip at least: nothing is missed.
+        let events = client.events();
+        (client, events)
     }
 
     /// A client that caught up with the server on `kind`.
-    async fn synced(&self, kind: &str) -> Result<Client, String> {
-        let client = self.connect(Some(kind));
-        let events = client.events();
-        let synced = tokio::time::timeout(self.timeout, wait_synced(&client, events)).await;
+    async fn synced(&self, kind: &str) -> Result<(Client, Events), String> {
+        let (client, mut events) = self.connect(Some(kind));
+        let mut tries = Tries::default();
+        let synced = tokio::time::timeout(self.timeout, wait_synced(&client, &mut events, &mut tries)).await;
         let error = match synced {
-            Ok(Ok(())) => return Ok(client),
+            Ok(Ok(())) => return Ok((client, events)),
             Ok(Err(e)) => e,
-            Err(_) => format!("not synced within {:?}", self.timeout),
+            Err(_) => format!("not synced within {:?}{}", self.timeout, tries.last()),
         };
         client.close().await;
         Err(error)
     }
 
-    async fn print_ack(&self, client: &Client, write: PendingWrite) -> Result<(), String> {
-        let answer = tokio::time::timeout(self.timeout, write.acked()).await;
+    async fn print_ack(
+        &self,
+        client: &Client,
+        mut events: Events,
+        write: PendingWrite,
+    ) -> Result<(), String> {
+        let mut tries = Tries::default();
+        let answer = tokio::time::timeout(self.timeout, async {
+            tokio::select! {
+                answer = write.acked() => answer,
+                never = tries.follow(&mut events) => never,
+            }
+        })
+        .await;
         client.close().await;
         let ack = answer
-            .map_err(|_| format!("no answer within {:?}; the write may still apply", self.timeout))?
+            .map_err(|_| match tries.connected {
+                true => format!("no answer within {:?}; the write may still apply", self.timeout),
+                false => format!(
+                    "not connected within {:?}{}; nothing was written",
+                    self.timeout,
+                    tries.last()
+                ),
+            })?
             .map_err(|e| e.to_string())?;
         println!("{}", serde_json::to_string(&ack).map_err(|e| e.to_string())?);
         Ok(())
     }
 }
 
-async fn wait_synced(client: &Client, mut events: Events) -> Result<(), String> {
+/// What a one-shot command saw of its connections: a failed one is told
+/// on stderr at once (an untrusted certificate, a server that is down),
+/// and again in the error if the command times out.
+#[derive(Default)]
+struct Tries {
+    connected: bool,
+    last_failure: Option<String>,
+}
+
+impl Tries {
+    fn see(&mut self, update: &Update) {
+        match update {
+            Update::Session(ClientEvent::Connected { .. }) => self.connected = true,
+            Update::Disconnected { reason } => {
+                if self.last_failure.as_ref() != Some(reason) {
+                    eprintln!("disconnected ({reason}); retrying");
+                }
+                self.last_failure = Some(reason.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Follows `events` until they end; never resolves after that.
+    async fn follow<T>(&mut self, events: &mut Events) -> T {
+        while let Some(update) = events.next().await {
+            self.see(&update);
+        }
+        std::future::pending().await
+    }
+
+    /// The last failure, to append to a timeout's message.
+    fn last(&self) -> String {
+        match &self.last_failure {
+            Some(reason) => format!(" (last: {reason})"),
+            None => String::new(),
+        }
+    }
+}
+
+async fn wait_synced(client: &Client, events: &mut Events, tries: &mut Tries) -> Result<(), String> {
     loop {
         let status = client.status();
         if status.synced {
@@ -195,7 +268,7 @@ async fn wait_synced(client: &Client, mut events: Events) -> Result<(), String> 
         match events.next().await {
             Some(Update::Stopped(e)) => return Err(e.to_string()),
             None => return Err("the client stopped".into()),
-            Some(_) => {}
+            Some(update) => tries.see(&update),
         }
     }
 }

@@ -10,10 +10,11 @@ use store_core::sync::reconnect::{self, Backoff, Next};
 use store_core::sync::session::ClientEvent;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream, connect_async_tls_with_config};
 
 use super::{ClientError, ClientOptions, Inner, Link, Shared, Update, WriteError};
 
@@ -31,10 +32,12 @@ pub(super) async fn run(shared: Arc<Shared>, options: ClientOptions, mut stop: w
     let clock = Clock(Instant::now());
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let mut backoff = Backoff::new(ms(options.backoff_min), ms(options.backoff_max));
+    // Built at the first `wss://` connection, kept for the next ones.
+    let mut tls = None;
     let error = loop {
         shared.inner.lock().link = Link::Connecting;
         let opened = tokio::select! {
-            opened = open(&shared, &options) => opened,
+            opened = open(&shared, &options, &mut tls) => opened,
             () = stopped(&mut stop) => break ClientError::Closed,
         };
         let end = match opened {
@@ -69,8 +72,13 @@ pub(super) async fn run(shared: Arc<Shared>, options: ClientOptions, mut stop: w
     inner.subscribers.clear();
 }
 
-/// Gets a fresh token, if the options have a source, then opens a socket.
-async fn open(shared: &Shared, options: &ClientOptions) -> Result<Socket, String> {
+/// Gets a fresh token, if the options have a source, then opens a socket
+/// (over TLS for a `wss://` URL).
+async fn open(
+    shared: &Shared,
+    options: &ClientOptions,
+    tls: &mut Option<Arc<rustls::ClientConfig>>,
+) -> Result<Socket, String> {
     if let Some(source) = &options.token_source {
         let token = source
             .fetch()
@@ -78,10 +86,40 @@ async fn open(shared: &Shared, options: &ClientOptions) -> Result<Socket, String
             .map_err(|e| format!("cannot get a token: {e}"))?;
         shared.inner.lock().session().set_token(token);
     }
-    let (socket, _) = connect_async(options.url.as_str())
+    let failed = |why: String| format!("cannot connect to {}: {why}", options.url);
+    let request = options
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| failed(e.to_string()))?;
+    let connector = if request.uri().scheme_str() == Some("wss") {
+        let config = match tls {
+            Some(config) => Arc::clone(config),
+            None => Arc::clone(tls.insert(super::tls::client_config(options.ca.as_ref()).map_err(failed)?)),
+        };
+        Some(Connector::Rustls(config))
+    } else {
+        None
+    };
+    // Without TCP_NODELAY, Nagle's algorithm would hold each small push
+    // back until the previous one is acknowledged.
+    let (socket, _) = connect_async_tls_with_config(request, None, true, connector)
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", options.url))?;
+        .map_err(|e| failed(connect_error(&e)))?;
     Ok(socket)
+}
+
+/// A connection failure in words; a TLS failure says what was not trusted.
+fn connect_error(error: &WsError) -> String {
+    let tls = match error {
+        WsError::Io(e) => e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+        WsError::Tls(tokio_tungstenite::tungstenite::error::TlsError::Rustls(e)) => Some(&**e),
+        _ => None,
+    };
+    match tls {
+        Some(e) => super::tls::describe(e),
+        None => error.to_string(),
+    }
 }
 
 /// One connection, from `hello` to its end.
