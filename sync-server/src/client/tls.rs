@@ -157,6 +157,14 @@ pub(super) fn describe(error: &rustls::Error) -> String {
             | CertificateError::NotValidYet
             | CertificateError::NotValidYetContext { .. },
         ) => "the server's certificate is outside its validity period (or this clock is wrong)",
+        // What `openssl req -x509` makes by default; webpki refuses it.
+        Error::InvalidCertificate(CertificateError::Other(e))
+            if format!("{e:?}").contains("CaUsedAsEndEntity") =>
+        {
+            "the server's certificate is a CA certificate (basicConstraints CA:TRUE), which cannot \
+             be a server's own: sign a server certificate with that CA, or make the self-signed \
+             one with CA:FALSE"
+        }
         Error::InvalidCertificate(_) => "the server's certificate is not trusted",
         Error::AlertReceived(_) => "the server refused the TLS handshake",
         _ => "the TLS handshake failed",
