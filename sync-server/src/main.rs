@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde_json::Value;
 use store_core::schema::Schema;
 use store_core::sync::codec::Limits;
@@ -15,8 +15,8 @@ use store_core::sync::session::ServerConfig;
 use store_core::{DEFAULT_RETENTION, StoreOptions};
 use sync_server::backend::sqlite::Synchronous;
 use sync_server::server::{
-    AppState, Auth, Database, JwtConfig, JwtKeys, Metrics, NamespaceGrant, Stores, Tokens,
-    check_allowed_origins, serve,
+    AppState, Auth, Database, JwtConfig, JwtKeys, Metrics, NamespaceGrant, Stores, Tls, Tokens,
+    check_allowed_origins, serve, serve_tls,
 };
 
 /// Zestor's sync server: keeps namespaces of typed, versioned key-value data
@@ -37,6 +37,23 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "ZESTOR_LISTEN", default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
+
+    /// Serve https and wss with this certificate chain (PEM: the server's
+    /// certificate first, then the intermediates); needs --tls-key. Re-read
+    /// with the key on SIGHUP (a renewed certificate).
+    #[arg(long, env = "ZESTOR_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "ZESTOR_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// How logs are written on stderr: `text` for people, `json` for a log
+    /// collector (one object per line, with `timestamp`, `level`,
+    /// `message`, `target` and the event's fields). `RUST_LOG` sets the
+    /// level (default `info`).
+    #[arg(long, env = "ZESTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 
     /// Static tokens (for development): one `TOKEN NAMESPACE read|read_write`
     /// per line. Re-read on SIGHUP: sessions whose token was removed are
@@ -146,6 +163,41 @@ struct Args {
     max_in_flight: usize,
 }
 
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Lines for people (colored on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `ZESTOR_LOG_FORMAT`, for `sync-server client`.
+    fn from_env() -> Result<LogFormat, String> {
+        match std::env::var("ZESTOR_LOG_FORMAT") {
+            Ok(v) => LogFormat::from_str(&v, true)
+                .map_err(|_| format!("ZESTOR_LOG_FORMAT must be text or json, not {v:?}")),
+            Err(_) => Ok(LogFormat::Text),
+        }
+    }
+}
+
+/// Logs on stderr in `format`, at the level `RUST_LOG` sets (default `info`).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The message and fields at the top level, next to the level.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
 fn schemas(dir: &std::path::Path) -> Result<StoreOptions<Value>, String> {
     let mut options = StoreOptions::new();
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -166,9 +218,9 @@ fn schemas(dir: &std::path::Path) -> Result<StoreOptions<Value>, String> {
     Ok(options)
 }
 
-/// Reloads the tokens and keys on every SIGHUP.
+/// Reloads the tokens and keys, and the TLS certificate, on every SIGHUP.
 #[cfg(unix)]
-fn reload_on_hangup(state: Arc<AppState>) -> Result<(), String> {
+fn reload_on_hangup(state: Arc<AppState>, tls: Option<Tls>) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     tokio::spawn(async move {
@@ -176,6 +228,13 @@ fn reload_on_hangup(state: Arc<AppState>) -> Result<(), String> {
             match state.auth.reload().await {
                 Ok(()) => tracing::info!("reloaded the tokens and keys"),
                 Err(e) => tracing::error!(error = %e, "cannot reload; the previous tokens and keys stay"),
+            }
+            match tls.as_ref().map(Tls::reload) {
+                None => {}
+                Some(Ok(())) => tracing::info!("reloaded the TLS certificate"),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "cannot reload the TLS certificate; the previous one stays");
+                }
             }
         }
     });
@@ -230,22 +289,24 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let mut argv = std::env::args();
     if argv.nth(1).as_deref() == Some("client") {
-        if let Err(e) = sync_server::client::run_cli(argv.collect()).await {
+        let result = match LogFormat::from_env() {
+            Ok(format) => {
+                init_logs(format);
+                sync_server::client::run_cli(argv.collect()).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
             eprintln!("sync-server client: {e}");
             std::process::exit(1);
         }
         return;
     }
-    if let Err(e) = run(Args::parse()).await {
+    let args = Args::parse();
+    init_logs(args.log_format);
+    if let Err(e) = run(args).await {
         eprintln!("sync-server: {e}");
         std::process::exit(1);
     }
@@ -285,6 +346,10 @@ async fn run(args: Args) -> Result<(), String> {
         max_in_flight_ops: args.max_in_flight,
         ..ServerConfig::default()
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key)?),
+        _ => None,
+    };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         stores: Stores::new(database.clone(), synchronous, options),
@@ -296,14 +361,22 @@ async fn run(args: Args) -> Result<(), String> {
         shutdown,
     });
     #[cfg(unix)]
-    reload_on_hangup(state.clone())?;
+    reload_on_hangup(state.clone(), tls.clone())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(?database, "storing data");
-    println!("Zestor sync server listening on http://{address} (WebSocket: ws://{address}/sync)");
-    serve(listener, state, args.static_dir, stop, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    let (http, ws) = if tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    tracing::info!(url = %format!("{http}://{address}"), tls = tls.is_some(), "listening");
+    println!("Zestor sync server listening on {http}://{address} (WebSocket: {ws}://{address}/sync)");
+    let served = match tls {
+        Some(tls) => serve_tls(listener, tls, state, args.static_dir, stop, shutdown_signal()).await,
+        None => serve(listener, state, args.static_dir, stop, shutdown_signal()).await,
+    };
+    served.map_err(|e| e.to_string())
 }

@@ -1,5 +1,6 @@
 //! The sync server: WebSocket sync at `/sync`, `GET /healthz`,
-//! `GET /metrics`, and static files (the web app) for everything else.
+//! `GET /metrics`, and static files (the web app) for everything else,
+//! over plain HTTP ([`serve`]) or TLS ([`serve_tls`]).
 //!
 //! Each connection runs a [`ServerSession`](store_core::sync::session::ServerSession)
 //! (the protocol's logic, in `store-core`) over the namespace's durable
@@ -14,6 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::{Listener, ListenerExt, TapIo};
 use store_core::sync::session::ServerConfig;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -26,11 +28,13 @@ mod metrics;
 mod origin;
 mod socket;
 mod stores;
+mod tls;
 
 pub use auth::{Auth, Grant, JwtConfig, JwtKeys, NamespaceGrant, Tokens};
 pub use metrics::Metrics;
 pub use origin::check_allowed_origins;
 pub use stores::{Database, Stores};
+pub use tls::Tls;
 
 /// What a running server shares with its connections.
 pub struct AppState {
@@ -114,14 +118,46 @@ pub async fn serve(
     stop: watch::Sender<bool>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state.clone(), static_dir).into_make_service_with_connect_info::<SocketAddr>();
     // Acks and changes are small frames: without TCP_NODELAY, Nagle's
     // algorithm holds each one back for tens of milliseconds.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    serve_on(listener, state, static_dir, stop, shutdown).await
+}
+
+/// Like [`serve`], over TLS with `tls`'s certificate (https, wss). Each
+/// TLS handshake runs on a task of its own, within the handshake timeout
+/// ([`Tls::with_handshake_timeout`]); a client that fails or stalls its
+/// handshake is dropped without holding up the others.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Tls,
+    state: Arc<AppState>,
+    static_dir: Option<PathBuf>,
+    stop: watch::Sender<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // TCP_NODELAY is set before the handshake; the empty tap gives the
+    // connections the same `ConnectInfo<SocketAddr>` as plain ones.
+    let listener = tls::listen(listener, &tls)?.tap_io(|_| {});
+    serve_on(listener, state, static_dir, stop, shutdown).await
+}
+
+async fn serve_on<L, F>(
+    listener: TapIo<L, F>,
+    state: Arc<AppState>,
+    static_dir: Option<PathBuf>,
+    stop: watch::Sender<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+    F: FnMut(&mut L::Io) + Send + 'static,
+{
+    let app = router(state.clone(), static_dir).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
