@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The native sync client alone (`sync-server` with default features off)
 # builds without the server's dependencies: a Rust app that only syncs
-# compiles no web server, no SQLite and no PostgreSQL driver.
+# compiles no web server, no SQLite and no PostgreSQL driver. It does
+# compile what `wss://` needs (rustls, tokio-rustls, rustls-native-certs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,4 +14,8 @@ if bad=$(grep -E '^(axum|hyper|hyper-util|tower-http|rusqlite|libsqlite3-sys|tok
   sort -u <<<"$bad" >&2
   exit 1
 fi
-echo "sync-server client only: builds, without axum, hyper, rusqlite, tokio-postgres, clap or the JWT verifier"
+if ! grep -qE '^tokio-rustls ' <<<"$deps"; then
+  echo "the client-only build of sync-server lost its TLS (wss://)" >&2
+  exit 1
+fi
+echo "sync-server client only: builds, with wss://, without axum, hyper, rusqlite, tokio-postgres, clap or the JWT verifier"
