@@ -175,6 +175,48 @@ fn a_cursor_ahead_of_the_server_resets_the_confirmed_state() {
 }
 
 #[test]
+fn a_reset_forgets_deletes_acknowledged_ahead_in_the_replaced_history() {
+    // The client's delete is acknowledged at revision 6 before the change
+    // reaches it, and the connection drops. The server's data is then
+    // restored to revision 3: revision 6 names nothing in the new history,
+    // and the create of the key at revision 4 must reach the client.
+    let mut s = ClientSession::new(ClientConfig::new(NS, "rw", "c0"));
+    let feed = |s: &mut ClientSession, message: Value| {
+        s.handle_frame(message.to_string().as_bytes(), 0).unwrap();
+    };
+    let welcome = json!({"type": "welcome", "protocol": PROTOCOL_VERSION, "namespace": NS,
+        "rights": "read_write", "schemas": {}, "heartbeat_ms": 10_000, "max_frame_bytes": 1 << 20});
+    s.connect(0);
+    feed(&mut s, welcome.clone());
+    feed(
+        &mut s,
+        json!({"type": "snapshot", "rev": 5, "reason": "initial", "done": true,
+        "entries": [{"kind": "task", "key": "k", "value": 1, "version": 1, "rev": 5}]}),
+    );
+    let op_id = s.push_op("task", "k", OpAction::Delete, None, None);
+    feed(
+        &mut s,
+        json!({"type": "ack", "op_id": op_id, "result": "deleted", "version": 0, "rev": 6}),
+    );
+    assert_eq!(s.confirmed("task", "k"), None);
+    s.disconnected();
+
+    s.connect(0);
+    feed(&mut s, welcome);
+    feed(
+        &mut s,
+        json!({"type": "snapshot", "rev": 3, "reason": "reset", "done": true, "entries": []}),
+    );
+    feed(
+        &mut s,
+        json!({"type": "changes", "rev": 4, "events": [
+        {"kind": "task", "key": "k", "type": "create", "value": 2, "version": 1, "rev": 4}]}),
+    );
+    assert_eq!(s.cursor(), Some(4));
+    assert_eq!(s.confirmed("task", "k").map(|e| &e.value), Some(&json!(2)));
+}
+
+#[test]
 fn two_clients_converge_after_interleaved_writes() {
     let mut w = simple();
     let a = w.add_client("a", "rw");

@@ -640,7 +640,14 @@ impl ClientSession {
             })
             .collect();
         let old = std::mem::replace(&mut self.confirmed, confirmed);
-        self.deleted_ahead.retain(|_, rev| *rev > s.rev);
+        if s.reason == SnapshotReason::Reset {
+            // The server's history was replaced (restored to an older
+            // state): a revision past the snapshot's names another change
+            // now, or none, so deletes acknowledged there say nothing.
+            self.deleted_ahead.clear();
+        } else {
+            self.deleted_ahead.retain(|_, rev| *rev > s.rev);
+        }
         if self.config.record_steps {
             // A snapshot has no history: one step per entry it changed.
             let mut changed: Vec<&(String, String)> = old
