@@ -185,8 +185,10 @@ pub const MAX_KEY_BYTES: usize = 1024;
 
 /// The identifier rules of a write, checked before anything is staged: a
 /// kind (not empty) and a key of at most [`MAX_KEY_BYTES`], without the NUL
-/// character, which PostgreSQL's text cannot hold.
-pub(crate) fn check_key(kind: &str, key: &str) -> Result<()> {
+/// character, which PostgreSQL's text cannot hold. Public for what writes
+/// a store's data by other paths (an import), to hold it to the same rules:
+/// [`Error::KindRequired`], [`Error::KeyTooLong`] or [`Error::InvalidKey`].
+pub fn check_key(kind: &str, key: &str) -> Result<()> {
     check_kind(kind)?;
     for (field, id) in [("kind", kind), ("key", key)] {
         if id.len() > MAX_KEY_BYTES {

@@ -138,7 +138,7 @@ pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use engine::{Engine, MAX_KEY_BYTES, WriteTxn};
+pub use engine::{Engine, MAX_KEY_BYTES, WriteTxn, check_key};
 pub use error::{BoxError, Error, Result};
 pub use hub::{DEFAULT_BUFFER_SIZE, Watch, WatchOptions};
 pub use mem::MemStore;
