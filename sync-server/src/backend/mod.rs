@@ -31,6 +31,7 @@ use store_core::{
     StoreValue, WriteTxn, Written,
 };
 
+pub mod dump;
 mod durable;
 pub mod postgres;
 pub mod sqlite;

@@ -74,7 +74,10 @@ use super::{
     type_name,
 };
 
+mod dump;
 mod listener;
+
+pub use dump::{export, import};
 
 /// The schema version this build writes; a database with a newer one is
 /// refused.

@@ -13,6 +13,9 @@
 //! Watches are fed in-process. A second process writing to the same file is
 //! seen by this store when it next writes (its writer catches up from the
 //! change log); use PostgreSQL for several live processes.
+//!
+//! [`backup`] copies the file while servers write to it; [`export`] and
+//! [`import`] move one namespace out of a file and into one.
 
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -26,6 +29,12 @@ use super::{
     AppliedOp, Durable, Snapshot, Storage, StoredEntry, StoredEvent, parse_type, run_writer, storage_error,
     type_name,
 };
+
+mod backup;
+mod dump;
+
+pub use backup::{BackedUp, BackupError, BackupProgress, backup};
+pub use dump::{export, import};
 
 /// The schema version this build writes; a database with a newer one is
 /// refused.
