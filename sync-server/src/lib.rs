@@ -22,6 +22,8 @@
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "server")]
+pub mod admin;
+#[cfg(feature = "server")]
 pub mod backend;
 pub mod client;
 #[cfg(feature = "server")]

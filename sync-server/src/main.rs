@@ -25,7 +25,8 @@ use sync_server::server::{
 #[command(
     version,
     after_help = "Talk to a server from a terminal with `sync-server client put|get|delete|watch …` \
-                  (`sync-server client --help`)."
+                  (`sync-server client --help`). Back up and restore with `sync-server backup`, \
+                  `export` and `import` (`sync-server backup --help`, …)."
 )]
 struct Args {
     /// Where the data lives: `sqlite://PATH` (the default, created if
@@ -173,7 +174,7 @@ enum LogFormat {
 }
 
 impl LogFormat {
-    /// `ZESTOR_LOG_FORMAT`, for `sync-server client`.
+    /// `ZESTOR_LOG_FORMAT`, for `sync-server client`, `backup`, `export` and `import`.
     fn from_env() -> Result<LogFormat, String> {
         match std::env::var("ZESTOR_LOG_FORMAT") {
             Ok(v) => LogFormat::from_str(&v, true)
@@ -300,6 +301,21 @@ async fn main() {
         };
         if let Err(e) = result {
             eprintln!("sync-server client: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let admin = std::env::args().nth(1);
+    if let Some(command) = admin.filter(|c| sync_server::admin::COMMANDS.contains(&c.as_str())) {
+        let result = match LogFormat::from_env() {
+            Ok(format) => {
+                init_logs(format);
+                sync_server::admin::run_cli(std::env::args().skip(1).collect()).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            eprintln!("sync-server {command}: {e}");
             std::process::exit(1);
         }
         return;
