@@ -1,0 +1,275 @@
+//! A restore to an older state, end to end: a real server process, the
+//! native client over a real WebSocket, and the operator's commands.
+//!
+//! The client syncs to revision N; the server's data goes back to an older
+//! revision M (SQLite: the server stopped and a `sync-server backup` file
+//! put in the database's place; PostgreSQL: `sync-server import --replace`
+//! of a `sync-server export`); meanwhile the client wrote offline. When the
+//! restarted server is back, the client gets a `reset` snapshot at M, its
+//! confirmed state is the restored one, and its pending writes are applied
+//! once each, on top of it.
+
+#[path = "support/pg.rs"]
+mod pg;
+#[path = "support/process.rs"]
+mod process;
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use store_core::Entry;
+use store_core::sync::session::ClientEvent;
+use store_core::sync::{ErrorCode, OpResult, SnapshotReason};
+use sync_server::client::{Client, ClientOptions, Events, Link, PendingWrite, Update};
+
+use process::{ServerProcess, ok, pg_db, sqlite_db};
+
+const NS: &str = "restore";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn options(server: &ServerProcess, client_id: &str) -> ClientOptions {
+    ClientOptions {
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        heartbeat: Duration::from_secs(2),
+        ..ClientOptions::new(server.url(), NS, "any", client_id)
+    }
+}
+
+async fn acked(write: Option<PendingWrite>) -> store_core::sync::Ack {
+    let write = write.expect("a write to send");
+    tokio::time::timeout(WAIT, write.acked())
+        .await
+        .expect("timed out waiting for an ack")
+        .expect("acknowledged")
+}
+
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+/// The updates until `done` says the last one completes them.
+async fn updates_until(events: &mut Events, mut done: impl FnMut(&[Update]) -> bool) -> Vec<Update> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while !done(&seen) {
+            seen.push(events.next().await.expect("the event stream ended"));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out; the updates so far: {seen:#?}"));
+    seen
+}
+
+type Entries = Vec<(String, String, Entry<Value>)>;
+
+fn entry(kind: &str, key: &str, value: Value, version: u64, rev: u64) -> (String, String, Entry<Value>) {
+    (kind.into(), key.into(), Entry { value, version, rev })
+}
+
+/// The scenario, on the server at `db`: `back_up` takes a copy while the
+/// server runs, `restore` puts it back while it is stopped.
+async fn restore_resets_clients_ahead_and_keeps_their_pending_writes(
+    db: &str,
+    back_up: impl FnOnce(),
+    restore: impl FnOnce(),
+) {
+    let server = ServerProcess::start(db);
+    let address = server.address;
+    let client = Client::connect(options(&server, "laptop"));
+
+    // Revision M = 4: what the backup holds.
+    acked(client.set("task", "a", json!({"v": 1})).unwrap()).await;
+    acked(client.set("task", "b", json!({"v": 1})).unwrap()).await;
+    acked(client.set("task", "c", json!({"v": 1})).unwrap()).await;
+    acked(client.set("task", "a", json!({"v": 2})).unwrap()).await;
+    until("the client is at revision 4", || {
+        client.status().cursor == Some(4)
+    })
+    .await;
+    let at_backup: Entries = vec![
+        entry("task", "a", json!({"v": 2}), 2, 4),
+        entry("task", "b", json!({"v": 1}), 1, 2),
+        entry("task", "c", json!({"v": 1}), 1, 3),
+    ];
+    assert_eq!(client.state().entries, at_backup);
+    back_up();
+
+    // Revision N = 7: what the restore loses.
+    acked(client.set("task", "a", json!({"v": 3})).unwrap()).await;
+    acked(client.delete("task", "b").unwrap()).await;
+    acked(client.set("task", "d", json!({"v": 1})).unwrap()).await;
+    until("the client is at revision 7", || {
+        client.status().cursor == Some(7)
+    })
+    .await;
+
+    server.stop();
+    until("the client is offline", || client.status().link != Link::Online).await;
+    // Written offline: an update of a key the backup holds, a patch of a
+    // key it does not, a new key.
+    let c = client.set("task", "c", json!({"v": 2, "offline": true})).unwrap();
+    let d = client.patch("task", "d", json!({"more": 1})).unwrap();
+    let e = client.set("task", "e", json!({"offline": true})).unwrap();
+    assert_eq!(client.status().pending, 3);
+    assert_eq!(client.state().cursor, Some(7));
+
+    restore();
+    let mut events = client.events();
+    let server = ServerProcess::start_at(db, address);
+
+    let seen = updates_until(&mut events, |seen| {
+        let answers = seen
+            .iter()
+            .filter(|u| {
+                matches!(
+                    u,
+                    Update::Session(ClientEvent::Acked(_) | ClientEvent::Rejected { .. })
+                )
+            })
+            .count();
+        answers == 3
+            && seen
+                .iter()
+                .any(|u| matches!(u, Update::Session(ClientEvent::Synced { .. })))
+    })
+    .await;
+    let snapshots: Vec<_> = seen
+        .iter()
+        .filter_map(|u| match u {
+            Update::Session(ClientEvent::SnapshotApplied { rev, reason }) => Some((*rev, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(snapshots, [(4, SnapshotReason::Reset)], "{seen:#?}");
+
+    // Each pending write applied once, in order, on the restored state.
+    let c = acked(c).await;
+    assert_eq!((c.result, c.version, c.rev), (OpResult::Updated, 2, 5));
+    let d = tokio::time::timeout(WAIT, d.expect("a patch to send").acked())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &d,
+            Err(sync_server::client::WriteError::Rejected {
+                code: ErrorCode::KeyNotFound,
+                ..
+            })
+        ),
+        "{d:?}"
+    );
+    let e = acked(e).await;
+    assert_eq!((e.result, e.version, e.rev), (OpResult::Created, 1, 6));
+
+    // The confirmed state: the restored one, with the writes on top.
+    let expected: Entries = vec![
+        entry("task", "a", json!({"v": 2}), 2, 4),
+        entry("task", "b", json!({"v": 1}), 1, 2),
+        entry("task", "c", json!({"v": 2, "offline": true}), 2, 5),
+        entry("task", "e", json!({"offline": true}), 1, 6),
+    ];
+    until("the client is at revision 6", || {
+        client.status().cursor == Some(6)
+    })
+    .await;
+    let state = client.state();
+    assert_eq!(state.entries, expected);
+    assert!(state.pending.is_empty());
+    assert_eq!(client.get("task", "d"), None, "the refused patch is rolled back");
+    assert_eq!(client.get("task", "a"), Some(json!({"v": 2})));
+
+    // The server holds the same: a new client's snapshot is at revision 6
+    // (no write applied twice, none lost).
+    let fresh = Client::connect(options(&server, "fresh"));
+    until("the fresh client synced", || fresh.status().synced).await;
+    assert_eq!(fresh.state().cursor, Some(6));
+    assert_eq!(fresh.state().entries, expected);
+
+    // And a restart with the same client state resumes, with nothing to redo.
+    client.close().await;
+    let again = Client::connect(ClientOptions {
+        state: Some(state),
+        ..options(&server, "laptop")
+    });
+    let mut events = again.events();
+    let seen = updates_until(&mut events, |seen| {
+        seen.iter()
+            .any(|u| matches!(u, Update::Session(ClientEvent::Synced { .. })))
+    })
+    .await;
+    assert!(
+        !seen
+            .iter()
+            .any(|u| matches!(u, Update::Session(ClientEvent::SnapshotApplied { .. }))),
+        "{seen:#?}"
+    );
+    assert_eq!(again.state().entries, expected);
+    again.close().await;
+    fresh.close().await;
+    server.stop();
+}
+
+/// Moves the database file and its WAL aside, as an operator keeps what
+/// they replace.
+fn move_aside(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let from = format!("{}{suffix}", db.display());
+        if Path::new(&from).exists() {
+            std::fs::rename(&from, format!("{}.replaced{suffix}", db.display())).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_restore_of_a_backup_file() {
+    let db = support::fresh_db("restore");
+    let copy = db.with_extension("backup.db");
+    restore_resets_clients_ahead_and_keeps_their_pending_writes(
+        &sqlite_db(&db),
+        || {
+            let stderr = ok(&["backup", "--db", &sqlite_db(&db), copy.to_str().unwrap()]);
+            assert!(stderr.contains("\"restore\" at revision 4"), "{stderr}");
+        },
+        || {
+            move_aside(&db);
+            std::fs::copy(&copy, &db).unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restore_of_an_export() {
+    let Some(url) = pg::url("postgres_restore_of_an_export") else {
+        return;
+    };
+    let schema = pg::create_schema(url).await;
+    let db = pg_db(url, &schema);
+    let export = support::fresh_db("restore").with_extension("ndjson");
+    let out = export.to_str().unwrap();
+    restore_resets_clients_ahead_and_keeps_their_pending_writes(
+        &db,
+        || {
+            ok(&["export", "--db", &db, "--namespace", NS, "--out", out]);
+        },
+        || {
+            let stderr = ok(&["import", "--db", &db, "--namespace", NS, "--replace", out]);
+            assert!(
+                stderr.contains("at revision 4 (replaced revision 7 with 3 entries)"),
+                "{stderr}"
+            );
+        },
+    )
+    .await;
+    pg::drop_schema(url, &schema).await;
+}
