@@ -4,7 +4,8 @@
 //! The client syncs to revision N; the server's data goes back to an older
 //! revision M (SQLite: the server stopped and a `sync-server backup` file
 //! put in the database's place; PostgreSQL: `sync-server import --replace`
-//! of a `sync-server export`); meanwhile the client wrote offline. When the
+//! of a `sync-server export`, or `pg_restore` of a `pg_dump`); meanwhile
+//! the client wrote offline. When the
 //! restarted server is back, the client gets a `reset` snapshot at M, its
 //! confirmed state is the restored one, and its pending writes are applied
 //! once each, on top of it.
@@ -267,6 +268,62 @@ async fn postgres_restore_of_an_export() {
             assert!(
                 stderr.contains("at revision 4 (replaced revision 7 with 3 entries)"),
                 "{stderr}"
+            );
+        },
+    )
+    .await;
+    pg::drop_schema(url, &schema).await;
+}
+
+/// Whether `program` runs; else a loud skip, or a failure when
+/// `ZESTOR_REQUIRE_ALL=1`.
+fn have(program: &str, test: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("ZESTOR_REQUIRE_ALL").as_deref() != Ok("1"),
+            "{test}: {program} is not installed and ZESTOR_REQUIRE_ALL=1"
+        );
+        eprintln!("\n## SKIPPED {test}: {program} is not installed (PostgreSQL's client tools)\n");
+    }
+    found
+}
+
+fn run_tool(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restore_with_pg_dump_and_pg_restore() {
+    let test = "postgres_restore_with_pg_dump_and_pg_restore";
+    let Some(url) = pg::url(test) else {
+        return;
+    };
+    if !(have("pg_dump", test) && have("pg_restore", test)) {
+        return;
+    }
+    let schema = pg::create_schema(url).await;
+    let dump = support::fresh_db("restore").with_extension("dump");
+    let (file, dbname) = (format!("--file={}", dump.display()), format!("--dbname={url}"));
+    // As sync-server/README.md says.
+    restore_resets_clients_ahead_and_keeps_their_pending_writes(
+        &pg_db(url, &schema),
+        || {
+            let only = format!("--schema={schema}");
+            run_tool("pg_dump", &["--format=custom", &only, &file, &dbname]);
+        },
+        || {
+            run_tool(
+                "pg_restore",
+                &["--clean", "--if-exists", "--single-transaction", &dbname, dump.to_str().unwrap()],
             );
         },
     )
