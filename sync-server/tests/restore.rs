@@ -323,7 +323,13 @@ async fn postgres_restore_with_pg_dump_and_pg_restore() {
         || {
             run_tool(
                 "pg_restore",
-                &["--clean", "--if-exists", "--single-transaction", &dbname, dump.to_str().unwrap()],
+                &[
+                    "--clean",
+                    "--if-exists",
+                    "--single-transaction",
+                    &dbname,
+                    dump.to_str().unwrap(),
+                ],
             );
         },
     )
