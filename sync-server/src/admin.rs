@@ -6,7 +6,9 @@
 //! - `export` writes one namespace, of either backend, as an NDJSON file
 //!   ([`ndjson`]);
 //! - `import` writes such a file into a namespace, all or nothing, into an
-//!   empty namespace or replacing one.
+//!   empty namespace or replacing one;
+//! - `restore` writes namespaces of a `backup` file back into the live
+//!   database, each as `import --replace` does.
 //!
 //! This module parses arguments, moves files and prints; the backends do
 //! the reading and writing.
@@ -25,7 +27,7 @@ use crate::backend::sqlite::{self, BackupProgress, SqliteOptions};
 use crate::server::Database;
 
 /// The subcommands this module runs.
-pub const COMMANDS: [&str; 3] = ["backup", "export", "import"];
+pub const COMMANDS: [&str; 4] = ["backup", "export", "import", "restore"];
 
 #[derive(Debug, Parser)]
 #[command(name = "sync-server", bin_name = "sync-server")]
@@ -33,8 +35,8 @@ enum Command {
     /// Copy a SQLite database to a new file, safely while servers write to
     /// it (SQLite's online backup API): the copy holds each namespace as of
     /// one revision, and is checked with `PRAGMA integrity_check`. To
-    /// restore, stop the servers and put the copy in the database's place.
-    /// For PostgreSQL, use pg_dump (sync-server/README.md), or `export`.
+    /// restore, use `restore`. For PostgreSQL, use pg_dump
+    /// (sync-server/README.md), or `export`.
     #[command(
         after_help = "Example: sync-server backup --db sqlite://zestor.db backups/zestor-2024-06-01.db"
     )]
@@ -73,9 +75,10 @@ enum Command {
     /// Write an export file into a namespace, in one transaction: every
     /// line is checked before anything is written, and a namespace that
     /// holds data is refused unless --replace. The namespace gets the
-    /// file's revision and entries; clients whose cursor is ahead of it get
-    /// a `reset` snapshot when they reconnect, and keep their pending
-    /// writes. Stop the servers first, and start them after.
+    /// file's entries, and the file's revision or, if it had reached that,
+    /// its own plus one: a revision never goes back, so every client gets a
+    /// full snapshot when it reconnects, and keeps its pending writes. Stop
+    /// the servers first, and start them after.
     #[command(
         after_help = "Example: sync-server import --db postgres://zestor@db/zestor --namespace team-7 --replace team-7.ndjson"
     )]
@@ -94,6 +97,30 @@ enum Command {
         /// The export file; `-` reads standard input.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Put namespaces of a file `backup` wrote back into the live
+    /// database: each one as `import --replace` of its export would, in
+    /// one transaction per namespace (its entries, with their versions and
+    /// revisions; a revision that never goes back, so every client gets a
+    /// full snapshot when it reconnects, and keeps its pending writes).
+    /// Namespaces of the live database not restored are left alone. Every
+    /// namespace is read from the file before anything is written. Stop
+    /// the servers first, and start them after.
+    #[command(
+        after_help = "Example: sync-server restore --db sqlite://zestor.db backups/zestor-2024-06-01.db --namespace team-7"
+    )]
+    Restore {
+        /// The live database: `sqlite://PATH` (created if missing) or
+        /// `postgres://…[?schema=NAME]`.
+        #[arg(long, env = "ZESTOR_DB", default_value = "sqlite://zestor.db")]
+        db: String,
+        /// A namespace to restore (repeatable); without it, every namespace
+        /// of the backup file.
+        #[arg(long = "namespace", value_name = "NS")]
+        namespaces: Vec<String>,
+        /// The file `sync-server backup` wrote.
+        #[arg(value_name = "BACKUP")]
+        backup: PathBuf,
     },
 }
 
@@ -154,16 +181,86 @@ pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
                     ),
                     e => e.to_string(),
                 })?;
-            let replaced = imported.replaced.map_or(String::new(), |h| {
-                format!(" (replaced revision {} with {} entries)", h.rev, h.entries)
-            });
             eprintln!(
-                "imported {} entries into namespace {namespace:?} at revision {}{replaced}",
-                imported.entries, dump.rev
+                "imported {} entries into namespace {namespace:?}{}",
+                imported.entries,
+                at_revision(&dump, &imported)
             );
             Ok(())
         }
+        Command::Restore {
+            db,
+            namespaces,
+            backup,
+        } => restore(db.parse()?, namespaces, backup).await,
     }
+}
+
+/// Where an import left the namespace, and what it replaced.
+fn at_revision(dump: &Dump, imported: &Imported) -> String {
+    let mut at = format!(" at revision {}", imported.rev);
+    if let Some(h) = imported.replaced {
+        at.push_str(&format!(
+            " (replaced revision {} with {} entries",
+            h.rev, h.entries
+        ));
+        if imported.rev != dump.rev {
+            at.push_str(&format!(
+                "; the file is of revision {}, and revisions never go back",
+                dump.rev
+            ));
+        }
+        at.push(')');
+    }
+    at
+}
+
+async fn restore(database: Database, namespaces: Vec<String>, backup: PathBuf) -> Result<(), String> {
+    let source = backup.clone();
+    let dumps = tokio::task::spawn_blocking(move || {
+        let namespaces = if namespaces.is_empty() {
+            sqlite::namespaces(&source)?
+        } else {
+            namespaces
+        };
+        namespaces
+            .iter()
+            .map(|ns| sqlite::export(&source, ns))
+            .collect::<Result<Vec<Dump>, DumpError>>()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{}: {e}; nothing was restored", backup.display()))?;
+    if dumps.is_empty() {
+        return Err(format!(
+            "{}: no namespace holds anything; nothing was restored",
+            backup.display()
+        ));
+    }
+    for (done, dump) in dumps.iter().enumerate() {
+        let imported = import(database.clone(), &dump.namespace, dump, ImportMode::Replace)
+            .await
+            .map_err(|e| {
+                let restored: Vec<String> = dumps[..done]
+                    .iter()
+                    .map(|d| format!("{:?}", d.namespace))
+                    .collect();
+                let restored = if restored.is_empty() {
+                    "nothing was restored".to_owned()
+                } else {
+                    format!("restored before it: {}", restored.join(", "))
+                };
+                format!("namespace {:?}: {e}; {restored}", dump.namespace)
+            })?;
+        eprintln!(
+            "restored {} entries of namespace {:?} from {}{}",
+            imported.entries,
+            dump.namespace,
+            backup.display(),
+            at_revision(dump, &imported)
+        );
+    }
+    Ok(())
 }
 
 fn backup(source: &Path, out: &Path, force: bool) -> Result<(), String> {

@@ -9,6 +9,11 @@
 //! it: clients behind its revision get a snapshot) nor the recorded
 //! answers of clients' op ids. The file format is
 //! [`admin::ndjson`](crate::admin::ndjson).
+//!
+//! An import never moves a namespace's revision back ([`imported_rev`]):
+//! a client's cursor names a revision of the history it saw, and a
+//! revision reused by the restored history would let it resume from there
+//! as if nothing was replaced.
 
 use std::collections::{HashMap, HashSet};
 
@@ -57,6 +62,8 @@ pub enum ImportMode {
 pub struct Imported {
     /// The entries written.
     pub entries: usize,
+    /// The namespace's revision after it ([`imported_rev`]).
+    pub rev: u64,
     /// What the namespace held before, when it held anything.
     pub replaced: Option<Held>,
 }
@@ -76,6 +83,18 @@ impl Held {
     pub fn is_empty(&self) -> bool {
         self.rev == 0 && self.entries == 0
     }
+}
+
+/// The revision a namespace at revision `held` gets from an import of a
+/// dump at revision `dump`: the dump's, when that is past every revision
+/// the namespace had (a namespace never written is at 0); else `held + 1`.
+/// The entries keep their revisions and the change log is empty, so every
+/// cursor a client can hold is older than the namespace's history: it gets
+/// a full snapshot (`compacted`) and never resumes from a revision that
+/// now names another change.
+#[must_use]
+pub fn imported_rev(dump: u64, held: u64) -> u64 {
+    if dump > held { dump } else { held + 1 }
 }
 
 /// Why an export or an import failed. An import that fails writes nothing.
@@ -260,6 +279,15 @@ mod tests {
 
     fn error(d: &Dump) -> String {
         d.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_import_never_moves_the_revision_back() {
+        assert_eq!(imported_rev(7, 0), 7, "a namespace never written");
+        assert_eq!(imported_rev(0, 0), 0);
+        assert_eq!(imported_rev(7, 3), 7, "past every revision it had");
+        assert_eq!(imported_rev(4, 7), 8, "an older state");
+        assert_eq!(imported_rev(7, 7), 8, "the same revision");
     }
 
     #[test]

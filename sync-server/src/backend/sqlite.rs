@@ -34,7 +34,7 @@ mod backup;
 mod dump;
 
 pub use backup::{BackedUp, BackupError, BackupProgress, backup};
-pub use dump::{export, import};
+pub use dump::{export, import, namespaces};
 
 /// The schema version this build writes; a database with a newer one is
 /// refused.

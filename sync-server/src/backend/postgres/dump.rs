@@ -7,7 +7,7 @@ use tokio_postgres::{Client, Config, IsolationLevel};
 use super::{
     PgOptions, SCHEMA_VERSION, Target, i64_of, migrate, pg_error, quote_ident, read_snapshot, u64_of,
 };
-use crate::backend::dump::{Dump, DumpEntry, DumpError, Held, ImportMode, Imported};
+use crate::backend::dump::{Dump, DumpEntry, DumpError, Held, ImportMode, Imported, imported_rev};
 
 /// Entries written per statement of an import.
 const ROWS_PER_INSERT: usize = 5_000;
@@ -135,12 +135,12 @@ pub async fn export(options: &PgOptions) -> Result<Dump, DumpError> {
 /// namespace's write lock (its head row): the dump is checked first
 /// ([`Dump::validate`]) and must be of that namespace; a namespace that
 /// holds anything is refused unless `mode` is [`ImportMode::Replace`]. The
-/// namespace gets the dump's revision and entries, and an empty change
-/// log. Must be called within a tokio runtime.
+/// namespace gets the dump's entries, an empty change log, and the dump's
+/// revision or, when it had reached that already, its own plus one
+/// ([`imported_rev`]). Must be called within a tokio runtime.
 ///
 /// Stop the servers serving the namespace first: a running server keeps
-/// serving what it loaded, and refuses to write on top of a revision that
-/// went back.
+/// serving what it loaded.
 pub async fn import(options: &PgOptions, dump: &Dump, mode: ImportMode) -> Result<Imported, DumpError> {
     dump.validate()?;
     if dump.namespace != options.namespace {
@@ -213,15 +213,17 @@ pub async fn import(options: &PgOptions, dump: &Dump, mode: ImportMode) -> Resul
             .await
             .map_err(e)?;
     }
+    let rev = imported_rev(dump.rev, before.rev);
     tx.execute(
         &t.sql("UPDATE {s}.zestor_heads SET rev = $2 WHERE ns = $1"),
-        &[ns, &i64_of(dump.rev)],
+        &[ns, &i64_of(rev)],
     )
     .await
     .map_err(e)?;
     tx.commit().await.map_err(e)?;
     Ok(Imported {
         entries: dump.entries.len(),
+        rev,
         replaced: (!before.is_empty()).then_some(before),
     })
 }

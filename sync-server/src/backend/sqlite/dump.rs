@@ -7,7 +7,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use serde_json::Value;
 
 use super::{BUSY_TIMEOUT, SCHEMA_VERSION, SqliteOptions, connect, i64_of, read_snapshot, sql, u64_of};
-use crate::backend::dump::{Dump, DumpEntry, DumpError, Held, ImportMode, Imported};
+use crate::backend::dump::{Dump, DumpEntry, DumpError, Held, ImportMode, Imported, imported_rev};
 
 /// Opens a database file a store wrote, without creating it or changing
 /// its schema: refuses a missing file, a file that is not SQLite or holds
@@ -48,13 +48,21 @@ pub(super) fn open_existing(path: &Path) -> Result<Connection, DumpError> {
 }
 
 /// The namespaces that hold something.
-fn namespaces(conn: &Connection) -> Result<Vec<String>, DumpError> {
+fn held_namespaces(conn: &Connection) -> Result<Vec<String>, DumpError> {
     conn.prepare("SELECT ns FROM zestor_heads WHERE rev > 0 UNION SELECT ns FROM zestor_entries ORDER BY ns")
         .map_err(sql)?
         .query_map([], |r| r.get(0))
         .map_err(sql)?
         .collect::<rusqlite::Result<Vec<String>>>()
         .map_err(|e| sql(e).into())
+}
+
+/// The namespaces that hold something in the database file at `path`,
+/// sorted. Creates nothing: a missing file is an error.
+pub fn namespaces(path: impl AsRef<Path>) -> Result<Vec<String>, DumpError> {
+    let mut conn = open_existing(path.as_ref())?;
+    let tx = conn.transaction().map_err(sql)?;
+    held_namespaces(&tx)
 }
 
 /// Reads `namespace` of the database file at `path`: its revision and every
@@ -70,7 +78,7 @@ pub fn export(path: impl AsRef<Path>, namespace: &str) -> Result<Dump, DumpError
         return Err(DumpError::NoData {
             namespace: namespace.to_owned(),
             database: path.display().to_string(),
-            known: namespaces(&tx)?,
+            known: held_namespaces(&tx)?,
         });
     }
     tx.commit().map_err(sql)?;
@@ -126,12 +134,12 @@ fn held(conn: &Connection, namespace: &str) -> Result<Held, DumpError> {
 /// migrated as a store would), in one transaction: the dump is checked
 /// first ([`Dump::validate`]) and must be of that namespace; a namespace
 /// that holds anything is refused unless `mode` is
-/// [`ImportMode::Replace`]. The namespace gets the dump's revision and
-/// entries, and an empty change log.
+/// [`ImportMode::Replace`]. The namespace gets the dump's entries, an
+/// empty change log, and the dump's revision or, when it had reached that
+/// already, its own plus one ([`imported_rev`]).
 ///
 /// Stop the servers using the file first: a running server keeps serving
-/// what it loaded, and refuses to write on top of a revision that went
-/// back.
+/// what it loaded.
 pub fn import(options: &SqliteOptions, dump: &Dump, mode: ImportMode) -> Result<Imported, DumpError> {
     dump.validate()?;
     let ns = options.namespace.as_str();
@@ -175,14 +183,16 @@ pub fn import(options: &SqliteOptions, dump: &Dump, mode: ImportMode) -> Result<
                 .map_err(sql)?;
         }
     }
+    let rev = imported_rev(dump.rev, before.rev);
     tx.execute(
         "INSERT INTO zestor_heads (ns, rev) VALUES (?1, ?2) ON CONFLICT (ns) DO UPDATE SET rev = excluded.rev",
-        params![ns, i64_of(dump.rev)],
+        params![ns, i64_of(rev)],
     )
     .map_err(sql)?;
     tx.commit().map_err(sql)?;
     Ok(Imported {
         entries: dump.entries.len(),
+        rev,
         replaced: (!before.is_empty()).then_some(before),
     })
 }
