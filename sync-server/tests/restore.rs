@@ -1,14 +1,21 @@
 //! A restore to an older state, end to end: a real server process, the
 //! native client over a real WebSocket, and the operator's commands.
 //!
-//! The client syncs to revision N; the server's data goes back to an older
-//! revision M (SQLite: the server stopped and a `sync-server backup` file
-//! put in the database's place; PostgreSQL: `sync-server import --replace`
-//! of a `sync-server export`, or `pg_restore` of a `pg_dump`); meanwhile
-//! the client wrote offline. When the
-//! restarted server is back, the client gets a `reset` snapshot at M, its
-//! confirmed state is the restored one, and its pending writes are applied
-//! once each, on top of it.
+//! A client syncs to revision N = 7; the server's data goes back to the
+//! state of an older revision R = 4 (the server stopped; SQLite:
+//! `sync-server restore` of a `sync-server backup` file; PostgreSQL:
+//! `sync-server import --replace` of a `sync-server export`, or
+//! `pg_restore` of a `pg_dump`); meanwhile the client wrote offline. When
+//! the restarted server is back, the client gets a snapshot of the
+//! restored state, and its pending writes are applied once each, on top of
+//! it.
+//!
+//! A restore through `restore` or `import` never moves the revision back:
+//! the namespace goes on from N + 1, so a second client whose cursor C is
+//! in (R, N], and that comes back only once the namespace has taken more
+//! writes than C, still gets a snapshot. A restore into a new database or
+//! with `pg_restore` puts the revision back to R: clients ahead of it get
+//! a `reset` snapshot.
 
 #[path = "support/pg.rs"]
 mod pg;
@@ -77,10 +84,20 @@ fn entry(kind: &str, key: &str, value: Value, version: u64, rev: u64) -> (String
     (kind.into(), key.into(), Entry { value, version, rev })
 }
 
+/// What a restore does to the namespace's revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revision {
+    /// It goes on from the replaced one: 7 + 1.
+    GoesOn,
+    /// It goes back to the restored one, 4.
+    GoesBack,
+}
+
 /// The scenario, on the server at `db`: `back_up` takes a copy while the
 /// server runs, `restore` puts it back while it is stopped.
-async fn restore_resets_clients_ahead_and_keeps_their_pending_writes(
+async fn restore_snapshots_clients_and_keeps_their_pending_writes(
     db: &str,
+    revision: Revision,
     back_up: impl FnOnce(),
     restore: impl FnOnce(),
 ) {
@@ -88,7 +105,7 @@ async fn restore_resets_clients_ahead_and_keeps_their_pending_writes(
     let address = server.address;
     let client = Client::connect(options(&server, "laptop"));
 
-    // Revision M = 4: what the backup holds.
+    // Revision R = 4: what the backup holds.
     acked(client.set("task", "a", json!({"v": 1})).unwrap()).await;
     acked(client.set("task", "b", json!({"v": 1})).unwrap()).await;
     acked(client.set("task", "c", json!({"v": 1})).unwrap()).await;
@@ -105,8 +122,17 @@ async fn restore_resets_clients_ahead_and_keeps_their_pending_writes(
     assert_eq!(client.state().entries, at_backup);
     back_up();
 
-    // Revision N = 7: what the restore loses.
+    // Revision N = 7: what the restore loses. A second client saw 5, and
+    // leaves.
     acked(client.set("task", "a", json!({"v": 3})).unwrap()).await;
+    let phone = Client::connect(options(&server, "phone"));
+    until("the phone is at revision 5", || {
+        let status = phone.status();
+        status.synced && status.cursor == Some(5)
+    })
+    .await;
+    phone.close().await;
+    let phone_state = phone.state();
     acked(client.delete("task", "b").unwrap()).await;
     acked(client.set("task", "d", json!({"v": 1})).unwrap()).await;
     until("the client is at revision 7", || {
@@ -114,6 +140,8 @@ async fn restore_resets_clients_ahead_and_keeps_their_pending_writes(
     })
     .await;
 
+    // The server comes back at the same address.
+    let phone_options = options(&server, "phone");
     server.stop();
     until("the client is offline", || client.status().link != Link::Online).await;
     // Written offline: an update of a key the backup holds, a patch of a
@@ -123,6 +151,16 @@ async fn restore_resets_clients_ahead_and_keeps_their_pending_writes(
     let e = client.set("task", "e", json!({"offline": true})).unwrap();
     assert_eq!(client.status().pending, 3);
     assert_eq!(client.state().cursor, Some(7));
+    // And by the phone, at revision 5.
+    let phone = Client::connect(ClientOptions {
+        state: Some(phone_state),
+        ..phone_options.clone()
+    });
+    drop(phone.set("task", "p", json!({"phone": 1})).unwrap());
+    assert_eq!(phone.status().pending, 1);
+    phone.close().await;
+    let phone_state = phone.state();
+    assert_eq!((phone_state.cursor, phone_state.pending.len()), (Some(5), 1));
 
     restore();
     let mut events = client.events();
@@ -151,11 +189,20 @@ async fn restore_resets_clients_ahead_and_keeps_their_pending_writes(
             _ => None,
         })
         .collect();
-    assert_eq!(snapshots, [(4, SnapshotReason::Reset)], "{seen:#?}");
+    // The restored revision, and the first of the new history.
+    let base = match revision {
+        Revision::GoesOn => 8,
+        Revision::GoesBack => 4,
+    };
+    let reason = match revision {
+        Revision::GoesOn => SnapshotReason::Compacted,
+        Revision::GoesBack => SnapshotReason::Reset,
+    };
+    assert_eq!(snapshots, [(base, reason)], "{seen:#?}");
 
     // Each pending write applied once, in order, on the restored state.
     let c = acked(c).await;
-    assert_eq!((c.result, c.version, c.rev), (OpResult::Updated, 2, 5));
+    assert_eq!((c.result, c.version, c.rev), (OpResult::Updated, 2, base + 1));
     let d = tokio::time::timeout(WAIT, d.expect("a patch to send").acked())
         .await
         .unwrap();
@@ -170,30 +217,78 @@ async fn restore_resets_clients_ahead_and_keeps_their_pending_writes(
         "{d:?}"
     );
     let e = acked(e).await;
-    assert_eq!((e.result, e.version, e.rev), (OpResult::Created, 1, 6));
+    assert_eq!((e.result, e.version, e.rev), (OpResult::Created, 1, base + 2));
 
     // The confirmed state: the restored one, with the writes on top.
-    let expected: Entries = vec![
+    let mut expected: Entries = vec![
         entry("task", "a", json!({"v": 2}), 2, 4),
         entry("task", "b", json!({"v": 1}), 1, 2),
-        entry("task", "c", json!({"v": 2, "offline": true}), 2, 5),
-        entry("task", "e", json!({"offline": true}), 1, 6),
+        entry("task", "c", json!({"v": 2, "offline": true}), 2, base + 1),
+        entry("task", "e", json!({"offline": true}), 1, base + 2),
     ];
-    until("the client is at revision 6", || {
-        client.status().cursor == Some(6)
+    until("the client is past its writes", || {
+        client.status().cursor == Some(base + 2)
+    })
+    .await;
+    assert_eq!(client.state().entries, expected);
+    assert!(client.state().pending.is_empty());
+    assert_eq!(client.get("task", "d"), None, "the refused patch is rolled back");
+    assert_eq!(client.get("task", "a"), Some(json!({"v": 2})));
+
+    // The namespace takes more writes than the phone's revision 5.
+    acked(client.set("task", "f", json!({"v": 1})).unwrap()).await;
+    acked(client.set("task", "g", json!({"v": 1})).unwrap()).await;
+    expected.push(entry("task", "f", json!({"v": 1}), 1, base + 3));
+    expected.push(entry("task", "g", json!({"v": 1}), 1, base + 4));
+    let mut head = base + 4;
+    assert!(head > 5);
+
+    if revision == Revision::GoesOn {
+        // The phone comes back: a snapshot, whatever the namespace's
+        // revision now, and its write applied once.
+        let phone = Client::connect(ClientOptions {
+            state: Some(phone_state),
+            ..options(&server, "phone")
+        });
+        let mut events = phone.events();
+        let seen = updates_until(&mut events, |seen| {
+            let acked = seen
+                .iter()
+                .any(|u| matches!(u, Update::Session(ClientEvent::Acked(_))));
+            acked
+                && seen
+                    .iter()
+                    .any(|u| matches!(u, Update::Session(ClientEvent::Synced { .. })))
+        })
+        .await;
+        let snapshots: Vec<_> = seen
+            .iter()
+            .filter_map(|u| match u {
+                Update::Session(ClientEvent::SnapshotApplied { reason, .. }) => Some(*reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(snapshots, [SnapshotReason::Compacted], "{seen:#?}");
+        head += 1;
+        expected.push(entry("task", "p", json!({"phone": 1}), 1, head));
+        until("the phone is at the head", || phone.status().cursor == Some(head)).await;
+        let state = phone.state();
+        assert_eq!(state.entries, expected);
+        assert!(state.pending.is_empty());
+        phone.close().await;
+    }
+    until("the client is at the head", || {
+        client.status().cursor == Some(head)
     })
     .await;
     let state = client.state();
     assert_eq!(state.entries, expected);
-    assert!(state.pending.is_empty());
-    assert_eq!(client.get("task", "d"), None, "the refused patch is rolled back");
-    assert_eq!(client.get("task", "a"), Some(json!({"v": 2})));
 
-    // The server holds the same: a new client's snapshot is at revision 6
+    // The server holds the same: a new client's snapshot is at the head
     // (no write applied twice, none lost).
     let fresh = Client::connect(options(&server, "fresh"));
     until("the fresh client synced", || fresh.status().synced).await;
-    assert_eq!(fresh.state().cursor, Some(6));
+    assert_eq!(fresh.state().cursor, Some(head));
     assert_eq!(fresh.state().entries, expected);
 
     // And a restart with the same client state resumes, with nothing to redo.
@@ -231,22 +326,53 @@ fn move_aside(db: &Path) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_restore_of_a_backup_file() {
+/// `sync-server backup`, then `sync-server restore` into the database
+/// (`into_new`: a new one, the old file moved aside).
+async fn sqlite_restore(into_new: bool) {
     let db = support::fresh_db("restore");
     let copy = db.with_extension("backup.db");
-    restore_resets_clients_ahead_and_keeps_their_pending_writes(
+    let revision = if into_new {
+        Revision::GoesBack
+    } else {
+        Revision::GoesOn
+    };
+    restore_snapshots_clients_and_keeps_their_pending_writes(
         &sqlite_db(&db),
+        revision,
         || {
             let stderr = ok(&["backup", "--db", &sqlite_db(&db), copy.to_str().unwrap()]);
             assert!(stderr.contains("\"restore\" at revision 4"), "{stderr}");
         },
         || {
-            move_aside(&db);
-            std::fs::copy(&copy, &db).unwrap();
+            if into_new {
+                move_aside(&db);
+            }
+            let stderr = ok(&["restore", "--db", &sqlite_db(&db), copy.to_str().unwrap()]);
+            let at = if into_new {
+                " at revision 4\n".to_owned()
+            } else {
+                " at revision 8 (replaced revision 7 with 3 entries; \
+                 the file is of revision 4, and revisions never go back)"
+                    .to_owned()
+            };
+            let expected = format!(
+                "restored 3 entries of namespace \"restore\" from {}{at}",
+                copy.display()
+            );
+            assert!(stderr.contains(&expected), "{stderr}");
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_restore_of_a_backup_file() {
+    sqlite_restore(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_restore_of_a_backup_file_into_a_new_database() {
+    sqlite_restore(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,15 +384,19 @@ async fn postgres_restore_of_an_export() {
     let db = pg_db(url, &schema);
     let export = support::fresh_db("restore").with_extension("ndjson");
     let out = export.to_str().unwrap();
-    restore_resets_clients_ahead_and_keeps_their_pending_writes(
+    restore_snapshots_clients_and_keeps_their_pending_writes(
         &db,
+        Revision::GoesOn,
         || {
             ok(&["export", "--db", &db, "--namespace", NS, "--out", out]);
         },
         || {
             let stderr = ok(&["import", "--db", &db, "--namespace", NS, "--replace", out]);
             assert!(
-                stderr.contains("at revision 4 (replaced revision 7 with 3 entries)"),
+                stderr.contains(
+                    "at revision 8 (replaced revision 7 with 3 entries; \
+                     the file is of revision 4, and revisions never go back)"
+                ),
                 "{stderr}"
             );
         },
@@ -314,8 +444,9 @@ async fn postgres_restore_with_pg_dump_and_pg_restore() {
     let dump = support::fresh_db("restore").with_extension("dump");
     let (file, dbname) = (format!("--file={}", dump.display()), format!("--dbname={url}"));
     // As sync-server/README.md says.
-    restore_resets_clients_ahead_and_keeps_their_pending_writes(
+    restore_snapshots_clients_and_keeps_their_pending_writes(
         &pg_db(url, &schema),
+        Revision::GoesBack,
         || {
             let only = format!("--schema={schema}");
             run_tool("pg_dump", &["--format=custom", &only, &file, &dbname]);
