@@ -313,10 +313,29 @@ async fn refusals(db: &Db) {
     )
     .await;
     assert!(
-        stderr.contains("at revision 2 (replaced revision 3 with 3 entries)"),
+        stderr.contains(
+            "at revision 4 (replaced revision 3 with 3 entries; \
+             the file is of revision 2, and revisions never go back)"
+        ),
         "{stderr}"
     );
-    assert_eq!(export(db, NS).await, older);
+    // The older entries, at a revision past the replaced one: every
+    // cursor a client holds is older than the history, never resumed from.
+    let older_at_4 = older.replacen("\"rev\":2,", "\"rev\":4,", 1);
+    assert_ne!(older_at_4, older);
+    assert_eq!(export(db, NS).await, older_at_4);
+    let store = db.open(NS).await;
+    assert_eq!(store.rev().await.unwrap(), 4);
+    let mut from_3 = store.watch_all(WatchOptions::new().from_rev(3)).await.unwrap();
+    assert!(
+        matches!(
+            from_3.next().await,
+            Some(Err(store_core::Error::Compacted { oldest: 4 }))
+        ),
+        "a watch from the replaced revision is told to re-list"
+    );
+    drop(from_3);
+    store.close();
     assert_eq!(
         export(db, "other").await,
         other_now,
@@ -349,7 +368,7 @@ async fn refusals(db: &Db) {
         true,
     )
     .await;
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), older);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), older_at_4);
     let stderr = cli(&["export", "--db", &db.arg(), "--namespace", "nope"], false).await;
     assert!(
         stderr.contains("namespace \"nope\" holds nothing") && stderr.contains("\"other\", \"team\""),
@@ -446,10 +465,11 @@ async fn replacing_forgets_recorded_answers(db: &Db) {
     .await;
     let store = db.open(NS).await;
     assert_eq!(store.get("task", "x").await.unwrap(), None);
+    // At revision 3: past the replaced one, 2.
     let again = store.apply_ops("dev", vec![op(1)]).await;
     assert_eq!(
         again[0].as_ref().map(|a| (a.result, a.rev)),
-        Ok((OpResult::Created, 2))
+        Ok((OpResult::Created, 4))
     );
     assert_eq!(
         store.get("task", "x").await.unwrap().map(|e| e.value),
