@@ -26,7 +26,7 @@ use sync_server::server::{
     version,
     after_help = "Talk to a server from a terminal with `sync-server client put|get|delete|watch …` \
                   (`sync-server client --help`). Back up and restore with `sync-server backup`, \
-                  `export` and `import` (`sync-server backup --help`, …)."
+                  `restore`, `export` and `import` (`sync-server backup --help`, …)."
 )]
 struct Args {
     /// Where the data lives: `sqlite://PATH` (the default, created if
@@ -174,7 +174,7 @@ enum LogFormat {
 }
 
 impl LogFormat {
-    /// `ZESTOR_LOG_FORMAT`, for `sync-server client`, `backup`, `export` and `import`.
+    /// `ZESTOR_LOG_FORMAT`, for `sync-server client`, `backup`, `restore`, `export` and `import`.
     fn from_env() -> Result<LogFormat, String> {
         match std::env::var("ZESTOR_LOG_FORMAT") {
             Ok(v) => LogFormat::from_str(&v, true)

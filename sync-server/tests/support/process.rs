@@ -1,5 +1,5 @@
 //! The `sync-server` binary as the tests run it: server processes, and the
-//! `backup`, `export` and `import` commands.
+//! `backup`, `restore`, `export` and `import` commands.
 //!
 //! Include it with `#[path = "support/process.rs"] mod process;`.
 #![allow(dead_code, unreachable_pub)]
