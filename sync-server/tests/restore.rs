@@ -243,14 +243,17 @@ async fn restore_snapshots_clients_and_keeps_their_pending_writes(
     let mut head = base + 4;
     assert!(head > 5);
 
-    if revision == Revision::GoesOn {
+    let server = if revision == Revision::GoesOn {
         // The phone comes back: a snapshot, whatever the namespace's
-        // revision now, and its write applied once.
+        // revision now, and its write applied once. (Its events are read
+        // from before it connects: the server restarts meanwhile.)
+        server.stop();
         let phone = Client::connect(ClientOptions {
             state: Some(phone_state),
-            ..options(&server, "phone")
+            ..phone_options
         });
         let mut events = phone.events();
+        let server = ServerProcess::start_at(db, address);
         let seen = updates_until(&mut events, |seen| {
             let acked = seen
                 .iter()
@@ -276,7 +279,10 @@ async fn restore_snapshots_clients_and_keeps_their_pending_writes(
         assert_eq!(state.entries, expected);
         assert!(state.pending.is_empty());
         phone.close().await;
-    }
+        server
+    } else {
+        server
+    };
     until("the client is at the head", || {
         client.status().cursor == Some(head)
     })
@@ -466,4 +472,51 @@ async fn postgres_restore_with_pg_dump_and_pg_restore() {
     )
     .await;
     pg::drop_schema(url, &schema).await;
+}
+
+#[test]
+fn restore_refuses_a_namespace_the_backup_does_not_hold_and_writes_nothing() {
+    let db = support::fresh_db("restore-refusal");
+    let export = db.with_extension("ndjson");
+    std::fs::write(
+        &export,
+        "{\"format\":\"zestor-export\",\"version\":1,\"namespace\":\"team\",\"rev\":1,\"entries\":1}\n\
+         {\"kind\":\"task\",\"key\":\"a\",\"value\":1,\"version\":1,\"rev\":1}\n",
+    )
+    .unwrap();
+    let live = sqlite_db(&db);
+    ok(&[
+        "import",
+        "--db",
+        &live,
+        "--namespace",
+        "team",
+        export.to_str().unwrap(),
+    ]);
+    let copy = db.with_extension("backup.db");
+    ok(&["backup", "--db", &live, copy.to_str().unwrap()]);
+    let before = ok(&["export", "--db", &live, "--namespace", "team"]);
+
+    let args = [
+        "restore",
+        "--db",
+        &live,
+        "--namespace",
+        "team",
+        "--namespace",
+        "nope",
+    ];
+    let stderr = process::fails(&[&args[..], &[copy.to_str().unwrap()]].concat());
+    assert!(
+        stderr.contains("namespace \"nope\" holds nothing") && stderr.contains("nothing was restored"),
+        "{stderr}"
+    );
+    assert_eq!(
+        ok(&["export", "--db", &live, "--namespace", "team"]),
+        before,
+        "nothing was written"
+    );
+    let missing = db.with_extension("missing.db");
+    let stderr = process::fails(&["restore", "--db", &live, missing.to_str().unwrap()]);
+    assert!(stderr.contains("no such file"), "{stderr}");
 }
