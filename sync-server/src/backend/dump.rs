@@ -94,7 +94,7 @@ impl Held {
 /// now names another change.
 #[must_use]
 pub fn imported_rev(dump: u64, held: u64) -> u64 {
-    if dump > held { dump } else { held + 1 }
+    if held == 0 || dump > held { dump } else { held + 1 }
 }
 
 /// Why an export or an import failed. An import that fails writes nothing.
