@@ -262,6 +262,8 @@ fn a_version_1_database_is_migrated_to_json_values() {
             .batch_execute(&format!(
                 "ALTER TABLE {schema}.zestor_entries ALTER COLUMN value TYPE JSONB USING value::jsonb;
                  ALTER TABLE {schema}.zestor_changes ALTER COLUMN value TYPE JSONB USING value::jsonb;
+                 DROP INDEX {schema}.zestor_applied_ops_applied_at;
+                 ALTER TABLE {schema}.zestor_applied_ops DROP COLUMN applied_at;
                  UPDATE {schema}.zestor_meta SET value = 1 WHERE key = 'schema_version';"
             ))
             .await

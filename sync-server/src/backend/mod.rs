@@ -33,6 +33,7 @@ use store_core::{
 
 pub mod dump;
 mod durable;
+pub mod maintenance;
 pub mod postgres;
 pub mod sqlite;
 

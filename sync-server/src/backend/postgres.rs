@@ -76,12 +76,15 @@ use super::{
 
 mod dump;
 mod listener;
+mod maintenance;
+
+pub use maintenance::{Maintainer, PRUNE_LOCK};
 
 pub use dump::{export, import};
 
 /// The schema version this build writes; a database with a newer one is
 /// refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The channel every store NOTIFYs after a commit and LISTENs on. The
 /// payload is `<schema>.<namespace>`.
@@ -137,6 +140,14 @@ const MIGRATIONS: &[&str] = &[
     // string with the NUL character (`\u0000`), which every backend stores.
     "ALTER TABLE {s}.zestor_entries ALTER COLUMN value TYPE JSON USING value::json;
     ALTER TABLE {s}.zestor_changes ALTER COLUMN value TYPE JSON USING value::json;",
+    // 3: when each answer was written, so that answers older than the op
+    // ids' time to live can be pruned. `now()` is evaluated once here:
+    // answers written before count as written at the migration, and the
+    // rows are not rewritten (PostgreSQL 11 and later keep such a default
+    // aside). The default also dates the answers a process still running
+    // the previous version writes during a rolling upgrade.
+    "ALTER TABLE {s}.zestor_applied_ops ADD COLUMN applied_at TIMESTAMPTZ NOT NULL DEFAULT now();
+    CREATE INDEX zestor_applied_ops_applied_at ON {s}.zestor_applied_ops (applied_at);",
 ];
 
 const _: () = assert!(
@@ -348,7 +359,7 @@ async fn open_on_runtime<T: StoreValue>(options: PgOptions, store: StoreOptions<
         min_log_retention: options.min_log_retention,
     });
     let mut client = target.connect("writer").await?;
-    migrate(&mut client, &target).await?;
+    migrate(&mut client, &target, Some(&target.ns)).await?;
     let snapshot = load(&mut client, &target, store.retained_revisions() as u64).await?;
     let mem = MemStore::from_engine(snapshot.restore(store)?);
     let writer = Writer::new(client, &target).await?;
@@ -379,8 +390,8 @@ async fn open_on_runtime<T: StoreValue>(options: PgOptions, store: StoreOptions<
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`]; refuses a newer one. Also makes
-/// sure the namespace has its head row.
-async fn migrate(client: &mut Client, t: &Target) -> Result<()> {
+/// sure the namespace `head` (if any) has its head row.
+async fn migrate(client: &mut Client, t: &Target, head: Option<&str>) -> Result<()> {
     let e = |context: &'static str| move |e: tokio_postgres::Error| pg_error(context, &e);
     let tx = client.transaction().await.map_err(e("beginning the migration"))?;
     tx.execute(
@@ -455,12 +466,14 @@ async fn migrate(client: &mut Client, t: &Target) -> Result<()> {
         .await
         .map_err(e("recording the schema version"))?;
     }
-    tx.execute(
-        &t.sql("INSERT INTO {s}.zestor_heads (ns, rev) VALUES ($1, 0) ON CONFLICT DO NOTHING"),
-        &[&t.ns],
-    )
-    .await
-    .map_err(e("creating the namespace head"))?;
+    if let Some(ns) = head {
+        tx.execute(
+            &t.sql("INSERT INTO {s}.zestor_heads (ns, rev) VALUES ($1, 0) ON CONFLICT DO NOTHING"),
+            &[&ns],
+        )
+        .await
+        .map_err(e("creating the namespace head"))?;
+    }
     tx.commit().await.map_err(e("committing the migration"))
 }
 
@@ -581,8 +594,8 @@ const ANSWER_SQL: &str =
     "SELECT response FROM {s}.zestor_applied_ops WHERE ns = $1 AND client_id = $2 AND op_id = $3";
 
 /// Records the answers of client ops applied in a batch.
-const RECORD_SQL: &str = "INSERT INTO {s}.zestor_applied_ops (ns, client_id, op_id, response)
-    SELECT $1::text, c, o, a FROM unnest($2::text[], $3::text[], $4::text[]) AS u(c, o, a)";
+const RECORD_SQL: &str = "INSERT INTO {s}.zestor_applied_ops (ns, client_id, op_id, response, applied_at)
+    SELECT $1::text, c, o, a, now() FROM unnest($2::text[], $3::text[], $4::text[]) AS u(c, o, a)";
 
 impl Writer {
     async fn connect(t: &Target) -> Result<Writer> {

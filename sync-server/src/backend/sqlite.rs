@@ -38,8 +38,9 @@ pub use dump::{export, import, namespaces};
 
 /// The schema version this build writes; a database with a newer one is
 /// refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
+/// `{now}` stands for the time of the migration, in Unix milliseconds.
 const MIGRATIONS: &[&str] = &[
     // 1: entries, per-namespace heads, the change log, applied client ops.
     "CREATE TABLE zestor_heads (
@@ -72,6 +73,14 @@ const MIGRATIONS: &[&str] = &[
         response TEXT NOT NULL,
         PRIMARY KEY (ns, client_id, op_id)
     ) WITHOUT ROWID;",
+    // 2: when each answer was written (Unix milliseconds), so that answers
+    // older than the op ids' time to live can be pruned. Answers written
+    // before it count as written at the migration: SQLite's ADD COLUMN
+    // takes only a constant default, and one that leaves the rows as they
+    // are (no rewrite of a table that may be large); every insert names
+    // the column.
+    "ALTER TABLE zestor_applied_ops ADD COLUMN applied_at INTEGER NOT NULL DEFAULT {now};
+    CREATE INDEX zestor_applied_ops_applied_at ON zestor_applied_ops (applied_at);",
 ];
 
 // The schema version is the number of migrations: a migration added
@@ -119,6 +128,10 @@ impl SqliteOptions {
     }
 }
 
+mod maintenance;
+
+pub use maintenance::{Maintainer, Vacuumed, vacuum};
+
 /// Opens (creating or migrating the file as needed) one namespace of a
 /// SQLite database, loads it into memory and starts its writer thread.
 pub fn open<T: StoreValue>(options: SqliteOptions, store: StoreOptions<T>) -> Result<Durable<T>> {
@@ -144,26 +157,73 @@ fn sql(e: rusqlite::Error) -> store_core::Error {
 }
 
 fn connect(options: &SqliteOptions) -> Result<Connection> {
-    let mut conn = Connection::open(&options.path).map_err(sql)?;
-    let synchronous = match options.synchronous {
+    connect_path(&options.path, options.synchronous)
+}
+
+/// Opens the file at `path` as every connection of this backend does, and
+/// brings its schema to [`SCHEMA_VERSION`].
+fn connect_path(path: &Path, synchronous: Synchronous) -> Result<Connection> {
+    let mut conn = Connection::open(path).map_err(sql)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+    prepare(&mut conn, path, synchronous)?;
+    Ok(conn)
+}
+
+/// Sets up a connection to the file at `path` (incremental auto-vacuum for
+/// a new file, WAL, `synchronous`, the WAL's size limit) and brings the
+/// file's schema to [`SCHEMA_VERSION`].
+fn prepare(conn: &mut Connection, path: &Path, synchronous: Synchronous) -> Result<()> {
+    let synchronous = match synchronous {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+    // Before anything writes the file's first page: a file is created with
+    // incremental auto-vacuum or never has it (short of a VACUUM). On a file
+    // that has tables this does nothing.
+    conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL").map_err(sql)?;
     let mode = journal_mode_wal(&conn)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(storage_error(format!(
             "could not switch {} to WAL (got {mode})",
-            options.path.display()
+            path.display()
         )));
     }
     conn.execute_batch(&format!(
-        "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON;"
+        "PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON; \
+         PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT};"
     ))
     .map_err(sql)?;
-    migrate(&mut conn)?;
-    Ok(conn)
+    incremental_vacuum_if_empty(conn)?;
+    migrate(conn)
 }
+
+/// The size the WAL file is cut back to when it is reset after a
+/// checkpoint. The WAL grows past SQLite's automatic checkpoint
+/// (1000 pages, 4 MiB) only while a checkpoint cannot reach its end (a
+/// long read transaction, a large batch); this gives that space back.
+pub const JOURNAL_SIZE_LIMIT: u64 = 16 << 20;
+
+/// Gives incremental auto-vacuum to a file that has no table yet but was
+/// created without it (its first page written by another program, say
+/// `sqlite3 FILE 'PRAGMA journal_mode=WAL'`). An empty file is rebuilt at
+/// once; a file with tables is left alone (`sync-server vacuum` switches
+/// those).
+fn incremental_vacuum_if_empty(conn: &Connection) -> Result<()> {
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .map_err(sql)?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(sql)?;
+    if mode != AUTO_VACUUM_INCREMENTAL && tables == 0 {
+        conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL; VACUUM")
+            .map_err(sql)?;
+    }
+    Ok(())
+}
+
+/// `PRAGMA auto_vacuum`'s value for INCREMENTAL.
+pub(crate) const AUTO_VACUUM_INCREMENTAL: i64 = 2;
 
 /// How long a statement waits for another connection's lock on the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -217,8 +277,10 @@ fn migrate(conn: &mut Connection) -> Result<()> {
              upgrade Zestor to open it"
         )));
     }
+    let now = now_millis().to_string();
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        tx.execute_batch(migration).map_err(sql)?;
+        tx.execute_batch(&migration.replace("{now}", &now))
+            .map_err(sql)?;
         tracing::info!(version = i + 1, "migrated the SQLite schema");
     }
     tx.execute(
@@ -238,6 +300,14 @@ struct SqliteStorage {
     ns: String,
     /// The change log holds nothing at or below this revision.
     trimmed_through: u64,
+}
+
+/// The wall clock in Unix milliseconds: when an answer is recorded, and
+/// what the op ids' time to live is counted against.
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn u64_of(v: i64) -> u64 {
@@ -422,12 +492,14 @@ impl Storage for SqliteStorage {
         if !applied.is_empty() {
             let mut record = c
                 .prepare_cached(
-                    "INSERT INTO zestor_applied_ops (ns, client_id, op_id, response) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO zestor_applied_ops (ns, client_id, op_id, response, applied_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(sql)?;
+            let now = now_millis();
             for a in applied {
                 record
-                    .execute(params![ns, a.client_id, a.op_id, a.answer])
+                    .execute(params![ns, a.client_id, a.op_id, a.answer, now])
                     .map_err(sql)?;
             }
         }
