@@ -1,5 +1,6 @@
-//! `sync-server backup|export|import …`: the operator's commands for
-//! copying data out of a database and back in.
+//! `sync-server backup|export|import|restore|vacuum …`: the operator's commands
+//! for copying data out of a database and back in, and for giving a SQLite
+//! file's space back.
 //!
 //! - `backup` copies a SQLite file while servers write to it
 //!   ([`sqlite::backup`]);
@@ -8,7 +9,9 @@
 //! - `import` writes such a file into a namespace, all or nothing, into an
 //!   empty namespace or replacing one;
 //! - `restore` writes namespaces of a `backup` file back into the live
-//!   database, each as `import --replace` does.
+//!   database, each as `import --replace` does;
+//! - `vacuum` rebuilds a SQLite file made before incremental auto-vacuum
+//!   ([`sqlite::vacuum`]).
 //!
 //! This module parses arguments, moves files and prints; the backends do
 //! the reading and writing.
@@ -27,7 +30,7 @@ use crate::backend::sqlite::{self, BackupProgress, SqliteOptions};
 use crate::server::Database;
 
 /// The subcommands this module runs.
-pub const COMMANDS: [&str; 4] = ["backup", "export", "import", "restore"];
+pub const COMMANDS: [&str; 5] = ["backup", "export", "import", "restore", "vacuum"];
 
 #[derive(Debug, Parser)]
 #[command(name = "sync-server", bin_name = "sync-server")]
@@ -122,6 +125,21 @@ enum Command {
         #[arg(value_name = "BACKUP")]
         backup: PathBuf,
     },
+    /// Rebuild a SQLite file with incremental auto-vacuum, so that the
+    /// server gives its free space back from then on. Files created since
+    /// schema version 2 have it; older ones reuse the space of pruned rows
+    /// but never shrink until vacuumed once. Stop the server first: the
+    /// command refuses a file another process has open. It rewrites the
+    /// live data (about as long as copying it twice) and needs free disk
+    /// for two copies of it while it runs; run it after the server has
+    /// pruned the old answers (one --op-ids-ttl after upgrading), when
+    /// little is left to copy.
+    #[command(after_help = "Example: sync-server vacuum --db sqlite://zestor.db")]
+    Vacuum {
+        /// The database: `sqlite://PATH`.
+        #[arg(long, env = "ZESTOR_DB", default_value = "sqlite://zestor.db")]
+        db: String,
+    },
 }
 
 /// Runs one command; `args` are the words after `sync-server`, the first
@@ -193,6 +211,9 @@ pub async fn run_cli(args: Vec<String>) -> Result<(), String> {
             namespaces,
             backup,
         } => restore(db.parse()?, namespaces, backup).await,
+        Command::Vacuum { db } => tokio::task::spawn_blocking(move || vacuum(&db))
+            .await
+            .map_err(|e| e.to_string())?,
     }
 }
 
@@ -260,6 +281,32 @@ async fn restore(database: Database, namespaces: Vec<String>, backup: PathBuf) -
             at_revision(dump, &imported)
         );
     }
+    Ok(())
+}
+
+fn vacuum(db: &str) -> Result<(), String> {
+    let Database::Sqlite(path) = db.parse::<Database>()? else {
+        return Err(
+            "vacuum is for SQLite files: PostgreSQL reuses the space of pruned rows \
+                    through its autovacuum"
+                .into(),
+        );
+    };
+    let done = sqlite::vacuum(&path).map_err(|e| e.to_string())?;
+    let size = |bytes: u64| {
+        if bytes < 1 << 20 {
+            format!("{:.1} KiB", bytes as f64 / 1024.0)
+        } else {
+            format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+        }
+    };
+    eprintln!(
+        "vacuumed {}: {} before, {} after, in {:.1} s; free pages are given back from now on",
+        path.display(),
+        size(done.bytes_before),
+        size(done.bytes_after),
+        done.took.as_secs_f64()
+    );
     Ok(())
 }
 

@@ -15,8 +15,8 @@ use store_core::sync::session::ServerConfig;
 use store_core::{DEFAULT_RETENTION, StoreOptions};
 use sync_server::backend::sqlite::Synchronous;
 use sync_server::server::{
-    AppState, Auth, Database, JwtConfig, JwtKeys, Metrics, NamespaceGrant, Stores, Tls, Tokens,
-    check_allowed_origins, serve, serve_tls,
+    AppState, Auth, Database, JwtConfig, JwtKeys, Maintenance, Metrics, NamespaceGrant, Stores, Tls, Tokens,
+    check_allowed_origins, parse_duration, serve, serve_tls,
 };
 
 /// Zestor's sync server: keeps namespaces of typed, versioned key-value data
@@ -26,7 +26,8 @@ use sync_server::server::{
     version,
     after_help = "Talk to a server from a terminal with `sync-server client put|get|delete|watch …` \
                   (`sync-server client --help`). Back up and restore with `sync-server backup`, \
-                  `restore`, `export` and `import` (`sync-server backup --help`, …)."
+                  `restore`, `export` and `import`; give a SQLite file made before incremental \
+                  auto-vacuum its space back with `sync-server vacuum` (`sync-server backup --help`, …)."
 )]
 struct Args {
     /// Where the data lives: `sqlite://PATH` (the default, created if
@@ -162,6 +163,30 @@ struct Args {
     /// Most ops of one connection waiting to be applied.
     #[arg(long, env = "ZESTOR_MAX_IN_FLIGHT", default_value_t = 10_000)]
     max_in_flight: usize,
+
+    /// How long the answer of an op id is kept, so that a retry gets it
+    /// instead of applying the op again: `7d`, `12h`, `90m`… or `forever`.
+    /// A retry of an op id older than this is applied again as a new op
+    /// (docs/protocol.md, "Writes: ordering and idempotency").
+    #[arg(long, env = "ZESTOR_OP_IDS_TTL", default_value = "7d", value_parser = parse_ttl, value_name = "DURATION")]
+    op_ids_ttl: Ttl,
+
+    /// How often the database's maintenance runs: pruning op ids older than
+    /// --op-ids-ttl and, on SQLite, giving free pages back and checkpointing
+    /// the WAL.
+    #[arg(long, env = "ZESTOR_MAINTENANCE_INTERVAL", default_value = "1m", value_parser = parse_duration, value_name = "DURATION")]
+    maintenance_interval: std::time::Duration,
+}
+
+/// `--op-ids-ttl`: a duration, or `forever`.
+#[derive(Debug, Clone, Copy)]
+struct Ttl(Option<std::time::Duration>);
+
+fn parse_ttl(text: &str) -> Result<Ttl, String> {
+    if text == "forever" {
+        return Ok(Ttl(None));
+    }
+    parse_duration(text).map(|d| Ttl(Some(d)))
 }
 
 /// How logs are written.
@@ -366,9 +391,13 @@ async fn run(args: Args) -> Result<(), String> {
         (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key)?),
         _ => None,
     };
+    let maintenance = Maintenance {
+        op_ids_ttl: args.op_ids_ttl.0,
+        interval: args.maintenance_interval,
+    };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
-        stores: Stores::new(database.clone(), synchronous, options),
+        stores: Stores::new(database.clone(), synchronous, options).maintenance(maintenance),
         auth,
         session,
         metrics: Metrics::default(),

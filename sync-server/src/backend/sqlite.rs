@@ -180,7 +180,8 @@ fn prepare(conn: &mut Connection, path: &Path, synchronous: Synchronous) -> Resu
     // Before anything writes the file's first page: a file is created with
     // incremental auto-vacuum or never has it (short of a VACUUM). On a file
     // that has tables this does nothing.
-    conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL").map_err(sql)?;
+    conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL")
+        .map_err(sql)?;
     let mode = journal_mode_wal(&conn)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(storage_error(format!(
@@ -279,8 +280,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     }
     let now = now_millis().to_string();
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        tx.execute_batch(&migration.replace("{now}", &now))
-            .map_err(sql)?;
+        tx.execute_batch(&migration.replace("{now}", &now)).map_err(sql)?;
         tracing::info!(version = i + 1, "migrated the SQLite schema");
     }
     tx.execute(

@@ -24,6 +24,7 @@ use tower_http::services::ServeDir;
 mod auth;
 mod connection;
 mod frames;
+mod maintenance;
 mod metrics;
 mod origin;
 mod socket;
@@ -31,6 +32,7 @@ mod stores;
 mod tls;
 
 pub use auth::{Auth, Grant, JwtConfig, JwtKeys, NamespaceGrant, Tokens};
+pub use maintenance::{DEFAULT_MAINTENANCE_INTERVAL, Maintenance, parse_duration};
 pub use metrics::Metrics;
 pub use origin::check_allowed_origins;
 pub use stores::{Database, Stores};

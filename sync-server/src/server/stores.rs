@@ -10,6 +10,7 @@ use store_core::{Error, Result, StoreOptions};
 use tokio::sync::Mutex;
 
 use super::frames::EventFrames;
+use super::maintenance::{self, Maintenance};
 use crate::backend::Durable;
 use crate::backend::postgres::{self, PgOptions};
 use crate::backend::sqlite::{self, SqliteOptions, Synchronous};
@@ -79,6 +80,9 @@ pub struct Stores {
     synchronous: Synchronous,
     options: StoreOptions<Value>,
     open: Mutex<HashMap<String, Namespace>>,
+    maintenance: Maintenance,
+    /// The database's maintenance loop, once a namespace has opened.
+    maintaining: parking_lot::Mutex<Option<maintenance::Running>>,
 }
 
 /// An open namespace: its store, and the encodings of its events shared by
@@ -86,7 +90,8 @@ pub struct Stores {
 type Namespace = (Durable<Value>, Arc<EventFrames>);
 
 impl Stores {
-    /// Stores of `database`, each with `options` (schemas, retention).
+    /// Stores of `database`, each with `options` (schemas, retention), and
+    /// the database's maintenance with [`Maintenance::default`].
     #[must_use]
     pub fn new(database: Database, synchronous: Synchronous, options: StoreOptions<Value>) -> Self {
         Stores {
@@ -94,7 +99,17 @@ impl Stores {
             synchronous,
             options,
             open: Mutex::new(HashMap::new()),
+            maintenance: Maintenance::default(),
+            maintaining: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Maintains the database as `maintenance` says: how long the answers
+    /// of op ids are kept, how often a round runs.
+    #[must_use]
+    pub fn maintenance(mut self, maintenance: Maintenance) -> Self {
+        self.maintenance = maintenance;
+        self
     }
 
     /// The JSON Schemas sent to clients in `welcome`.
@@ -134,11 +149,20 @@ impl Stores {
         };
         let frames = Arc::new(EventFrames::new());
         open.insert(namespace.to_owned(), (store.clone(), Arc::clone(&frames)));
+        // Started once the database is known to open and be migrated.
+        let mut maintaining = self.maintaining.lock();
+        if maintaining.is_none() {
+            match maintenance::start(&self.database, self.maintenance) {
+                Ok(running) => *maintaining = Some(running),
+                Err(e) => tracing::warn!(error = %e, "cannot start the database's maintenance"),
+            }
+        }
         Ok((store, frames))
     }
 
-    /// Closes every open store.
+    /// Closes every open store, and stops the database's maintenance.
     pub async fn close_all(&self) {
+        self.maintaining.lock().take();
         for (_, (store, _)) in self.open.lock().await.drain() {
             store.close();
         }

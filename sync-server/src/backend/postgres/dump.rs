@@ -157,7 +157,7 @@ pub async fn import(options: &PgOptions, dump: &Dump, mode: ImportMode) -> Resul
         .await
         .map_err(e)?;
     // Creates the schema, the tables and the namespace's head row.
-    migrate(&mut client, &t).await?;
+    migrate(&mut client, &t, Some(&t.ns)).await?;
     let tx = client.transaction().await.map_err(e)?;
     let ns = &t.ns;
     let rev: i64 = tx
