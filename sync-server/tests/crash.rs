@@ -9,15 +9,17 @@
 //! included:
 //!
 //! - while its migration waits for a lock the parent holds (every tenth
-//!   cycle, the first included: the database then has no tables yet);
+//!   cycle, the first included: the database then is as the previous
+//!   schema version left it, SQLite 1 or PostgreSQL 2);
 //! - as soon as it says its store is open (migrated, nothing written yet);
 //! - otherwise at a random moment from 0 to 430 ms after it started.
 //!
 //! After each kill the parent reads the database and checks that
 //!
-//! - the schema is all there at the current version, or not there at all
-//!   (a migration is one transaction), and in the latter case nothing was
-//!   acknowledged;
+//! - the schema is all there at the current version (the recorded answers
+//!   with their `applied_at` column and its index), or all there at the
+//!   previous one (with neither) — a migration is one transaction — and in
+//!   the latter case nothing was acknowledged;
 //! - every acknowledged write is in the change log, at its revision, with its
 //!   key, type, version and value;
 //! - revisions are gap-free from 1 to the head;
@@ -128,6 +130,9 @@ fn main() {
             schema,
         });
     }
+    for target in &targets {
+        previous_version(target);
+    }
     let (mut passed, mut failures) = (0, Vec::new());
     for target in &targets {
         let (p, f) = crash_cycles(target, cycles);
@@ -146,6 +151,34 @@ fn main() {
     println!("crash cycles: {passed} passed, {} failed", failures.len());
     if !failures.is_empty() {
         std::process::exit(1);
+    }
+}
+
+/// Leaves the database as the previous schema version wrote it, so that
+/// the first cycle's child is killed in the migration to this one.
+fn previous_version(target: &Target) {
+    match target {
+        Target::Sqlite(path) => {
+            let conn = Connection::open(path).expect("create the file");
+            conn.execute_batch("PRAGMA journal_mode=WAL")
+                .and_then(|()| conn.execute_batch(support::SQLITE_SCHEMA_V1))
+                .expect("schema version 1");
+        }
+        Target::Postgres { url, schema } => pg::run(async {
+            let store: Durable<Value> = postgres::open(pg_options(url, schema), store_options())
+                .await
+                .unwrap_or_else(|e| panic!("open postgres: {e}"));
+            store.close();
+            pg::connect(url)
+                .await
+                .batch_execute(&format!(
+                    "DROP INDEX {schema}.zestor_applied_ops_applied_at;
+                     ALTER TABLE {schema}.zestor_applied_ops DROP COLUMN applied_at;
+                     UPDATE {schema}.zestor_meta SET value = 2 WHERE key = 'schema_version';"
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("back to schema version 2: {}", error_message(&e)));
+        }),
     }
 }
 
@@ -182,7 +215,7 @@ fn crash_cycles(target: &Target, cycles: usize) -> (usize, Vec<String>) {
         match result {
             Ok((n, head, migrated)) => println!(
                 "{name} cycle {cycle}: killed {kill:?}, {n} acks, head {head}{}: ok",
-                if migrated { "" } else { ", no schema yet" }
+                if migrated { "" } else { ", not migrated yet" }
             ),
             Err(e) => failures.push(format!("{name} cycle {cycle} (killed {kill:?}): {e}")),
         }
@@ -496,19 +529,25 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| Value::String(format!("undecodable: {e}")))
 }
 
-/// The tables, when the schema is there at the current version; empty ones
-/// when none of it is (the database was never migrated). Anything in
-/// between is a half-applied migration: an error.
-fn migrated(found: &[String], version: Option<i64>, current: i64) -> Result<bool, String> {
-    if found.is_empty() {
-        return Ok(false);
+/// Whether the recorded answers have the `applied_at` column, and its
+/// index.
+type Dated = (bool, bool);
+
+/// Whether the schema is there at the current version (the tables, and
+/// the recorded answers dated); `false` when it is at the previous version
+/// (all the tables, the answers not dated) or not there at all. Anything
+/// in between is a half-applied migration: an error.
+fn migrated(found: &[String], version: Option<i64>, current: i64, dated: Dated) -> Result<bool, String> {
+    let all = found.len() == TABLES.len();
+    match (version, dated) {
+        _ if found.is_empty() => Ok(false),
+        (Some(v), (true, true)) if all && v == current => Ok(true),
+        (Some(v), (false, false)) if all && v == current - 1 => Ok(false),
+        _ => Err(format!(
+            "a half-applied migration: tables {found:?}, schema version {version:?} (this build: {current}), \
+             applied_at column and index {dated:?}"
+        )),
     }
-    if found.len() != TABLES.len() || version != Some(current) {
-        return Err(format!(
-            "a half-applied migration: tables {found:?}, schema version {version:?} (this build: {current})"
-        ));
-    }
-    Ok(true)
 }
 
 fn read_sqlite(path: &std::path::Path) -> Result<Tables, String> {
@@ -537,7 +576,17 @@ fn read_sqlite(path: &std::path::Path) -> Result<Tables, String> {
     } else {
         None
     };
-    if !migrated(&found, version, sqlite::SCHEMA_VERSION)? {
+    let dated = if found.iter().any(|t| t == "zestor_applied_ops") {
+        let count = |sql: &str| tx.query_row(sql, [], |r| r.get::<_, i64>(0)).map_err(q);
+        (
+            count("SELECT count(*) FROM pragma_table_info('zestor_applied_ops') WHERE name = 'applied_at'")?
+                == 1,
+            count("SELECT count(*) FROM sqlite_master WHERE name = 'zestor_applied_ops_applied_at'")? == 1,
+        )
+    } else {
+        (false, false)
+    };
+    if !migrated(&found, version, sqlite::SCHEMA_VERSION, dated)? {
         return Ok(Tables::default());
     }
     // The head row is written with the namespace's first change.
@@ -626,7 +675,21 @@ async fn read_postgres(url: &str, schema: &str) -> Result<Tables, String> {
     } else {
         None
     };
-    if !migrated(&found, version, postgres::SCHEMA_VERSION)? {
+    let dated = if found.iter().any(|t| t == "zestor_applied_ops") {
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = $1
+                     AND table_name = 'zestor_applied_ops' AND column_name = 'applied_at'),
+                 to_regclass(quote_ident($1) || '.zestor_applied_ops_applied_at') IS NOT NULL",
+                &[&schema],
+            )
+            .await
+            .map_err(q)?;
+        (row.get(0), row.get(1))
+    } else {
+        (false, false)
+    };
+    if !migrated(&found, version, postgres::SCHEMA_VERSION, dated)? {
         return Ok(Tables::default());
     }
     // The migration creates the namespace's head row.

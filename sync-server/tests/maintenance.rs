@@ -160,6 +160,52 @@ fn sqlite_prunes_op_ids_older_than_the_ttl() {
     store.close();
 }
 
+/// A write that records answers also deletes up to twice as many expired
+/// ones, oldest first, of any namespace; with no time to live, none.
+#[test]
+fn sqlite_writes_prune_twice_what_they_record() {
+    let path = support::fresh_db("writer-prunes");
+    let ttl = |ttl| {
+        sqlite::open::<Value>(
+            SqliteOptions::new(&path, "ns").op_ids_ttl(ttl),
+            StoreOptions::new(),
+        )
+        .unwrap()
+    };
+    let (keeping, pruning) = (ttl(None), ttl(TTL));
+    let other = sqlite::open(SqliteOptions::new(&path, "other-ns"), StoreOptions::new()).unwrap();
+    block_on(other.apply_ops("c0", vec![set("o0", "k", json!(0))]));
+    block_on(keeping.apply_ops(
+        "c1",
+        (1..=4).map(|i| set(&format!("o{i}"), "k", json!(i))).collect(),
+    ));
+    let conn = Connection::open(&path).unwrap();
+    // Eight days old, o0 the oldest.
+    conn.execute(
+        "UPDATE zestor_applied_ops SET applied_at = applied_at - ?1 - (CASE op_id WHEN 'o0' THEN 1000 ELSE 0 END)",
+        [8 * DAY.as_millis() as i64],
+    )
+    .unwrap();
+    block_on(keeping.apply_ops("c2", vec![set("n1", "k", json!(5))]));
+    assert_eq!(
+        op_ids(&conn),
+        ["n1", "o0", "o1", "o2", "o3", "o4"],
+        "no time to live, nothing pruned"
+    );
+    block_on(pruning.apply_ops("c2", vec![set("n2", "k", json!(6))]));
+    let left = op_ids(&conn);
+    assert_eq!(left.len(), 5, "{left:?}");
+    assert!(
+        !left.contains(&"o0".to_owned()),
+        "the oldest goes first, whatever its namespace: {left:?}"
+    );
+    block_on(pruning.apply_ops("c2", vec![set("n3", "k", json!(7)), set("n4", "k", json!(8))]));
+    assert_eq!(op_ids(&conn), ["n1", "n2", "n3", "n4"]);
+    for s in [keeping, pruning, other] {
+        s.close();
+    }
+}
+
 /// Every recorded answer is dated when it is written.
 #[test]
 fn sqlite_answers_are_dated_when_written() {
@@ -176,47 +222,13 @@ fn sqlite_answers_are_dated_when_written() {
     store.close();
 }
 
-/// Schema version 1 as it created its tables, verbatim.
-const SQLITE_V1: &str = "CREATE TABLE zestor_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    CREATE TABLE zestor_heads (
-        ns TEXT PRIMARY KEY,
-        rev INTEGER NOT NULL
-    );
-    CREATE TABLE zestor_entries (
-        ns TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        key TEXT NOT NULL,
-        value TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        rev INTEGER NOT NULL,
-        PRIMARY KEY (ns, kind, key)
-    ) WITHOUT ROWID;
-    CREATE TABLE zestor_changes (
-        ns TEXT NOT NULL,
-        rev INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        key TEXT NOT NULL,
-        type TEXT NOT NULL CHECK (type IN ('create', 'update', 'delete')),
-        value TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        PRIMARY KEY (ns, rev)
-    ) WITHOUT ROWID;
-    CREATE TABLE zestor_applied_ops (
-        ns TEXT NOT NULL,
-        client_id TEXT NOT NULL,
-        op_id TEXT NOT NULL,
-        response TEXT NOT NULL,
-        PRIMARY KEY (ns, client_id, op_id)
-    ) WITHOUT ROWID;
-    INSERT INTO zestor_meta (key, value) VALUES ('schema_version', 1);";
-
 /// A file as schema version 1 left it: no incremental auto-vacuum, one
 /// entry written by a client op whose answer is recorded, and `rows` more
 /// recorded answers of about 200 bytes each.
 fn sqlite_v1_file(path: &Path, rows: usize) {
     let mut conn = Connection::open(path).unwrap();
     conn.execute_batch("PRAGMA journal_mode=WAL").unwrap();
-    conn.execute_batch(SQLITE_V1).unwrap();
+    conn.execute_batch(support::SQLITE_SCHEMA_V1).unwrap();
     let answer = serde_json::to_string(&ack("o1", OpResult::Created, 1, 1)).unwrap();
     conn.execute_batch(
         "INSERT INTO zestor_heads VALUES ('ns', 1);

@@ -107,17 +107,33 @@ pub struct SqliteOptions {
     path: PathBuf,
     namespace: String,
     synchronous: Synchronous,
+    op_ids_ttl: Option<Duration>,
 }
 
 impl SqliteOptions {
     /// The namespace `namespace` of the database file at `path` (created if
-    /// missing), with `synchronous=FULL`.
+    /// missing), with `synchronous=FULL` and the answers of op ids kept for
+    /// [`DEFAULT_OP_IDS_TTL`](crate::backend::maintenance::DEFAULT_OP_IDS_TTL).
     pub fn new(path: impl AsRef<Path>, namespace: impl Into<String>) -> Self {
         SqliteOptions {
             path: path.as_ref().to_owned(),
             namespace: namespace.into(),
             synchronous: Synchronous::Full,
+            op_ids_ttl: Some(crate::backend::maintenance::DEFAULT_OP_IDS_TTL),
         }
+    }
+
+    /// How long the answers of op ids are kept (`None`: for good). Each
+    /// write transaction that records answers of client ops
+    /// ([`Durable::apply_ops`]) also deletes up to twice as many answers
+    /// (of any namespace of the file) recorded longer ago than this, so
+    /// pruning keeps up with writing without taking the file's write lock
+    /// for itself; a [`Maintainer`] prunes what writes leave (a namespace
+    /// nobody writes to any more).
+    #[must_use]
+    pub fn op_ids_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.op_ids_ttl = ttl;
+        self
     }
 
     /// Chooses the `synchronous` setting.
@@ -140,6 +156,9 @@ pub fn open<T: StoreValue>(options: SqliteOptions, store: StoreOptions<T>) -> Re
         conn,
         ns: options.namespace,
         trimmed_through: 0,
+        op_ids_ttl: options
+            .op_ids_ttl
+            .map(|ttl| i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
     };
     let snapshot = storage.load(store.retained_revisions() as u64)?;
     let mem = MemStore::from_engine(snapshot.restore(store)?);
@@ -198,11 +217,13 @@ fn prepare(conn: &mut Connection, path: &Path, synchronous: Synchronous) -> Resu
     migrate(conn)
 }
 
-/// The size the WAL file is cut back to when it is reset after a
-/// checkpoint. The WAL grows past SQLite's automatic checkpoint
-/// (1000 pages, 4 MiB) only while a checkpoint cannot reach its end (a
-/// long read transaction, a large batch); this gives that space back.
-pub const JOURNAL_SIZE_LIMIT: u64 = 16 << 20;
+/// The size the WAL file is cut back to when it starts over after a
+/// checkpoint copied all of it (SQLite's `journal_size_limit`; by default
+/// SQLite never shrinks the file). SQLite checkpoints after a commit that
+/// takes the WAL past 1000 pages (4 MiB), and the WAL starts over at the
+/// next write; it grows past that only while a read transaction keeps a
+/// checkpoint from reaching its end, and this gives the space back after.
+pub const JOURNAL_SIZE_LIMIT: u64 = 4 << 20;
 
 /// Gives incremental auto-vacuum to a file that has no table yet but was
 /// created without it (its first page written by another program, say
@@ -300,6 +321,8 @@ struct SqliteStorage {
     ns: String,
     /// The change log holds nothing at or below this revision.
     trimmed_through: u64,
+    /// How long answers of op ids are kept, in milliseconds.
+    op_ids_ttl: Option<i64>,
 }
 
 /// The wall clock in Unix milliseconds: when an answer is recorded, and
@@ -500,6 +523,14 @@ impl Storage for SqliteStorage {
             for a in applied {
                 record
                     .execute(params![ns, a.client_id, a.op_id, a.answer, now])
+                    .map_err(sql)?;
+            }
+            // Twice what it records: pruning outpaces writing, and the
+            // table holds about what the time to live spans.
+            if let Some(ttl) = self.op_ids_ttl {
+                c.prepare_cached(maintenance::PRUNE_SQL)
+                    .map_err(sql)?
+                    .execute(params![now.saturating_sub(ttl), 2 * applied.len() as i64])
                     .map_err(sql)?;
             }
         }

@@ -137,7 +137,9 @@ impl Stores {
         let options = self.options.clone();
         let store = match &self.database {
             Database::Sqlite(path) => {
-                let opts = SqliteOptions::new(path, namespace).synchronous(self.synchronous);
+                let opts = SqliteOptions::new(path, namespace)
+                    .synchronous(self.synchronous)
+                    .op_ids_ttl(self.maintenance.op_ids_ttl);
                 tokio::task::spawn_blocking(move || sqlite::open(opts, options))
                     .await
                     .map_err(|e| Error::Storage(e.to_string().into()))??

@@ -16,3 +16,38 @@ pub fn fresh_db(name: &str) -> PathBuf {
     }
     path
 }
+
+/// The tables of the SQLite backend's schema version 1, as it created
+/// them, and its version: a file written by the previous version.
+pub const SQLITE_SCHEMA_V1: &str = "CREATE TABLE zestor_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE zestor_heads (
+        ns TEXT PRIMARY KEY,
+        rev INTEGER NOT NULL
+    );
+    CREATE TABLE zestor_entries (
+        ns TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        rev INTEGER NOT NULL,
+        PRIMARY KEY (ns, kind, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE zestor_changes (
+        ns TEXT NOT NULL,
+        rev INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        type TEXT NOT NULL CHECK (type IN ('create', 'update', 'delete')),
+        value TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (ns, rev)
+    ) WITHOUT ROWID;
+    CREATE TABLE zestor_applied_ops (
+        ns TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        op_id TEXT NOT NULL,
+        response TEXT NOT NULL,
+        PRIMARY KEY (ns, client_id, op_id)
+    ) WITHOUT ROWID;
+    INSERT INTO zestor_meta (key, value) VALUES ('schema_version', 1);";

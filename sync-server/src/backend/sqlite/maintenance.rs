@@ -21,8 +21,8 @@ use crate::backend::storage_error;
 const VACUUM_STEP: i64 = 256;
 
 /// Deletes one batch of answers recorded before a time (Unix ms), oldest
-/// first, through the `applied_at` index.
-const PRUNE_SQL: &str = "DELETE FROM zestor_applied_ops WHERE (ns, client_id, op_id) IN (
+/// first, through the `applied_at` index; the stores' writers run it too.
+pub(super) const PRUNE_SQL: &str = "DELETE FROM zestor_applied_ops WHERE (ns, client_id, op_id) IN (
     SELECT ns, client_id, op_id FROM zestor_applied_ops
     WHERE applied_at < ?1 ORDER BY applied_at LIMIT ?2)";
 
@@ -65,7 +65,8 @@ impl Maintainer {
     /// 3. checkpoints the WAL without waiting for anyone (`PASSIVE`), and
     ///    reports what it could not copy ([`Report::wal_frames_behind`]).
     ///
-    /// Between two transactions it pauses as long as the last one took, so
+    /// It takes the write lock only when there is something to do, and
+    /// after each transaction it pauses as long as it held the lock, so
     /// writers are held up by one small transaction at most. At most 200
     /// transactions of each kind run; [`Report::more`] then says to run the
     /// next round soon.
@@ -74,31 +75,37 @@ impl Maintainer {
         if let Some(ttl) = op_ids_ttl {
             let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
             let before = now_millis().saturating_sub(ttl);
-            let (pruned, done) = self.steps(|c| {
-                let n = c
-                    .prepare_cached(PRUNE_SQL)
-                    .and_then(|mut s| s.execute(params![before, PRUNE_BATCH as i64]))
-                    .map_err(sql)?;
-                Ok((n as u64, n < PRUNE_BATCH))
-            })?;
+            let (pruned, done) = self.steps(
+                |c| {
+                    c.prepare_cached("SELECT EXISTS (SELECT 1 FROM zestor_applied_ops WHERE applied_at < ?1)")
+                        .and_then(|mut s| s.query_row([before], |r| r.get(0)))
+                        .map_err(sql)
+                },
+                |c| {
+                    let n = c
+                        .prepare_cached(PRUNE_SQL)
+                        .and_then(|mut s| s.execute(params![before, PRUNE_BATCH as i64]))
+                        .map_err(sql)?;
+                    Ok(n as u64)
+                },
+            )?;
             report.op_ids_pruned = pruned;
             report.more |= !done;
         }
         if self.gives_space_back()? {
-            let (freed, done) = self.steps(|c| {
-                let free = |c: &Connection| {
-                    c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))
-                        .map_err(sql)
-                };
-                let before = free(c)?;
-                if before == 0 {
-                    return Ok((0, true));
-                }
-                c.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_STEP})"))
-                    .map_err(sql)?;
-                let after = free(c)?;
-                Ok((u64::try_from(before - after).unwrap_or(0), after == 0))
-            })?;
+            let free = |c: &Connection| {
+                c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))
+                    .map_err(sql)
+            };
+            let (freed, done) = self.steps(
+                |c| Ok(free(c)? > 0),
+                |c| {
+                    let before = free(c)?;
+                    c.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_STEP})"))
+                        .map_err(sql)?;
+                    Ok(u64::try_from(before - free(c)?).unwrap_or(0))
+                },
+            )?;
             report.pages_vacuumed = freed;
             report.more |= !done;
         }
@@ -113,26 +120,30 @@ impl Maintainer {
         Ok(report)
     }
 
-    /// Runs `step` in write transactions, pausing between them, until it
-    /// says it is done or [`MAX_STEPS`] ran; returns the sum of what the
-    /// steps counted and whether they were done.
-    fn steps(&mut self, mut step: impl FnMut(&Connection) -> Result<(u64, bool)>) -> Result<(u64, bool)> {
+    /// While `needed` says so (asked outside any transaction), runs `step`
+    /// in a write transaction and pauses, up to [`MAX_STEPS`] times;
+    /// returns the sum of what the steps counted, and whether nothing was
+    /// left to do.
+    fn steps(
+        &mut self,
+        needed: impl Fn(&Connection) -> Result<bool>,
+        mut step: impl FnMut(&Connection) -> Result<u64>,
+    ) -> Result<(u64, bool)> {
         let mut total = 0;
         for _ in 0..MAX_STEPS {
-            let started = Instant::now();
+            if !needed(&self.conn)? {
+                return Ok((total, true));
+            }
             let tx = self
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(sql)?;
-            let (n, done) = step(&tx)?;
+            let locked = Instant::now();
+            total += step(&tx)?;
             tx.commit().map_err(sql)?;
-            total += n;
-            if done {
-                return Ok((total, true));
-            }
-            thread::sleep(pause_after(started.elapsed()));
+            thread::sleep(pause_after(locked.elapsed()));
         }
-        Ok((total, false))
+        Ok((total, !needed(&self.conn)?))
     }
 }
 
