@@ -405,7 +405,7 @@ fn the_vacuum_command() {
     assert!(!pg.0 && pg.1.contains("vacuum is for SQLite files"), "{pg:?}");
     sqlite_v1_file(&path, 100);
     let done = run(&format!("sqlite://{}", path.display()));
-    assert!(done.0 && done.1.contains("MiB after"), "{done:?}");
+    assert!(done.0 && done.1.contains("iB after"), "{done:?}");
     let conn = Connection::open(&path).unwrap();
     assert_eq!(pragma(&conn, "auto_vacuum"), 2);
     let version: i64 = conn

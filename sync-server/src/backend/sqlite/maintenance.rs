@@ -158,7 +158,8 @@ fn wal_path(path: &Path) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Vacuumed {
-    /// The file's size before (database and WAL), in bytes.
+    /// The file's size before (database and WAL, once migrated to this
+    /// version of the schema), in bytes.
     pub bytes_before: u64,
     /// Its size after, in bytes.
     pub bytes_after: u64,
@@ -186,7 +187,6 @@ pub fn vacuum(path: impl AsRef<Path>) -> Result<Vacuumed> {
             .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
             .sum::<u64>()
     };
-    let bytes_before = size();
     let mut conn = Connection::open(path).map_err(sql)?;
     // Exclusive locking: the lock is taken by the first transaction and
     // kept until the connection closes, and taking it fails while another
@@ -201,6 +201,10 @@ pub fn vacuum(path: impl AsRef<Path>) -> Result<Vacuumed> {
         })?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
     prepare(&mut conn, path, Synchronous::Full)?;
+    // Measured once migrated, the WAL emptied.
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .map_err(sql)?;
+    let bytes_before = size();
     let started = Instant::now();
     conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
         .map_err(sql)?;
