@@ -201,7 +201,7 @@ async fn write(url: &str, connection: usize, stop: &AtomicBool, acked: &AtomicU6
                     match (n >> 20) % 10 {
                         0 => json!({"op_id": op_id, "kind": "task", "key": key, "action": "delete"}),
                         1 | 2 => json!({"op_id": op_id, "kind": "task", "key": key, "action": "patch",
-                            "value": {"done": n % 2 == 0}}),
+                            "value": {"done": n.is_multiple_of(2)}}),
                         _ => json!({"op_id": op_id, "kind": "task", "key": key, "action": "set",
                             "value": {"title": format!("task {n}"), "by": client, "note": "x".repeat(64)}}),
                     }

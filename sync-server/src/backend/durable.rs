@@ -161,7 +161,10 @@ impl<T: StoreValue> Durable<T> {
     /// again. An answer is recorded in the same transaction as the op's
     /// change, and returned once durable; answers saying the server failed
     /// or was stopping (codes `internal`, `shutting_down`) are not recorded,
-    /// so a retry applies the op.
+    /// so a retry applies the op. Answers are kept for the op ids' time to
+    /// live ([`SqliteOptions::op_ids_ttl`](super::sqlite::SqliteOptions::op_ids_ttl),
+    /// the [maintainers](super::maintenance)); a retry after that is applied
+    /// again, as a new op.
     pub fn apply_ops(
         &self,
         client_id: &str,

@@ -50,6 +50,10 @@
 //! on any executor — with a multi-threaded runtime, also from threads outside
 //! it (with a current-thread runtime, only while that runtime is driven).
 //!
+//! **Answers of op ids** are dated by the database's clock (`applied_at`)
+//! and pruned after their time to live by a [`Maintainer`], one process at
+//! a time ([`PRUNE_LOCK`]).
+//!
 //! **Values** are stored as `json`: the text as written, so a string holding
 //! the NUL character (`\u0000`) is stored as on every other backend
 //! (`jsonb` cannot hold it; schema version 1 used `jsonb`, and migration 2

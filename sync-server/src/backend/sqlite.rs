@@ -10,6 +10,12 @@
 //! consistent after a crash but may lose the last acknowledged writes on
 //! power loss (not on a process crash).
 //!
+//! Disk: the answers of op ids are pruned after their time to live (by the
+//! writes that record answers, and by a [`Maintainer`]); files are created
+//! with incremental auto-vacuum, so a [`Maintainer`] gives free pages back;
+//! the WAL is cut back to [`JOURNAL_SIZE_LIMIT`] after it grew. [`vacuum`]
+//! switches a file made before schema version 2.
+//!
 //! Watches are fed in-process. A second process writing to the same file is
 //! seen by this store when it next writes (its writer catches up from the
 //! change log); use PostgreSQL for several live processes.
@@ -201,7 +207,7 @@ fn prepare(conn: &mut Connection, path: &Path, synchronous: Synchronous) -> Resu
     // that has tables this does nothing.
     conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL")
         .map_err(sql)?;
-    let mode = journal_mode_wal(&conn)?;
+    let mode = journal_mode_wal(conn)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(storage_error(format!(
             "could not switch {} to WAL (got {mode})",

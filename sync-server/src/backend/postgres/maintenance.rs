@@ -76,7 +76,7 @@ impl Maintainer {
 
     /// One round: deletes the answers of op ids recorded more than
     /// `op_ids_ttl` ago by the database's clock (`None`: keeps them),
-    /// [`PRUNE_BATCH`] per transaction, pausing between transactions as long
+    /// 500 per transaction, pausing between transactions as long
     /// as the last one took. At most 200 transactions run; [`Report::more`]
     /// then says to run the next round soon. When another process holds
     /// [`PRUNE_LOCK`], the round stops and says

@@ -59,7 +59,7 @@ impl Maintainer {
     /// One round:
     ///
     /// 1. deletes the answers of op ids recorded more than `op_ids_ttl` ago
-    ///    (`None`: keeps them), [`PRUNE_BATCH`] per transaction;
+    ///    (`None`: keeps them), 500 per transaction;
     /// 2. gives the file's free pages back to the file system (incremental
     ///    auto-vacuum), 1 MiB per transaction;
     /// 3. checkpoints the WAL without waiting for anyone (`PASSIVE`), and
