@@ -40,6 +40,17 @@ impl<T> std::fmt::Debug for Durable<T> {
     }
 }
 
+/// A page of a kind's entries ([`Durable::page`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The entries, sorted by key.
+    pub entries: Vec<(String, Entry<T>)>,
+    /// Whether entries with larger keys follow the page.
+    pub more: bool,
+    /// The namespace revision the page was read at.
+    pub rev: u64,
+}
+
 fn written<T>(outcome: Outcome<T>) -> Result<Written> {
     match outcome {
         Outcome::Written(w) => Ok(w),
@@ -197,6 +208,26 @@ impl<T: StoreValue> Durable<T> {
             }
             out
         }
+    }
+
+    /// A page of `kind` in key order: up to `limit` entries whose keys sort
+    /// after `after` (from the first key when `None`), read from memory at
+    /// one revision. Only the page's values are copied.
+    pub fn page(&self, kind: &str, after: Option<&str>, limit: usize) -> Result<Page<T>> {
+        self.mem.read_engine(|engine| {
+            let all = engine.list(kind, &[])?;
+            let start = after.map_or(0, |after| all.partition_point(|(key, _)| *key <= after));
+            let rest = &all[start..];
+            Ok(Page {
+                entries: rest
+                    .iter()
+                    .take(limit)
+                    .map(|(key, entry)| ((*key).to_owned(), entry.cloned()))
+                    .collect(),
+                more: rest.len() > limit,
+                rev: engine.rev(),
+            })
+        })
     }
 
     /// Closes the store: watches end (after what they have queued), later

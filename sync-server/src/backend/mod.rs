@@ -37,7 +37,7 @@ pub mod maintenance;
 pub mod postgres;
 pub mod sqlite;
 
-pub use durable::Durable;
+pub use durable::{Durable, Page};
 
 /// The most operations one group commit takes from the queue.
 const MAX_BATCH: usize = 512;

@@ -37,7 +37,7 @@ impl EventFrames {
     /// The slot is found by revision and checked by identity (the weak
     /// reference keeps the address from being reused), so an event that
     /// is not the one cached is encoded afresh.
-    fn encoded(&self, event: &Arc<Event<Value>>) -> Arc<str> {
+    pub(crate) fn encoded(&self, event: &Arc<Event<Value>>) -> Arc<str> {
         let slot = &self.slots[(event.rev % SLOTS as u64) as usize];
         if let Some((cached, json)) = &*slot.lock().unwrap_or_else(PoisonError::into_inner)
             && std::ptr::eq(cached.as_ptr(), Arc::as_ptr(event))

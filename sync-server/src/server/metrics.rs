@@ -24,10 +24,19 @@ pub struct Metrics {
     /// Clients given up on because nothing could be written to them for
     /// the send timeout (`slow_consumer`).
     pub slow_consumers: AtomicU64,
-    /// Sessions refused for their token (`unauthorized`, `forbidden`).
+    /// Sessions and HTTP requests refused for their token (`unauthorized`,
+    /// `forbidden`).
     pub auth_refused: AtomicU64,
     /// Welcomed sessions ended because a reload revoked or reduced their token.
     pub auth_revoked: AtomicU64,
+    /// HTTP API requests answered (`/v1`).
+    pub http_requests: AtomicU64,
+    /// HTTP API requests answered with a 4xx status.
+    pub http_client_errors: AtomicU64,
+    /// HTTP API requests answered with a 5xx status.
+    pub http_server_errors: AtomicU64,
+    /// Open HTTP change streams (`/v1/ns/{ns}/changes`).
+    pub http_streams: AtomicU64,
     /// Each live connection's lag: changes committed but not yet sent.
     lags: Mutex<Vec<Weak<AtomicU64>>>,
 }
@@ -57,7 +66,7 @@ impl Metrics {
     #[must_use]
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, &AtomicU64); 10] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 14] = [
             (
                 "zestor_connections",
                 "gauge",
@@ -109,7 +118,7 @@ impl Metrics {
             (
                 "zestor_auth_refused_total",
                 "counter",
-                "sessions refused for their token",
+                "sessions and HTTP requests refused for their token",
                 &self.auth_refused,
             ),
             (
@@ -117,6 +126,30 @@ impl Metrics {
                 "counter",
                 "sessions ended by a reload of the tokens or keys",
                 &self.auth_revoked,
+            ),
+            (
+                "zestor_http_requests_total",
+                "counter",
+                "HTTP API requests answered",
+                &self.http_requests,
+            ),
+            (
+                "zestor_http_client_errors_total",
+                "counter",
+                "HTTP API requests answered with a 4xx status",
+                &self.http_client_errors,
+            ),
+            (
+                "zestor_http_server_errors_total",
+                "counter",
+                "HTTP API requests answered with a 5xx status",
+                &self.http_server_errors,
+            ),
+            (
+                "zestor_http_streams",
+                "gauge",
+                "open HTTP change streams",
+                &self.http_streams,
             ),
         ];
         for (name, kind, help, value) in rows {

@@ -1,6 +1,7 @@
-//! The sync server: WebSocket sync at `/sync`, `GET /healthz`,
-//! `GET /metrics`, and static files (the web app) for everything else,
-//! over plain HTTP ([`serve`]) or TLS ([`serve_tls`]).
+//! The sync server: WebSocket sync at `/sync`, the HTTP API under `/v1`
+//! (`docs/http.md`), `GET /healthz`, `GET /metrics`, and static files (the
+//! web app) for everything else, over plain HTTP ([`serve`]) or TLS
+//! ([`serve_tls`]).
 //!
 //! Each connection runs a [`ServerSession`](store_core::sync::session::ServerSession)
 //! (the protocol's logic, in `store-core`) over the namespace's durable
@@ -24,6 +25,7 @@ use tower_http::services::ServeDir;
 mod auth;
 mod connection;
 mod frames;
+mod http;
 mod maintenance;
 mod metrics;
 mod origin;
@@ -67,7 +69,8 @@ pub fn router(state: Arc<AppState>, static_dir: Option<PathBuf>) -> Router {
     let app = Router::new()
         .route("/sync", get(sync))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .merge(http::routes(state.clone()));
     let app = match static_dir {
         Some(dir) => app.fallback_service(ServeDir::new(dir)),
         None => app,
