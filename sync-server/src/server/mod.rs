@@ -163,12 +163,22 @@ where
     F: FnMut(&mut L::Io) + Send + 'static,
 {
     let app = router(state.clone(), static_dir).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await?;
+    let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    // Graceful shutdown waits for every HTTP response to end; a change
+    // stream whose reader stopped reading cannot end (its connection is
+    // stuck writing), so the wait is bounded.
+    let mut stopping = state.shutdown.clone();
+    let deadline = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        served = std::future::IntoFuture::into_future(serving) => served?,
+        () = deadline => tracing::warn!("HTTP responses still open after {DRAIN:?}: not waiting for them"),
+    }
     let started = std::time::Instant::now();
     while state
         .metrics
