@@ -141,7 +141,10 @@ impl Api {
         let response = request.send().await.expect("a response");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let text = response.text().await.expect("a body");
+        let text = tokio::time::timeout(Duration::from_secs(30), response.text())
+            .await
+            .expect("a whole body within 30 s")
+            .expect("a body");
         Reply {
             status,
             headers,
@@ -1026,6 +1029,7 @@ async fn a_stream_keeps_alive_and_ends_at_shutdown() {
     // A comment while nothing changes, so proxies keep the connection.
     assert_eq!(stream.block().await.as_deref(), Some(": keep-alive"));
     let Api { http, server } = api;
+    let asked = std::time::Instant::now();
     let stopping = tokio::spawn(server.stop());
     let end = stream.next().await.expect("an end event");
     assert_eq!(
@@ -1037,6 +1041,9 @@ async fn a_stream_keeps_alive_and_ends_at_shutdown() {
         .await
         .expect("the server stops")
         .unwrap();
+    // At once: the stream ended when asked, not when the server gave up
+    // waiting for it and closed the store.
+    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
     drop(http);
 }
 
