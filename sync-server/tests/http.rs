@@ -132,9 +132,7 @@ impl Api {
 
     /// A request with the `writer` token.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, self.url(path))
-            .bearer_auth("writer")
+        self.http.request(method, self.url(path)).bearer_auth("writer")
     }
 
     async fn send(&self, request: RequestBuilder) -> Reply {
@@ -362,7 +360,8 @@ async fn a_kind_is_listed_in_key_order_a_page_at_a_time() {
     let api = Setup::sqlite("http-list").start().await;
     let keys = ["b", "a", "e", "c", "d", ""];
     for key in keys {
-        let ops = json!([{"op_id": format!("o{key}"), "kind": "note", "key": key, "action": "set", "value": key}]);
+        let ops =
+            json!([{"op_id": format!("o{key}"), "kind": "note", "key": key, "action": "set", "value": key}]);
         assert_eq!(api.ops(ops).await.ok(200)["answers"][0]["type"], "ack");
     }
     let page = |after: Option<&str>, limit: Option<&str>| {
@@ -403,10 +402,7 @@ async fn a_kind_is_listed_in_key_order_a_page_at_a_time() {
     // The default page holds them all; an unknown kind is an empty page.
     assert_eq!(keys_of(&api.get("/v1/ns/team/note").await).len(), 6);
     let empty = api.get("/v1/ns/team/nothing").await;
-    assert_eq!(
-        empty.ok(200),
-        &json!({"entries": [], "next": null, "rev": 6})
-    );
+    assert_eq!(empty.ok(200), &json!({"entries": [], "next": null, "rev": 6}));
     // The default is 100 a page.
     let many: Vec<Value> = (0..150)
         .map(|i| json!({"op_id": format!("m{i}"), "kind": "many", "key": format!("{i:03}"), "action": "set", "value": i}))
@@ -422,17 +418,16 @@ async fn a_kind_is_listed_in_key_order_a_page_at_a_time() {
             .await
             .refused(400, "bad_message")
             .to_owned();
-        assert!(message.contains("limit must be an integer from 1 to 1000"), "{message}");
+        assert!(
+            message.contains("limit must be an integer from 1 to 1000"),
+            "{message}"
+        );
     }
     api.get("/v1/ns/team/note?limit=1&limit=2")
         .await
         .refused(400, "bad_message");
     // Reading takes a read-only token.
-    let read = api.send(
-        api.http
-            .get(api.url("/v1/ns/team/note"))
-            .bearer_auth("reader"),
-    );
+    let read = api.send(api.http.get(api.url("/v1/ns/team/note")).bearer_auth("reader"));
     assert_eq!(keys_of(&read.await).len(), 6);
     api.stop().await;
 }
@@ -442,18 +437,18 @@ async fn tokens_are_checked_like_a_hello() {
     let api = Setup::sqlite("http-auth").start().await;
     let path = "/v1/ns/team/task/t1";
     // No token, or not a bearer one: 401 and a challenge.
-    let none = api
-        .send(api.http.get(api.url(path)))
-        .await;
+    let none = api.send(api.http.get(api.url(path))).await;
     none.refused(401, "unauthorized");
     assert_eq!(none.headers["www-authenticate"], "Bearer");
     let basic = api
-        .send(api.http.get(api.url(path)).header("authorization", "Basic d3JpdGVyOg=="))
+        .send(
+            api.http
+                .get(api.url(path))
+                .header("authorization", "Basic d3JpdGVyOg=="),
+        )
         .await;
     basic.refused(401, "unauthorized");
-    let unknown = api
-        .send(api.http.get(api.url(path)).bearer_auth("nope"))
-        .await;
+    let unknown = api.send(api.http.get(api.url(path)).bearer_auth("nope")).await;
     unknown.refused(401, "unauthorized");
     assert!(
         unknown.headers["www-authenticate"]
@@ -462,9 +457,7 @@ async fn tokens_are_checked_like_a_hello() {
             .starts_with("Bearer")
     );
     // A token of another namespace.
-    let elsewhere = api
-        .send(api.http.get(api.url(path)).bearer_auth("other"))
-        .await;
+    let elsewhere = api.send(api.http.get(api.url(path)).bearer_auth("other")).await;
     elsewhere.refused(403, "forbidden");
     // A read-only token reads, and writes nothing.
     api.put(path, task("by the writer")).await.ok(201);
@@ -481,9 +474,7 @@ async fn tokens_are_checked_like_a_hello() {
         .await,
         api.send(reader(Method::DELETE)).await,
         api.send(json_body(
-            api.http
-                .post(api.url("/v1/ns/team/ops"))
-                .bearer_auth("reader"),
+            api.http.post(api.url("/v1/ns/team/ops")).bearer_auth("reader"),
             &json!({"ops": []}),
         ))
         .await,
@@ -543,12 +534,9 @@ async fn bad_requests_get_their_code_and_leave_the_server_serving() {
         .await
         .refused(412, "conflict");
     let fresh = "/v1/ns/team/task/t2";
-    let create_only = json_body(api.request(Method::PUT, fresh), &task("new"))
-        .header("if-none-match", "*");
+    let create_only = json_body(api.request(Method::PUT, fresh), &task("new")).header("if-none-match", "*");
     assert_eq!(api.send(create_only).await.ok(201)["result"], "created");
-    let delete_if = api
-        .request(Method::DELETE, fresh)
-        .header("if-match", "7");
+    let delete_if = api.request(Method::DELETE, fresh).header("if-match", "7");
     api.send(delete_if).await.refused(412, "conflict");
     for (header, value) in [
         ("if-match", "*"),
@@ -564,7 +552,9 @@ async fn bad_requests_get_their_code_and_leave_the_server_serving() {
     api.send(both).await.refused(400, "bad_message");
     assert_eq!(api.get(path).await.ok(200)["value"], task("three"));
     // Bodies: not JSON, not of the method's type, too large.
-    let malformed = api.request(Method::PUT, path).header("content-type", "application/json");
+    let malformed = api
+        .request(Method::PUT, path)
+        .header("content-type", "application/json");
     let message = api
         .send(malformed.body("{\"title\": "))
         .await
@@ -577,23 +567,13 @@ async fn bad_requests_get_their_code_and_leave_the_server_serving() {
         .body("title=x");
     api.send(form).await.refused(415, "bad_message");
     let plain_patch = json_body(api.request(Method::PATCH, path), &json!({"title": "x"}));
-    let message = api
-        .send(plain_patch)
-        .await
-        .refused(415, "bad_message")
-        .to_owned();
+    let message = api.send(plain_patch).await.refused(415, "bad_message").to_owned();
     assert!(message.contains("application/merge-patch+json"), "{message}");
     let big = task(&"x".repeat(70 * 1024));
-    let message = api
-        .put(path, big)
-        .await
-        .refused(413, "too_large")
-        .to_owned();
+    let message = api.put(path, big).await.refused(413, "too_large").to_owned();
     assert!(message.contains("65536"), "{message}");
     // Announced far over the limit: refused from its header, unread.
-    let mut raw = tokio::net::TcpStream::connect(api.server.address)
-        .await
-        .unwrap();
+    let mut raw = tokio::net::TcpStream::connect(api.server.address).await.unwrap();
     let head = format!(
         "PUT {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer writer\r\n\
          content-type: application/json\r\ncontent-length: 100000000\r\n\r\n"
@@ -611,17 +591,15 @@ async fn bad_requests_get_their_code_and_leave_the_server_serving() {
     api.put("/v1/ns/team/task/a%00b", task("x"))
         .await
         .refused(400, "invalid_key");
-    api.get("/v1/ns/team/task/%FF")
-        .await
-        .refused(400, "bad_message");
+    api.get("/v1/ns/team/task/%FF").await.refused(400, "bad_message");
     let namespace = format!("/v1/ns/{}/task/k", "n".repeat(257));
     api.get(&namespace).await.refused(400, "bad_message");
     // Headers.
-    let long_key = json_body(api.request(Method::PUT, path), &task("x"))
-        .header("idempotency-key", "i".repeat(257));
+    let long_key =
+        json_body(api.request(Method::PUT, path), &task("x")).header("idempotency-key", "i".repeat(257));
     api.send(long_key).await.refused(400, "bad_message");
-    let long_client = json_body(api.request(Method::PUT, path), &task("x"))
-        .header("zestor-client-id", "c".repeat(252));
+    let long_client =
+        json_body(api.request(Method::PUT, path), &task("x")).header("zestor-client-id", "c".repeat(252));
     api.send(long_client).await.refused(400, "bad_message");
     // Paths and methods.
     api.get("/v1/ns/team/task/t1/more")
@@ -668,12 +646,10 @@ async fn an_idempotency_key_is_an_op_id_applied_once() {
         &json!({"value": task("two"), "version": 2, "rev": 2})
     );
     // A refusal is recorded too.
-    let invalid = json_body(api.request(Method::PUT, path), &json!({"title": 1}))
-        .header("idempotency-key", "k3");
+    let invalid =
+        json_body(api.request(Method::PUT, path), &json!({"title": 1})).header("idempotency-key", "k3");
     api.send(invalid).await.refused(422, "validation");
-    api.send(put("three", "k3"))
-        .await
-        .refused(422, "validation");
+    api.send(put("three", "k3")).await.refused(422, "validation");
     // Keys are unique per client id: another caller's k2 is its own.
     let named = put("mine", "k2").header("zestor-client-id", "billing");
     assert_eq!(
@@ -753,7 +729,10 @@ async fn ops_are_applied_in_order_and_answered_in_order() {
         .await
         .refused(400, "bad_message")
         .to_owned();
-    assert!(message.contains("ops[0].key must be a string, got the number 5"), "{message}");
+    assert!(
+        message.contains("ops[0].key must be a string, got the number 5"),
+        "{message}"
+    );
     let post = |body: &str| {
         api.request(Method::POST, "/v1/ns/team/ops")
             .header("content-type", "application/json")
@@ -762,13 +741,14 @@ async fn ops_are_applied_in_order_and_answered_in_order() {
     for body in ["[]", "{}", "{\"ops\": {}}", "nope", "{\"ops\": [7]}"] {
         api.send(post(body)).await.refused(400, "bad_message");
     }
-    assert_eq!(api.send(post("{\"ops\": []}")).await.ok(200), &json!({"answers": []}));
+    assert_eq!(
+        api.send(post("{\"ops\": []}")).await.ok(200),
+        &json!({"answers": []})
+    );
     let too_many: Vec<Value> = (0..1001)
         .map(|i| json!({"op_id": format!("{i}"), "kind": "n", "key": "k", "action": "delete"}))
         .collect();
-    api.ops(json!(too_many))
-        .await
-        .refused(413, "too_many_in_flight");
+    api.ops(json!(too_many)).await.refused(413, "too_many_in_flight");
     let keyed = post("{\"ops\": []}").header("idempotency-key", "k");
     api.send(keyed).await.refused(400, "bad_message");
     api.stop().await;
@@ -777,10 +757,9 @@ async fn ops_are_applied_in_order_and_answered_in_order() {
 #[tokio::test]
 async fn an_http_write_reaches_websocket_clients() {
     let api = Setup::sqlite("http-to-ws").start().await;
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/sync", api.server.address))
-            .await
-            .unwrap();
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/sync", api.server.address))
+        .await
+        .unwrap();
     let hello = json!({"type": "hello", "protocol": 2, "namespace": "team", "token": "reader", "client_id": "browser"});
     send(&mut socket, hello).await;
     assert_eq!(recv(&mut socket).await["type"], "welcome");
@@ -799,7 +778,10 @@ async fn an_http_write_reaches_websocket_clients() {
         .await
         .ok(200);
     let changes = recv(&mut socket).await;
-    assert_eq!(changes["events"][0]["value"], json!({"title": "from a backend", "done": true}));
+    assert_eq!(
+        changes["events"][0]["value"],
+        json!({"title": "from a backend", "done": true})
+    );
     api.stop().await;
 }
 
@@ -811,9 +793,7 @@ async fn an_http_write_reaches_websocket_clients() {
 async fn write_read_and_stream(api: &Api, other: Option<&Api>) {
     let writer = other.unwrap_or(api);
     for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
-        let reply = writer
-            .put(&format!("/v1/ns/team/task/{key}"), task(key))
-            .await;
+        let reply = writer.put(&format!("/v1/ns/team/task/{key}"), task(key)).await;
         assert_eq!(reply.ok(201)["rev"], i + 1);
     }
     // Another server relays the writes shortly after they commit.
@@ -864,10 +844,7 @@ async fn write_read_and_stream(api: &Api, other: Option<&Api>) {
     // A reader that lost its connection resumes after its last event id,
     // which wins over the URL's `since` (an EventSource sends both).
     let mut again = api
-        .stream(
-            "/v1/ns/team/changes?since=0",
-            &[("last-event-id", "3")],
-        )
+        .stream("/v1/ns/team/changes?since=0", &[("last-event-id", "3")])
         .await;
     assert_eq!(again.next().await.unwrap().id, Some("3".into()));
     assert_eq!(again.change().await, (4, "a".into()));
@@ -934,7 +911,10 @@ async fn a_stream_from_before_the_history_says_compacted() {
     }
     let mut old = api.stream("/v1/ns/team/changes?since=1", &[]).await;
     let compacted = old.next().await.unwrap();
-    assert_eq!((compacted.event.as_str(), compacted.id.as_deref()), ("compacted", None));
+    assert_eq!(
+        (compacted.event.as_str(), compacted.id.as_deref()),
+        ("compacted", None)
+    );
     assert_eq!(compacted.data["code"], "compacted");
     let oldest = compacted.data["oldest"].as_u64().unwrap();
     assert!((2..=3).contains(&oldest), "{compacted:?}");
@@ -951,7 +931,12 @@ async fn a_stream_from_before_the_history_says_compacted() {
     assert_eq!((reset.event.as_str(), &reset.data["rev"]), ("reset", &json!(6)));
     assert_eq!(ahead.next().await, None);
     // Bad resume points.
-    for (query, header) in [("?since=x", None), ("?since=-1", None), ("?since=1&since=2", None), ("", Some("x"))] {
+    for (query, header) in [
+        ("?since=x", None),
+        ("?since=-1", None),
+        ("?since=1&since=2", None),
+        ("", Some("x")),
+    ] {
         let mut request = api.request(Method::GET, &format!("/v1/ns/team/changes{query}"));
         if let Some(id) = header {
             request = request.header("last-event-id", id);
@@ -991,7 +976,10 @@ async fn a_reader_that_falls_behind_gets_its_changes_then_an_end() {
         rev += 1;
         assert_eq!(sse.id, Some(rev.to_string()), "gap-free");
     };
-    assert_eq!((end.event.as_str(), &end.data["code"]), ("end", &json!("slow_consumer")));
+    assert_eq!(
+        (end.event.as_str(), &end.data["code"]),
+        ("end", &json!("slow_consumer"))
+    );
     assert!(rev >= 4_096 && rev < batches * 500, "{rev}");
     assert_eq!(stream.next().await, None);
     // It resumes from its last event id.
@@ -1071,9 +1059,7 @@ async fn a_jwt_works_over_http_and_a_stream_ends_when_it_expires() {
     let reader = mint(json!({"team": "read"}), now + 3600);
     let expired = mint(json!({"team": "read_write"}), now - 10);
     let path = "/v1/ns/team/task/t1";
-    let put = |token: &str| {
-        json_body(api.http.put(api.url(path)), &task("by a service")).bearer_auth(token)
-    };
+    let put = |token: &str| json_body(api.http.put(api.url(path)), &task("by a service")).bearer_auth(token);
     assert_eq!(api.send(put(&writer)).await.ok(201)["rev"], 1);
     api.send(put(&reader)).await.refused(403, "forbidden");
     let message = api
@@ -1086,9 +1072,7 @@ async fn a_jwt_works_over_http_and_a_stream_ends_when_it_expires() {
         .send(api.http.get(api.url("/v1/ns/other/task/t1")).bearer_auth(&writer))
         .await;
     elsewhere.refused(403, "forbidden");
-    let read = api
-        .send(api.http.get(api.url(path)).bearer_auth(&reader))
-        .await;
+    let read = api.send(api.http.get(api.url(path)).bearer_auth(&reader)).await;
     assert_eq!(read.ok(200)["value"], task("by a service"));
     // A stream lasts as long as its token.
     let soon = mint(json!({"team": "read"}), now + 3);

@@ -159,7 +159,11 @@ impl Caller {
 
 /// Checks the request's bearer token for `namespace` exactly as a
 /// WebSocket `hello` is checked, and opens the namespace's store.
-pub(crate) async fn admit(state: &AppState, headers: &HeaderMap, namespace: &str) -> Result<Caller, HttpError> {
+pub(crate) async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    namespace: &str,
+) -> Result<Caller, HttpError> {
     let token = bearer(headers)?;
     check_namespace(namespace, &state.session.limits)?;
     if *state.shutdown.borrow() {
@@ -533,11 +537,12 @@ fn if_version(headers: &HeaderMap) -> Result<Option<u64>, HttpError> {
     let if_match = text_header(headers, &header::IF_MATCH)?;
     let if_none_match = text_header(headers, &header::IF_NONE_MATCH)?;
     match (if_match, if_none_match) {
-        (Some(_), Some(_)) => Err(HttpError::bad_request(
-            "give If-Match or If-None-Match, not both",
-        )),
+        (Some(_), Some(_)) => Err(HttpError::bad_request("give If-Match or If-None-Match, not both")),
         (Some(text), None) => {
-            let version = text.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(text);
+            let version = text
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(text);
             match integer(version) {
                 Some(version) => Ok(Some(version)),
                 None => Err(HttpError::bad_request(format!(
@@ -582,11 +587,7 @@ fn fresh_op_id() -> String {
     static PROCESS: LazyLock<u64> =
         LazyLock::new(|| RandomState::new().hash_one((SystemTime::now(), std::process::id())));
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "auto:{:016x}:{}",
-        *PROCESS,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("auto:{:016x}:{}", *PROCESS, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The body as JSON, of the media type the method takes; at most the

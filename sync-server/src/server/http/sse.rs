@@ -145,9 +145,7 @@ fn resume_point(
             continue;
         }
         let rev = integer(&value).ok_or_else(|| {
-            HttpError::bad_request(format!(
-                "since must be a revision (an integer), got {value:?}"
-            ))
+            HttpError::bad_request(format!("since must be a revision (an integer), got {value:?}"))
         })?;
         if since.replace(rev).is_some() {
             return Err(HttpError::bad_request("since is given twice"));
@@ -179,7 +177,8 @@ fn end(code: ErrorCode, message: impl Into<String>) -> SseEvent {
 fn instant(at: SystemTime) -> tokio::time::Instant {
     let from_now = at.duration_since(SystemTime::now()).unwrap_or_default();
     let now = tokio::time::Instant::now();
-    now.checked_add(from_now).unwrap_or(now + Duration::from_secs(86_400 * 365))
+    now.checked_add(from_now)
+        .unwrap_or(now + Duration::from_secs(86_400 * 365))
 }
 
 /// Counts an open stream in `/metrics` until dropped.
