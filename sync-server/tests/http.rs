@@ -948,7 +948,8 @@ async fn a_stream_from_before_the_history_says_compacted() {
 
 #[tokio::test]
 async fn a_reader_that_falls_behind_gets_its_changes_then_an_end() {
-    let mut setup = Setup::sqlite("http-slow");
+    let db = support::fresh_db("http-slow");
+    let mut setup = Setup::on(Database::Sqlite(db.clone()));
     // Enough history to resume from where the stream ended.
     setup.retention = Some(50_000);
     let api = setup.start().await;
@@ -1005,6 +1006,10 @@ async fn a_reader_that_falls_behind_gets_its_changes_then_an_end() {
     api.stop().await;
     assert!(stopped.elapsed() < Duration::from_secs(20));
     drop(resumed);
+    // Some 200 MB: not left behind.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
 }
 
 #[tokio::test]
