@@ -27,9 +27,9 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use store_core::Store;
 use store_core::sync::codec::{Limits, check_op, decode_client};
 use store_core::sync::{ClientMessage, ErrorCode, Op, OpAction, OpResult, Reject, Rights, ServerMessage};
+use store_core::{Store, check_key};
 
 use super::AppState;
 use super::frames::EventFrames;
@@ -233,16 +233,8 @@ fn check_namespace(namespace: &str, limits: &Limits) -> Result<(), HttpError> {
 
 /// A kind's and a key's rules, as an op's are checked (`kind_required`,
 /// `key_too_long`, `invalid_key`).
-fn check_names(kind: &str, key: &str, limits: &Limits) -> Result<(), HttpError> {
-    let op = Op {
-        op_id: "-".into(),
-        kind: kind.to_owned(),
-        key: key.to_owned(),
-        action: OpAction::Delete,
-        value: None,
-        if_version: None,
-    };
-    check_op(&op, limits).map_err(HttpError::from)
+fn check_names(kind: &str, key: &str) -> Result<(), HttpError> {
+    check_key(kind, key).map_err(HttpError::from)
 }
 
 /// The path's parameters, or why they are not valid (invalid
@@ -260,7 +252,7 @@ async fn read(
 ) -> Result<Response, HttpError> {
     let (namespace, kind, key) = params(path)?;
     let caller = admit(&state, &headers, &namespace).await?;
-    check_names(&kind, &key, &state.session.limits)?;
+    check_names(&kind, &key)?;
     match caller.store.get(&kind, &key).await? {
         Some(entry) => Ok(Json(Found {
             key: None,
@@ -283,7 +275,7 @@ async fn list(
 ) -> Result<Response, HttpError> {
     let (namespace, kind) = params(path)?;
     let caller = admit(&state, &headers, &namespace).await?;
-    check_names(&kind, "", &state.session.limits)?;
+    check_names(&kind, "")?;
     let Query(query) = query.map_err(|e| HttpError::bad_request(format!("the query: {}", e.body_text())))?;
     let (mut after, mut limit) = (None, None);
     for (name, value) in query {
@@ -375,7 +367,7 @@ async fn write(
     let limits = &state.session.limits;
     let caller = admit(state, headers, &namespace).await?;
     caller.writable()?;
-    check_names(&kind, &key, limits)?;
+    check_names(&kind, &key)?;
     let client_id = client_id(headers, limits)?;
     let if_version = if_version(headers)?;
     let op_id = match text_header(headers, &IDEMPOTENCY_KEY)? {
