@@ -4,17 +4,38 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A fresh database path under the target's temporary directory.
+/// A fresh database path under the target's temporary directory. The
+/// first call of a test process removes what earlier runs left there (files
+/// older than an hour), so a target directory kept between runs does not
+/// fill the disk.
 pub fn fresh_db(name: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sync-server-tests");
     std::fs::create_dir_all(&dir).expect("create the test directory");
+    SWEEP.call_once(|| sweep(&dir, std::time::Duration::from_secs(3600)));
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let path = dir.join(format!("{name}-{}-{n}.db", std::process::id()));
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
     path
+}
+
+/// Removes the files in `dir` not modified for `age`.
+fn sweep(dir: &std::path::Path, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age));
+        if old && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The tables of the SQLite backend's schema version 1, as it created
