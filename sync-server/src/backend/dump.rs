@@ -212,6 +212,36 @@ pub(crate) fn check_entry(e: &DumpEntry, head: u64) -> Result<(), String> {
 }
 
 impl Dump {
+    /// The dump of `namespace` as a backend read it: entries decoded from
+    /// their stored JSON, sorted by kind and key.
+    pub(crate) fn from_snapshot(namespace: String, snapshot: super::Snapshot) -> Result<Dump, DumpError> {
+        let mut entries = snapshot
+            .entries
+            .into_iter()
+            .map(|e| {
+                let value: Value = serde_json::from_str(&e.value).map_err(|err| {
+                    DumpError::Database(format!(
+                        "{}/{}: the stored value is not JSON: {err}",
+                        e.kind, e.key
+                    ))
+                })?;
+                Ok(DumpEntry {
+                    kind: e.kind,
+                    key: e.key,
+                    value,
+                    version: e.version,
+                    rev: e.rev,
+                })
+            })
+            .collect::<Result<Vec<_>, DumpError>>()?;
+        entries.sort_by(|a, b| (&a.kind, &a.key).cmp(&(&b.kind, &b.key)));
+        Ok(Dump {
+            namespace,
+            rev: snapshot.rev,
+            entries,
+        })
+    }
+
     /// Checks the dump before anything is written: a valid namespace name;
     /// each entry with a kind and key a store accepts
     /// ([`store_core::check_key`]), a version from 1, a revision from 1 up

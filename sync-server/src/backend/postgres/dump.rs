@@ -1,13 +1,12 @@
 //! Export and import of one namespace of a PostgreSQL schema (see
 //! [`backend::dump`](crate::backend::dump)).
 
-use serde_json::Value;
 use tokio_postgres::{Client, Config, IsolationLevel};
 
 use super::{
     PgOptions, SCHEMA_VERSION, Target, i64_of, migrate, pg_error, quote_ident, read_snapshot, u64_of,
 };
-use crate::backend::dump::{Dump, DumpEntry, DumpError, Held, ImportMode, Imported, imported_rev};
+use crate::backend::dump::{Dump, DumpError, Held, ImportMode, Imported, imported_rev};
 
 /// Entries written per statement of an import.
 const ROWS_PER_INSERT: usize = 5_000;
@@ -103,31 +102,7 @@ pub async fn export(options: &PgOptions) -> Result<Dump, DumpError> {
         });
     }
     tx.commit().await.map_err(e)?;
-    let mut entries = snapshot
-        .entries
-        .into_iter()
-        .map(|e| {
-            let value: Value = serde_json::from_str(&e.value).map_err(|err| {
-                DumpError::Database(format!(
-                    "{}/{}: the stored value is not JSON: {err}",
-                    e.kind, e.key
-                ))
-            })?;
-            Ok(DumpEntry {
-                kind: e.kind,
-                key: e.key,
-                value,
-                version: e.version,
-                rev: e.rev,
-            })
-        })
-        .collect::<Result<Vec<_>, DumpError>>()?;
-    entries.sort_by(|a, b| (&a.kind, &a.key).cmp(&(&b.kind, &b.key)));
-    Ok(Dump {
-        namespace: t.ns,
-        rev: snapshot.rev,
-        entries,
-    })
+    Dump::from_snapshot(t.ns, snapshot)
 }
 
 /// Writes `dump` into the namespace of `options` (creating or migrating

@@ -4,10 +4,9 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use serde_json::Value;
 
 use super::{BUSY_TIMEOUT, SCHEMA_VERSION, SqliteOptions, connect, i64_of, read_snapshot, sql, u64_of};
-use crate::backend::dump::{Dump, DumpEntry, DumpError, Held, ImportMode, Imported, imported_rev};
+use crate::backend::dump::{Dump, DumpError, Held, ImportMode, Imported, imported_rev};
 
 /// Opens a database file a store wrote, without creating it or changing
 /// its schema: refuses a missing file, a file that is not SQLite or holds
@@ -82,31 +81,7 @@ pub fn export(path: impl AsRef<Path>, namespace: &str) -> Result<Dump, DumpError
         });
     }
     tx.commit().map_err(sql)?;
-    let mut entries = snapshot
-        .entries
-        .into_iter()
-        .map(|e| {
-            let value: Value = serde_json::from_str(&e.value).map_err(|err| {
-                DumpError::Database(format!(
-                    "{}/{}: the stored value is not JSON: {err}",
-                    e.kind, e.key
-                ))
-            })?;
-            Ok(DumpEntry {
-                kind: e.kind,
-                key: e.key,
-                value,
-                version: e.version,
-                rev: e.rev,
-            })
-        })
-        .collect::<Result<Vec<_>, DumpError>>()?;
-    entries.sort_by(|a, b| (&a.kind, &a.key).cmp(&(&b.kind, &b.key)));
-    Ok(Dump {
-        namespace: namespace.to_owned(),
-        rev: snapshot.rev,
-        entries,
-    })
+    Dump::from_snapshot(namespace.to_owned(), snapshot)
 }
 
 /// What `namespace` holds.
