@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds the npm package (store-wasm, crate `zestor`) with wasm-pack:
-#   store-wasm/pkg/web      --target web: an ES module with `init()`, loaded
-#                           by the browser tests and by <script type="module">
-#   store-wasm/pkg/bundler  --target bundler: for webpack, Vite and the like
-# both with the `wasm-release` cargo profile (root Cargo.toml) and wasm-opt.
+# Builds the npm package `zestor` (crate store-wasm) into store-wasm/pkg/npm:
+# wasm-pack builds the module and its glue (--target web, the `wasm-release`
+# cargo profile of the root Cargo.toml, wasm-opt) into store-wasm/pkg/bindgen,
+# then store-wasm/npm/build.mjs adds the entry points (`zestor`, `zestor/url`,
+# `zestor/react`), the types and package.json. One package for every bundler
+# and for <script type="module">: store-wasm/README.md, "Install".
 #
-# `--dev`: a debug build of the web target only (no wasm-opt), faster to
-# rebuild while working on the package.
+# `--dev`: a debug build (no wasm-opt), faster to rebuild while working on
+# the package.
 #
 # Needs wasm-pack, wasm-bindgen and wasm-opt: scripts/install-browser-tools.sh.
 set -euo pipefail
@@ -19,7 +20,7 @@ for arg in "$@"; do
   case "$arg" in
     --dev) mode=dev ;;
     -h | --help)
-      sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -31,13 +32,11 @@ done
 
 if [[ $mode == dev ]]; then
   profile=(--dev)
-  targets=(web)
 else
   # wasm-pack 0.15 passes --profile to cargo as is; for wasm-opt's flags it
   # reads [package.metadata.wasm-pack.profile.custom] (default: -O), not
   # profile.release.
   profile=(--profile wasm-release)
-  targets=(web bundler)
   # wasm-pack runs the first wasm-opt on PATH: binaryen from store-wasm/tools.
   # An older one (Debian bookworm's 108) corrupts the module; refuse it.
   export PATH="$PWD/store-wasm/tools/node_modules/.bin:$PATH"
@@ -48,17 +47,14 @@ else
   fi
 fi
 
-for target in "${targets[@]}"; do
-  say "wasm-pack build ($mode, --target $target) -> store-wasm/pkg/$target"
-  start=$SECONDS
-  wasm-pack build store-wasm "${profile[@]}" --weak-refs \
-    --target "$target" --out-dir "pkg/$target"
-  say "built store-wasm/pkg/$target in $((SECONDS - start)) s"
-done
+say "wasm-pack build ($mode, --target web) -> store-wasm/pkg/bindgen"
+start=$SECONDS
+# Builds of earlier layouts (one folder per wasm-pack target).
+rm -rf store-wasm/pkg/web store-wasm/pkg/bundler
+wasm-pack build store-wasm "${profile[@]}" --weak-refs --target web --out-dir pkg/bindgen
+say "built store-wasm/pkg/bindgen in $((SECONDS - start)) s"
 
-for target in "${targets[@]}"; do
-  wasm="store-wasm/pkg/$target/zestor_bg.wasm"
-  raw=$(wc -c <"$wasm")
-  gz=$(gzip -9 -c "$wasm" | wc -c)
-  say "$wasm: $raw bytes, $gz bytes gzipped ($mode)"
-done
+node store-wasm/npm/build.mjs store-wasm/pkg/bindgen store-wasm/pkg/npm
+wasm=store-wasm/pkg/npm/zestor_bg.wasm
+say "$wasm: $(wc -c <"$wasm") bytes, $(gzip -9 -c "$wasm" | wc -c) bytes gzipped ($mode)"
+say "the package: store-wasm/pkg/npm (cd there and npm pack to make its tarball)"

@@ -11,8 +11,8 @@
 # when it is missing) and the server; later runs rebuild neither unless
 # their sources changed. Options given here, or their ZESTOR_… environment
 # variables, replace the demo's defaults (--db, --tokens, --schemas,
-# --static-dir). ZESTOR_PKG_DIR=DIR serves that build of the package's web
-# target instead of building store-wasm/pkg/web.
+# --static-dir). ZESTOR_PKG_DIR=DIR serves that build of the package
+# instead of building store-wasm/pkg/npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,24 +25,24 @@ case "${1:-}" in
     ;;
 esac
 
-pkg=${ZESTOR_PKG_DIR:-store-wasm/pkg/web}
+pkg=${ZESTOR_PKG_DIR:-store-wasm/pkg/npm}
 dist=web-demo/dist
 stamp=web-demo/.package-stamp
 
 # The package is rebuilt when its sources or its build changed since the
-# last build made here, or when store-wasm/pkg/web no longer holds that
+# last build made here, or when store-wasm/pkg/npm no longer holds that
 # build (another script rebuilt it).
 inputs() {
   find Cargo.toml Cargo.lock rust-toolchain.toml store-core/Cargo.toml store-core/src \
-    store-wasm/Cargo.toml store-wasm/src store-wasm/tools/package-lock.json scripts/build-wasm.sh \
+    store-wasm/Cargo.toml store-wasm/src store-wasm/npm store-wasm/README.md store-wasm/tools/package-lock.json scripts/build-wasm.sh \
     -type f 2>/dev/null | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1
 }
 built() {
-  cat "$pkg/zestor.js" "$pkg/zestor_bg.wasm" 2>/dev/null | sha256sum | cut -d' ' -f1
+  cat "$pkg/glue.js" "$pkg/zestor_bg.wasm" 2>/dev/null | sha256sum | cut -d' ' -f1
 }
 want="$(inputs)"
 if [[ -n ${ZESTOR_PKG_DIR:-} ]]; then
-  [[ -f $pkg/zestor.js ]] || { echo "ZESTOR_PKG_DIR=$pkg: no zestor.js there" >&2; exit 1; }
+  [[ -f $pkg/url.js ]] || { echo "ZESTOR_PKG_DIR=$pkg: no url.js there (not a built package)" >&2; exit 1; }
   say "serving the package built in $pkg (ZESTOR_PKG_DIR)"
 elif [[ -f $stamp && "$(cat "$stamp")" == "$want $(built)" ]]; then
   say "the npm package is up to date ($pkg)"
@@ -53,13 +53,13 @@ else
   echo "$want $(built)" >"$stamp"
 fi
 
-# The served folder: the app, and the package's web build at /pkg/ as an
-# application ships it (the files its package.json lists).
+# The served folder: the app, and at /pkg/ the files of the package that
+# `zestor/url` loads, as a site that serves them itself ships them.
 say "assembling $dist"
 rm -rf "$dist"
 mkdir -p "$dist/pkg"
 cp web-demo/app/* "$dist/"
-cp -R "$pkg/zestor.js" "$pkg/zestor_bg.wasm" "$pkg/zestor.d.ts" "$pkg/snippets" "$dist/pkg/"
+cp -R "$pkg/url.js" "$pkg/loader.js" "$pkg/glue.js" "$pkg/snippets" "$pkg/zestor_bg.wasm" "$dist/pkg/"
 # What the service worker caches for an offline reload.
 (
   cd "$dist"

@@ -7,10 +7,13 @@
 // Served by the sync-server's static dir: the package at /pkg/, Dexie's ESM
 // build at /dexie.mjs.
 
-import init, { open, deleteStore, version } from '/pkg/zestor.js';
+import { init, open, deleteStore } from '/pkg/url.js';
 import Dexie from '/dexie.mjs';
 
-export const ready = init().then(() => ({ version: version(), dexie: Dexie.semVer }));
+export const ready = Promise.all([init(), fetch('/pkg/package.json').then((res) => res.json())]).then(([, pkg]) => ({
+  version: pkg.version,
+  dexie: Dexie.semVer,
+}));
 
 /** Sizes of every workload; `quick` proves the suite works in seconds. */
 export function config({ quick = false, server = null } = {}) {

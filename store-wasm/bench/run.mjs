@@ -12,7 +12,7 @@
 //
 // docs/benchmarks.md ("Browser (store-wasm)") describes the workloads, the
 // goals and the recorded figures.
-// Builds nothing. Needs: the package built into store-wasm/pkg/web
+// Builds nothing. Needs: the package built into store-wasm/pkg/npm
 // (scripts/build-wasm.sh; ZESTOR_PKG_DIR overrides), a sync-server binary
 // (target/release/sync-server from `cargo build --release -p sync-server`,
 // else the debug one; ZESTOR_SYNC_SERVER overrides), Chromium at
@@ -62,12 +62,9 @@ if (onlyAt >= 0) {
 
 // ------------------------------------------------------------ preconditions
 
-const pkgDir = process.env.ZESTOR_PKG_DIR || path.join(repo, 'store-wasm/pkg/web');
-const glue = path.join(pkgDir, 'zestor.js');
-const wasm = path.join(pkgDir, 'zestor_bg.wasm');
-if (!fs.existsSync(glue) || !fs.existsSync(wasm)) fail(`no built package in ${pkgDir}: run scripts/build-wasm.sh`);
-if (!/export (async )?function open\b/.test(fs.readFileSync(glue, 'utf8'))) {
-  fail(`the package in ${pkgDir} has no open(): an old build? run scripts/build-wasm.sh`);
+const pkgDir = process.env.ZESTOR_PKG_DIR || path.join(repo, 'store-wasm/pkg/npm');
+if (!fs.existsSync(path.join(pkgDir, 'url.js')) || !fs.existsSync(path.join(pkgDir, 'zestor_bg.wasm'))) {
+  fail(`no built package in ${pkgDir}: run scripts/build-wasm.sh`);
 }
 const chromiumPath = process.env.ZESTOR_CHROMIUM || '/usr/bin/chromium';
 if (!fs.existsSync(chromiumPath)) fail(`Chromium not found at ${chromiumPath}; run scripts/install-browser-tools.sh`);
@@ -107,11 +104,11 @@ const { SyncServer, CHROMIUM, CHROMIUM_ARGS, NAMESPACE, TOKEN } = await import('
 /** Sizes of the package as the page loads it (the copy in the server's static dir). */
 function sizes(pkgDir) {
   const gz = (buf) => zlib.gzipSync(buf, { level: 9 }).length;
-  const glue = path.join(pkgDir, 'zestor.js');
   const wasm = path.join(pkgDir, 'zestor_bg.wasm');
   const wasmBuf = fs.readFileSync(wasm);
-  // The JS glue: zestor.js and the snippets it imports (wasm-bindgen inline JS).
-  const jsFiles = [glue];
+  // The JS the page loads with zestor/url: the entry point, the loader, the
+  // wasm-bindgen glue and the snippets it imports (wasm-bindgen inline JS).
+  const jsFiles = ['url.js', 'loader.js', 'glue.js'].map((f) => path.join(pkgDir, f));
   const snippets = path.join(pkgDir, 'snippets');
   if (fs.existsSync(snippets)) {
     for (const f of fs.readdirSync(snippets, { recursive: true })) {

@@ -1,8 +1,9 @@
 // The browser test harness of the npm package: a real sync-server on a
 // temporary SQLite file, headless Chromium through playwright-core, and
-// pages served by the server that load the package the way a user of its
-// `web` build does. The server process, the browser's setup and the
-// console-error checks are shared with the web demo's tests, in
+// pages served by the server that load the package as a plain
+// <script type="module"> does (`zestor/url`). The server process, the
+// browser's setup and the console-error checks are shared with the web
+// demo's tests, in
 // tests/harness/browser.mjs; this file holds what the package's tests add.
 //
 // A test file calls `suite()` once; it starts the server and the browser
@@ -33,7 +34,7 @@ export const CHROMIUM_ARGS = [
   // window.gc(), for tests of what the garbage collector may free.
   '--js-flags=--expose-gc',
 ];
-export const PKG_DIR = process.env.ZESTOR_PKG_DIR || path.join(REPO, 'store-wasm/pkg/web');
+export const PKG_DIR = process.env.ZESTOR_PKG_DIR || path.join(REPO, 'store-wasm/pkg/npm');
 
 export const NAMESPACE = 't';
 export const TOKEN = 'rw-token';

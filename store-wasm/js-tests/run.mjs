@@ -6,7 +6,7 @@
 //   node run.mjs [WORD...]   only the test files whose name contains a WORD
 //
 // Needs: Chromium (scripts/install-browser-tools.sh), the package built into
-// store-wasm/pkg/web (scripts/build-wasm.sh), `npm ci` here.
+// store-wasm/pkg/npm (scripts/build-wasm.sh), `npm ci` here.
 // ZESTOR_REQUIRE_ALL=1 (CI) turns every skip into a failure. The checks and
 // the test runner are shared with tests/e2e (tests/harness/runner.mjs).
 
@@ -19,12 +19,12 @@ import { Runner, cargoTargetDir } from '../../tests/harness/runner.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
-const pkgDir = process.env.ZESTOR_PKG_DIR || path.join(repo, 'store-wasm/pkg/web');
+const pkgDir = process.env.ZESTOR_PKG_DIR || path.join(repo, 'store-wasm/pkg/npm');
 const runner = new Runner('js-tests', here);
 const fail = (message) => runner.fail(message);
 
 await runner.requireBrowser(() => import('playwright-core'));
-if (!fs.existsSync(path.join(pkgDir, 'zestor.js')) || !fs.existsSync(path.join(pkgDir, 'zestor_bg.wasm'))) {
+if (!fs.existsSync(path.join(pkgDir, 'url.js')) || !fs.existsSync(path.join(pkgDir, 'zestor_bg.wasm'))) {
   fail(`no built package in ${pkgDir}: run scripts/build-wasm.sh`);
 }
 

@@ -11,7 +11,7 @@ use store_core::{Entry, Error, Event, EventType, SetResult};
 use wasm_bindgen::prelude::*;
 
 /// Every `code` the package's errors and `status().error` carry: the
-/// `ZestorErrorCode` type of `types.d.ts` lists them all.
+/// `ZestorErrorCode` type of `npm/zestor.d.ts` lists them all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     /// The store's own (see `store_core::Error::code`).

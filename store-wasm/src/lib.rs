@@ -2,7 +2,7 @@
 //! persisted in IndexedDB, usable offline and synced through `sync-server`.
 //!
 //! The JavaScript API is in [`api`]; its TypeScript declarations are
-//! `src/types.d.ts`. [`IdbStore`] is the same store for Rust code compiled
+//! `npm/zestor.d.ts`. [`IdbStore`] is the same store for Rust code compiled
 //! to `wasm32` (it implements [`store_core::Store`]).
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
@@ -17,11 +17,3 @@ mod sync;
 mod tabs;
 
 pub use store::{IdbStore, SyncSetup};
-
-use wasm_bindgen::prelude::*;
-
-/// The package version.
-#[wasm_bindgen]
-pub fn version() -> String {
-    env!("CARGO_PKG_VERSION").to_owned()
-}

@@ -1,8 +1,8 @@
-// The task board's entry point: opens the store with the npm package's web
-// build, exactly as an application imports it, and wires the board, the
-// status bar and the toasts to it.
+// The task board's entry point: opens the store with the npm package's
+// `zestor/url` entry point, as a page without a bundler imports it, and
+// wires the board, the status bar and the toasts to it.
 
-import init, { open } from './pkg/zestor.js';
+import { open } from './pkg/url.js';
 import { Board } from './board.js';
 import { config, linkWith, KIND } from './config.js';
 import { StatusBar } from './status.js';
@@ -19,7 +19,6 @@ registerServiceWorker();
 
 let store;
 try {
-  await init();
   store = await open({
     name: cfg.dbName,
     sync: { url: cfg.syncUrl, namespace: cfg.namespace, token: cfg.token },

@@ -30,9 +30,13 @@ s.test('reads are synchronous and see every write once it resolves', async (tc) 
     out.kinds = store.kinds();
     out.rev = store.rev();
     out.status = store.status();
+    // Members come back in key order, at every depth (README: "Values are JSON").
+    await store.set('order', 'o', { z: 1, a: { y: 2, b: 3 } });
+    out.order = JSON.stringify(store.get('order', 'o').value);
     await store.close();
     return out;
   });
+  assert.equal(got.order, '{"a":{"b":3,"y":2},"z":1}');
   assert.equal(got.emptyGet, 'undefined');
   assert.equal(got.emptyCount, 0);
   assert.equal(got.emptyRev, 0);

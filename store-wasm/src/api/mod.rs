@@ -7,9 +7,9 @@
 //!
 //! Every export returns a `Result`, so a failure reaches JavaScript as a
 //! thrown (or rejected) `ZestorError` with a stable `code`. The TypeScript
-//! declarations are written by hand in `types.d.ts` (emitted into the
-//! package's `.d.ts`), since they carry generics and unions wasm-bindgen
-//! cannot infer.
+//! declarations are written by hand in `npm/zestor.d.ts` (the package's
+//! types), since they carry generics and unions wasm-bindgen cannot infer;
+//! the exports here skip wasm-bindgen's own.
 
 use std::cell::{Cell, RefCell};
 use std::pin::Pin;
@@ -33,9 +33,6 @@ use store_core::sync::replica::{Answered, LocalOp, Outcome, TabMessage};
 use crate::store::{IdbStore, Notice, SyncSetup};
 use crate::sync::{Driver, DriverOptions};
 use crate::tabs;
-
-#[wasm_bindgen(typescript_custom_section)]
-const TYPES: &str = include_str!("../types.d.ts");
 
 #[wasm_bindgen(inline_js = r#"
 export function keep(entries, filter) {

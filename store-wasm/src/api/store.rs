@@ -150,7 +150,7 @@ impl Shared {
     }
 }
 
-/// A store, as JavaScript sees it (see `ZestorStore` in `types.d.ts`).
+/// A store, as JavaScript sees it (see `ZestorStore` in `npm/zestor.d.ts`).
 #[wasm_bindgen(js_name = ZestorStore, skip_typescript)]
 pub struct JsStore {
     shared: Rc<Shared>,
@@ -345,7 +345,7 @@ impl JsStore {
 
 #[wasm_bindgen(js_class = ZestorStore)]
 impl JsStore {
-    /// `get(kind, key)`: the entry, or `undefined` (see `types.d.ts`).
+    /// `get(kind, key)`: the entry, or `undefined` (see `npm/zestor.d.ts`).
     pub fn get(&self, kind: JsValue, key: JsValue) -> Result<JsValue, JsValue> {
         let (kind, key) = (kind_arg(&kind)?, string_arg(&key, "key")?);
         let engine = self.store().engine().map_err(JsError::from)?;

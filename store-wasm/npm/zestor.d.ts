@@ -2,12 +2,33 @@
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
 /**
+ * `T` checked member by member as a value to write: a `Json`, or a model
+ * declared as an `interface` or a `type` whose members are JSON values (an
+ * `interface` has no index signature, so it is not a `Json` itself). A
+ * member that is a function, a symbol, a bigint or a `Map` makes its type
+ * `never`, and the write does not compile. A `Date` is written as
+ * `toJSON()` gives it (ISO text). Optional members are fine; a member whose
+ * value is `undefined` is refused when written (`encoding`).
+ */
+export type JsonInput<T> = T extends Json
+  ? T
+  : T extends bigint | symbol | undefined | ((...args: never[]) => unknown)
+    ? never
+    : T extends { toJSON(): unknown }
+      ? T
+      : T extends readonly unknown[]
+        ? { [I in keyof T]: JsonInput<T[I]> }
+        : T extends object
+          ? { [K in keyof T]: JsonInput<T[K]> }
+          : never;
+
+/**
  * A JSON Merge Patch (RFC 7396) of a `T`: any of its members, each a patch of
  * that member or `null` to remove it; arrays and other values replace whole.
  */
 export type MergePatch<T> = T extends readonly unknown[]
   ? T
-  : T extends { [key: string]: unknown }
+  : T extends object
     ? { [K in keyof T]?: MergePatch<T[K]> | null }
     : T;
 
@@ -69,7 +90,7 @@ export interface SyncOptions {
 }
 
 /** A stored value with its metadata. */
-export interface Entry<T extends Json = Json> {
+export interface Entry<T = Json> {
   value: T;
   /** Bumped by every change of this key; the server's version once confirmed. */
   version: number;
@@ -79,7 +100,7 @@ export interface Entry<T extends Json = Json> {
   pending: boolean;
 }
 
-export interface KeyedEntry<T extends Json = Json> extends Entry<T> {
+export interface KeyedEntry<T = Json> extends Entry<T> {
   key: string;
 }
 
@@ -98,7 +119,7 @@ export interface KeyedWriteResult extends WriteResult {
   key: string;
 }
 
-export interface DeleteResult<T extends Json = Json> {
+export interface DeleteResult<T = Json> {
   /** The value that was removed. */
   value: T;
   /** The version the delete carried. */
@@ -123,7 +144,7 @@ export interface Ack {
 
 export type EventType = "create" | "update" | "delete";
 
-export interface WatchEvent<T extends Json = Json> {
+export interface WatchEvent<T = Json> {
   kind: string;
   key: string;
   type: EventType;
@@ -153,7 +174,7 @@ export interface WatchIterOptions extends WatchOptions {
 }
 
 /** Called with each event; called once more with `(null, error)` when the watch ends for any reason but unsubscribing: `overflow`, `compacted`, `revision_ahead`, or `closed` when the store closed. */
-export type WatchCallback<T extends Json = Json> = (event: WatchEvent<T> | null, error?: ZestorError) => void;
+export type WatchCallback<T = Json> = (event: WatchEvent<T> | null, error?: ZestorError) => void;
 
 export type Connection = "local" | "offline" | "connecting" | "online";
 
@@ -206,7 +227,8 @@ export interface StoreEvents {
  * - The package's: `invalid_argument` (a call it does not accept), `locked`
  *   (a local store open in another tab), `closed_${number}` (the connection
  *   closed with a code a retry cannot fix), `token_failed` (the sync `token`
- *   function threw, rejected or gave no string; retried).
+ *   function threw, rejected or gave no string; retried), `wasm_load` (the
+ *   WebAssembly module could not be fetched or compiled; see `init`).
  * - The server's (docs/protocol.md), for a refused op or session.
  */
 export type ZestorErrorCode =
@@ -230,6 +252,7 @@ export type ZestorErrorCode =
   | "locked"
   | `closed_${number}`
   | "token_failed"
+  | "wasm_load"
   | "bad_message"
   | "unknown_type"
   | "too_large"
@@ -256,23 +279,27 @@ export interface ZestorError extends Error {
  */
 export interface ZestorStore {
   /** The entry at `kind`/`key`, or `undefined`. */
-  get<T extends Json = Json>(kind: string, key: string): Entry<T> | undefined;
+  get<T = Json>(kind: string, key: string): Entry<T> | undefined;
   /** The entries of `kind` (sorted by key) that pass `filter`. */
-  list<T extends Json = Json>(kind: string, filter?: (value: T, key: string) => boolean): KeyedEntry<T>[];
+  list<T = Json>(kind: string, filter?: (value: T, key: string) => boolean): KeyedEntry<T>[];
   count(kind: string): number;
   keys(kind: string): string[];
-  values<T extends Json = Json>(kind: string): T[];
-  getAll<T extends Json = Json>(kind: string): Record<string, Entry<T>>;
+  values<T = Json>(kind: string): T[];
+  getAll<T = Json>(kind: string): Record<string, Entry<T>>;
   /** Every kind that holds a key, sorted. */
   kinds(): string[];
   /** The store revision of the last change. */
   rev(): number;
 
-  set(kind: string, key: string, value: Json, options?: WriteOptions): Promise<WriteResult>;
+  /** Writes `value` at `kind`/`key`; `T` may be an `interface` model (see {@link JsonInput}). */
+  set<T>(kind: string, key: string, value: T & JsonInput<T>, options?: WriteOptions): Promise<WriteResult>;
   /** Writes many keys of `kind` in one transaction, all or nothing; results in key order. */
-  setMany(kind: string, items: Record<string, Json> | Array<[string, Json]>): Promise<KeyedWriteResult[]>;
+  setMany<T>(
+    kind: string,
+    items: Record<string, T & JsonInput<T>> | Array<[string, T & JsonInput<T>]>,
+  ): Promise<KeyedWriteResult[]>;
   /** Read-modify-write of an existing key (`key_not_found` otherwise); `fn` must not call the store. */
-  setFn<T extends Json = Json>(kind: string, key: string, fn: (value: T) => Json, options?: WriteOptions): Promise<WriteResult>;
+  setFn<T = Json>(kind: string, key: string, fn: (value: T) => T & JsonInput<T>, options?: WriteOptions): Promise<WriteResult>;
   /**
    * Edits an existing key with a JSON Merge Patch (RFC 7396): members of
    * `partial` are set (objects merge recursively), members set to `null` are
@@ -282,16 +309,16 @@ export interface ZestorStore {
    * to its value: two clients that patch different members both keep their
    * edit.
    */
-  patch<T extends Json = Json>(kind: string, key: string, partial: MergePatch<T>, options?: WriteOptions): Promise<WriteResult>;
+  patch<T = Json>(kind: string, key: string, partial: MergePatch<T>, options?: WriteOptions): Promise<WriteResult>;
   /** Removes `kind`/`key`; `null` if it did not exist. */
-  delete<T extends Json = Json>(kind: string, key: string, options?: WriteOptions): Promise<DeleteResult<T> | null>;
+  delete<T = Json>(kind: string, key: string, options?: WriteOptions): Promise<DeleteResult<T> | null>;
   /** Resolves with the server's ack of `opId`; rejects with the server's code (`ZestorError`) if it refused the op. */
   confirmed(opId: string): Promise<Ack>;
 
   /** Calls `callback` with each change of `kind` (`null`: every kind); returns the unsubscribe function. */
-  watch<T extends Json = Json>(kind: string | null, options: WatchOptions, callback: WatchCallback<T>): () => void;
+  watch<T = Json>(kind: string | null, options: WatchOptions, callback: WatchCallback<T>): () => void;
   /** The same as an async iterator: it ends when `signal` aborts or the store closes, and throws `overflow`, `compacted` or `revision_ahead`. */
-  watchIter<T extends Json = Json>(kind: string | null, options?: WatchIterOptions): AsyncIterableIterator<WatchEvent<T>>;
+  watchIter<T = Json>(kind: string | null, options?: WatchIterOptions): AsyncIterableIterator<WatchEvent<T>>;
 
   /** Where sync stands. */
   status(): SyncStatus;
@@ -301,8 +328,32 @@ export interface ZestorStore {
   close(): Promise<void>;
 }
 
-/** Opens (or creates) the store `options.name`, restored from IndexedDB before it resolves. */
+/**
+ * Opens (or creates) the store `options.name`, restored from IndexedDB before
+ * it resolves. Loads the WebAssembly module first, if no call did yet.
+ */
 export function open(options: OpenOptions): Promise<ZestorStore>;
 
 /** Deletes a store's IndexedDB database (close it first). */
 export function deleteStore(name: string): Promise<void>;
+
+/** Where {@link init} can load the WebAssembly module (`zestor_bg.wasm`) from. */
+export type WasmSource =
+  | string
+  | URL
+  | Request
+  | Response
+  | BufferSource
+  | WebAssembly.Module
+  | Promise<Response | BufferSource | WebAssembly.Module>;
+
+/**
+ * Loads the WebAssembly module, once: `open` and `deleteStore` call it
+ * themselves, so calling it is only needed to load early, or from
+ * elsewhere. `zestor` loads the module inlined in the package, `zestor/url`
+ * fetches `zestor_bg.wasm` next to its own file; `source` names another
+ * place (a URL on a CDN, bytes, a compiled module). Later calls wait for the
+ * first load and ignore `source`. Rejects with code `wasm_load` when the
+ * module cannot be fetched or compiled; a later call tries again.
+ */
+export function init(source?: WasmSource): Promise<void>;
