@@ -30,4 +30,7 @@ scripts/test-browser.sh
 
 echo "== the web demo end to end in headless Chromium, served by sync-server (tests/e2e)"
 # The package test-browser.sh just built.
-ZESTOR_PKG_DIR=store-wasm/pkg/web scripts/test-e2e.sh
+ZESTOR_PKG_DIR=store-wasm/pkg/npm scripts/test-e2e.sh
+
+echo "== the npm package's tarball in Vite, webpack, esbuild, Rollup, plain-module and React apps, and strict tsc (tests/consumers)"
+ZESTOR_PKG_DIR=store-wasm/pkg/npm scripts/test-consumers.sh

@@ -1,0 +1,4 @@
+import * as zestor from 'zestor';
+import { probe } from '../../shared/probe.js';
+
+probe(zestor, 'webpack');
