@@ -8,6 +8,9 @@ import gzBase64 from './wasm-inline.js';
 
 /** The module as a Response, decompressed while it compiles. */
 function wasmResponse() {
+  if (typeof DecompressionStream !== 'function') {
+    throw new Error('this browser has no DecompressionStream (Safari 16.4, Firefox 113 and Chrome 80 have it); use zestor/url, which fetches zestor_bg.wasm');
+  }
   const gz = Uint8Array.fromBase64 ? Uint8Array.fromBase64(gzBase64) : decodeBase64(gzBase64);
   const body = new Blob([gz]).stream().pipeThrough(new DecompressionStream('gzip'));
   return new Response(body, { headers: { 'Content-Type': 'application/wasm' } });

@@ -7,12 +7,15 @@ import initGlue, * as glue from './glue.js';
 
 /** The first load, shared by every later call; cleared when it fails, so a later call tries again. */
 let loading = null;
+/** The source the app gave `init`, used again by a retry (`open()` after a failed `init(url)`). */
+let given = undefined;
 
 function load(source) {
   if (loading === null) {
     loading = (async () => {
-      const from = await source();
+      let from;
       try {
+        from = await source();
         await initGlue({ module_or_path: from });
       } catch (err) {
         throw loadError(from, err);
@@ -30,7 +33,10 @@ function load(source) {
  * Response, bytes, or a promise of one) unless `init(source)` names another.
  */
 export function entry(defaultSource) {
-  const init = (source) => load(source === undefined ? defaultSource : () => source);
+  const init = (source) => {
+    if (source !== undefined) given = source;
+    return load(given === undefined ? defaultSource : () => given);
+  };
   return {
     init,
     open: async (options) => {
@@ -46,7 +52,8 @@ export function entry(defaultSource) {
 
 /** A failed load as a ZestorError with code `wasm_load`, naming what was fetched. */
 function loadError(from, err) {
-  const where = from instanceof URL || typeof from === 'string' ? ` from ${from}` : '';
+  const url = from instanceof URL || typeof from === 'string' ? from : from instanceof Response ? from.url : '';
+  const where = url ? ` from ${url}` : '';
   const error = new Error(`zestor: cannot load its WebAssembly module${where}: ${err?.message ?? err}`, { cause: err });
   error.name = 'ZestorError';
   error.code = 'wasm_load';

@@ -1,5 +1,10 @@
 import type { Entry, Json, KeyedEntry, SyncStatus, ZestorStore } from './zestor.js';
 
+// Every hook takes the store first; without one (`null` while it opens)
+// it shows nothing: `undefined`, `[]`, or a `connecting` status with
+// nothing pending. Server rendering shows the same. A store that closes
+// leaves the hooks showing what they last read.
+
 /**
  * The entry at `kind`/`key` (`undefined` when there is none), kept current:
  * the component re-renders when that key changes (a write here or from the
@@ -11,7 +16,7 @@ import type { Entry, Json, KeyedEntry, SyncStatus, ZestorStore } from './zestor.
  *   return <span>{task ? task.value.title : "…"}</span>;
  * }
  */
-export function useEntry<T = Json>(store: ZestorStore, kind: string, key: string): Entry<T> | undefined;
+export function useEntry<T = Json>(store: ZestorStore | null | undefined, kind: string, key: string): Entry<T> | undefined;
 
 /**
  * The entries of `kind` that pass `filter` (every entry without one), sorted
@@ -22,10 +27,10 @@ export function useEntry<T = Json>(store: ZestorStore, kind: string, key: string
  * that passes a new function: give a stable one (`useCallback`).
  */
 export function useList<T = Json>(
-  store: ZestorStore,
+  store: ZestorStore | null | undefined,
   kind: string,
   filter?: (value: T, key: string) => boolean,
 ): KeyedEntry<T>[];
 
 /** The store's sync status, as `store.status()` gives it, kept current. */
-export function useSyncStatus(store: ZestorStore): SyncStatus;
+export function useSyncStatus(store: ZestorStore | null | undefined): SyncStatus;

@@ -1,56 +1,108 @@
 // zestor/react: React hooks over a store, on useSyncExternalStore.
 //
-// Each store gets one watch per kind that hooks read, shared by every hook
-// of that kind, and one `acked`/`rejected`/`status` subscription; a change
-// of `kind`/`key` wakes only the hooks that read that key (useEntry) or that
-// kind (useList). A hook's snapshot keeps its identity while what it shows
-// is unchanged (same version, revision and pending state), so React skips
-// the re-render; a list keeps the identity of each row that did not change,
-// so rows wrapped in React.memo re-render alone.
+// The hooks of one store share one watch per kind they read, one `acked`
+// and `rejected` listener and one `status` listener. A change of
+// `kind`/`key` wakes only the hooks that read that key (useEntry) or that
+// kind (useList), once per microtask however many changes came (a
+// `setMany`, a reconnect's catch-up). A hook's snapshot keeps its identity
+// while what it shows is unchanged (same version, revision and pending
+// state), so React skips the re-render; a list keeps the identity of each
+// row that did not change, so rows wrapped in React.memo re-render alone.
+//
+// A store that closes leaves the hooks showing what they last read. A hook
+// given no store (`null`, while one is being opened) shows nothing, and so
+// does server rendering (getServerSnapshot).
 
 import { useCallback, useDebugValue, useRef, useSyncExternalStore } from 'react';
 
-/** Per store: its kind feeds and its status topic. */
+/** What the hooks show without a store, and on the server. */
+const EMPTY = Object.freeze([]);
+const NO_STATUS = Object.freeze({
+  connection: 'connecting',
+  pending: 0,
+  lastSyncedRev: null,
+  leader: false,
+  rights: null,
+  error: null,
+});
+const noEntry = () => undefined;
+const noList = () => EMPTY;
+const noStatus = () => NO_STATUS;
+const unsubscribed = () => () => {};
+
+/** Per store: its kind feeds, its op listener and its status topic. */
 const hubs = new WeakMap();
 
 function hubOf(store) {
   let hub = hubs.get(store);
   if (!hub) {
-    hub = { kinds: new Map(), status: new StatusTopic(store) };
+    hub = new Hub(store);
     hubs.set(store, hub);
   }
   return hub;
 }
 
-function feedOf(store, kind) {
-  const kinds = hubOf(store).kinds;
-  let feed = kinds.get(kind);
-  if (!feed) {
-    feed = new KindFeed(store, kind);
-    kinds.set(kind, feed);
+class Hub {
+  constructor(store) {
+    this.store = store;
+    this.kinds = new Map();
+    this.status = new StatusTopic(store);
+    this.active = 0;
+    this.stopOps = null;
   }
-  return feed;
+
+  feed(kind) {
+    let feed = this.kinds.get(kind);
+    if (!feed) {
+      feed = new KindFeed(this, kind);
+      this.kinds.set(kind, feed);
+    }
+    return feed;
+  }
+
+  /** A feed started: acks and rejections (an ack clears `pending` without a watch event) go to the feeds of their kind. */
+  started() {
+    if (this.active++ > 0) return;
+    const onOp = (op) => this.kinds.get(op.kind)?.changed(op.key);
+    const offAcked = this.store.on('acked', onOp);
+    const offRejected = this.store.on('rejected', onOp);
+    this.stopOps = () => {
+      offAcked();
+      offRejected();
+    };
+  }
+
+  stopped() {
+    if (--this.active > 0) return;
+    this.stopOps?.();
+    this.stopOps = null;
+  }
 }
 
 /**
- * The changes of one kind, while some hook listens: one store watch, plus
- * acks and rejections (an ack clears `pending` without a watch event).
- * `epoch` counts the kind's changes; `epochOf(key)` is the last one of a key
- * some hook reads (a hook that subscribes later reads its key afresh).
+ * The changes of one kind, while some hook listens, through one store
+ * watch. `epoch` counts the kind's changes; `epochOf(key)` is the last one
+ * of a key some hook reads (a hook that subscribes later reads its key
+ * afresh). Epochs move at once, so a render reads fresh data; the hooks
+ * are told once per microtask.
  */
 class KindFeed {
-  constructor(store, kind) {
-    this.store = store;
+  constructor(hub, kind) {
+    this.hub = hub;
+    this.store = hub.store;
     this.kind = kind;
     this.epoch = 0;
     this.keyEpochs = new Map();
     this.byKey = new Map();
     this.everyKey = new Set();
     this.listeners = 0;
-    this.stops = [];
+    this.stopWatch = null;
+    this.dirty = new Set();
+    this.dirtyAll = false;
+    this.scheduled = false;
   }
 
-  /** Calls `fn` on each change of `key` (`null`: of any key); returns the unsubscribe function. */
+  /** Calls `fn` after changes of `key` (`null`: of any key); returns the unsubscribe function. */
   subscribe(key, fn) {
     let set = this.everyKey;
     if (key !== null) {
@@ -58,14 +110,21 @@ class KindFeed {
       if (!set) this.byKey.set(key, (set = new Set()));
     }
     set.add(fn);
-    if (this.listeners++ === 0) this.start();
+    if (this.listeners++ === 0) {
+      this.hub.started();
+      this.watch();
+    }
     return () => {
-      set.delete(fn);
+      if (!set.delete(fn)) return;
       if (key !== null && set.size === 0) {
         this.byKey.delete(key);
         this.keyEpochs.delete(key);
       }
-      if (--this.listeners === 0) this.stop();
+      if (--this.listeners === 0) {
+        this.stopWatch?.();
+        this.stopWatch = null;
+        this.hub.stopped();
+      }
     };
   }
 
@@ -73,54 +132,61 @@ class KindFeed {
     return this.keyEpochs.get(key) ?? 0;
   }
 
-  start() {
-    const onOp = (op) => {
-      if (op.kind === this.kind) this.changed(op.key);
-    };
-    this.stops = [this.store.on('acked', onOp), this.store.on('rejected', onOp)];
-    this.watch();
-  }
-
   watch() {
+    // A stopped watch may still deliver what it had buffered: only the
+    // current one counts.
+    const token = {};
+    this.current = token;
     const stop = this.store.watch(this.kind, {}, (event, error) => {
+      if (this.current !== token) return;
       if (event) {
         this.changed(event.key);
-        return;
+      } else if (error?.code === 'overflow') {
+        // This feed fell behind, so anything may have changed: watch again
+        // from now and let every hook re-read. Any other end (`closed`)
+        // leaves the hooks showing what they last read.
+        this.watch();
+        this.changedAll();
       }
-      // The watch ended. `overflow`: this feed fell behind, so anything may
-      // have changed; watch again from now and let every hook re-read. Any
-      // other end (`closed`) leaves the hooks showing what they last read.
-      const i = this.stops.indexOf(stop);
-      if (i >= 0) this.stops.splice(i, 1);
-      if (error && error.code === 'overflow' && this.listeners > 0) this.watch();
-      this.changedAll();
     });
-    this.stops.push(stop);
-  }
-
-  stop() {
-    for (const stop of this.stops.splice(0)) stop();
+    this.stopWatch = () => {
+      this.current = null;
+      stop();
+    };
   }
 
   changed(key) {
     const epoch = ++this.epoch;
-    const listeners = this.byKey.get(key);
-    if (listeners) {
+    if (this.byKey.has(key)) {
       this.keyEpochs.set(key, epoch);
-      for (const fn of [...listeners]) fn();
+      this.dirty.add(key);
     }
-    for (const fn of [...this.everyKey]) fn();
+    this.notify();
   }
 
   changedAll() {
     const epoch = ++this.epoch;
     for (const key of this.byKey.keys()) this.keyEpochs.set(key, epoch);
-    for (const set of [...this.byKey.values()]) for (const fn of [...set]) fn();
-    for (const fn of [...this.everyKey]) fn();
+    this.dirtyAll = true;
+    this.notify();
+  }
+
+  notify() {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      const fns = new Set(this.everyKey);
+      const keys = this.dirtyAll ? [...this.byKey.keys()] : this.dirty;
+      for (const key of keys) for (const fn of this.byKey.get(key) ?? []) fns.add(fn);
+      this.dirty = new Set();
+      this.dirtyAll = false;
+      for (const fn of fns) fn();
+    });
   }
 }
 
-/** The store's sync status, with one `status` subscription shared by every hook. */
+/** The store's sync status, with one `status` listener shared by every hook. */
 class StatusTopic {
   constructor(store) {
     this.store = store;
@@ -143,6 +209,12 @@ class StatusTopic {
         this.stop = null;
       }
     };
+  }
+
+  /** The status; read afresh while no listener keeps it current. */
+  snapshot() {
+    if (!this.stop) this.set(this.store.status());
+    return this.current;
   }
 
   set(status) {
@@ -170,31 +242,42 @@ function sameEntry(a, b) {
   return a.version === b.version && a.rev === b.rev && a.pending === b.pending;
 }
 
+/** `read()`, or `fallback` once the store is closed (the hooks keep showing their last read). */
+function unlessClosed(read, fallback) {
+  try {
+    return read();
+  } catch (err) {
+    if (err?.code === 'closed') return fallback;
+    throw err;
+  }
+}
+
 /**
  * The entry at `kind`/`key` (`undefined` when there is none), kept current:
  * the component re-renders when that key changes, and only then.
  */
 export function useEntry(store, kind, key) {
-  const feed = feedOf(store, kind);
+  const feed = store ? hubOf(store).feed(kind) : null;
   const cache = useRef(null);
   const subscribe = useCallback(
     (onChange) => {
-      // Whatever changed before this subscription is read again once.
-      cache.current = null;
+      // Whatever changed before this subscription is read again once; an
+      // unchanged entry keeps its identity.
+      if (cache.current) cache.current.epoch = -1;
       return feed.subscribe(key, onChange);
     },
     [feed, key],
   );
-  const getSnapshot = () => {
+  const getSnapshot = useCallback(() => {
     const c = cache.current;
+    const mine = c !== null && c.feed === feed && c.key === key;
     const epoch = feed.epochOf(key);
-    if (c !== null && c.store === store && c.kind === kind && c.key === key && c.epoch === epoch) return c.entry;
-    const entry = store.get(kind, key);
-    const kept = c !== null && c.store === store && c.kind === kind && c.key === key && sameEntry(c.entry, entry);
-    cache.current = { store, kind, key, epoch, entry: kept ? c.entry : entry };
+    if (mine && c.epoch === epoch) return c.entry;
+    const entry = unlessClosed(() => store.get(kind, key), mine ? c.entry : undefined);
+    cache.current = { feed, key, epoch, entry: mine && sameEntry(c.entry, entry) ? c.entry : entry };
     return cache.current.entry;
-  };
-  const entry = useSyncExternalStore(subscribe, getSnapshot);
+  }, [feed, store, kind, key]);
+  const entry = useSyncExternalStore(feed ? subscribe : unsubscribed, feed ? getSnapshot : noEntry, noEntry);
   useDebugValue(entry);
   return entry;
 }
@@ -207,30 +290,32 @@ export function useEntry(store, kind, key) {
  * stable one (`useCallback`) to skip that work on other renders.
  */
 export function useList(store, kind, filter) {
-  const feed = feedOf(store, kind);
+  const feed = store ? hubOf(store).feed(kind) : null;
   const cache = useRef(null);
   const subscribe = useCallback(
     (onChange) => {
-      cache.current = null;
+      if (cache.current) cache.current.epoch = -1;
       return feed.subscribe(null, onChange);
     },
     [feed],
   );
-  const getSnapshot = () => {
+  const getSnapshot = useCallback(() => {
     const c = cache.current;
-    if (c !== null && c.feed === feed && c.epoch === feed.epoch && c.filter === filter) return c.list;
-    const fresh = store.list(kind, filter);
-    const list = c !== null && c.feed === feed ? reuseRows(c.list, fresh) : fresh;
+    const mine = c !== null && c.feed === feed;
+    if (mine && c.epoch === feed.epoch && c.filter === filter) return c.list;
+    const fresh = unlessClosed(() => store.list(kind, filter), mine ? c.list : EMPTY);
+    const list = mine ? reuseRows(c.list, fresh) : fresh;
     cache.current = { feed, epoch: feed.epoch, filter, list };
     return list;
-  };
-  const list = useSyncExternalStore(subscribe, getSnapshot);
+  }, [feed, store, kind, filter]);
+  const list = useSyncExternalStore(feed ? subscribe : unsubscribed, feed ? getSnapshot : noList, noList);
   useDebugValue(list, (l) => `${l.length} of ${kind}`);
   return list;
 }
 
 /** `fresh` with the rows of `old` that did not change; `old` itself when nothing did. */
 function reuseRows(old, fresh) {
+  if (old === fresh) return old;
   const byKey = new Map(old.map((row) => [row.key, row]));
   let same = old.length === fresh.length;
   const list = fresh.map((row, i) => {
@@ -247,9 +332,10 @@ function reuseRows(old, fresh) {
 
 /** The store's sync status (`store.status()`), kept current. */
 export function useSyncStatus(store) {
-  const topic = hubOf(store).status;
+  const topic = store ? hubOf(store).status : null;
   const subscribe = useCallback((onChange) => topic.subscribe(onChange), [topic]);
-  const status = useSyncExternalStore(subscribe, () => topic.current);
+  const getSnapshot = useCallback(() => topic.snapshot(), [topic]);
+  const status = useSyncExternalStore(topic ? subscribe : unsubscribed, topic ? getSnapshot : noStatus, noStatus);
   useDebugValue(status, (s) => `${s.connection}, ${s.pending} pending`);
   return status;
 }

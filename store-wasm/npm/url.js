@@ -1,9 +1,9 @@
 // `zestor/url`: the module is fetched from zestor_bg.wasm next to this file
 // (or from wherever `init(url)` says), compiled while it downloads and
 // cached by the browser on its own. For a plain <script type="module">
-// served with the package's files, and for bundlers that emit
-// `new URL('…', import.meta.url)` assets from dependencies (webpack 5, and
-// Vite's production build).
+// served with the package's files, and for webpack 5, which emits
+// `new URL('…', import.meta.url)` assets of dependencies (the `webpack`
+// export condition of `zestor` gives it this file).
 
 import { entry } from './loader.js';
 

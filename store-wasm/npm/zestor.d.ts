@@ -6,9 +6,13 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
  * declared as an `interface` or a `type` whose members are JSON values (an
  * `interface` has no index signature, so it is not a `Json` itself). A
  * member that is a function, a symbol, a bigint or a `Map` makes its type
- * `never`, and the write does not compile. A `Date` is written as
- * `toJSON()` gives it (ISO text). Optional members are fine; a member whose
- * value is `undefined` is refused when written (`encoding`).
+ * `never`, and the write does not compile; so does a member typed
+ * `unknown`, and a class instance with methods (the store would keep only
+ * its own properties: write a plain object). A `Date` is written as
+ * `toJSON()` gives it (ISO text) and reads back as that string: declare it
+ * `string` in a model that is read back. Optional members are fine; a
+ * member whose value is `undefined` is refused when written (`encoding`):
+ * leave it out, or use `null`.
  */
 export type JsonInput<T> = T extends Json
   ? T
@@ -291,9 +295,11 @@ export interface ZestorStore {
   /** The store revision of the last change. */
   rev(): number;
 
-  /** Writes `value` at `kind`/`key`; `T` may be an `interface` model (see {@link JsonInput}). */
+  /** Writes `value` at `kind`/`key`: a `Json`, or a model declared as an `interface` (see {@link JsonInput}). */
+  set(kind: string, key: string, value: Json, options?: WriteOptions): Promise<WriteResult>;
   set<T>(kind: string, key: string, value: T & JsonInput<T>, options?: WriteOptions): Promise<WriteResult>;
   /** Writes many keys of `kind` in one transaction, all or nothing; results in key order. */
+  setMany(kind: string, items: Record<string, Json> | Array<[string, Json]>): Promise<KeyedWriteResult[]>;
   setMany<T>(
     kind: string,
     items: Record<string, T & JsonInput<T>> | Array<[string, T & JsonInput<T>]>,

@@ -11,7 +11,6 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -111,36 +110,30 @@ export function files(dir) {
   return fs.readdirSync(dir, { recursive: true }).filter((f) => fs.statSync(path.join(dir, f)).isFile());
 }
 
-/** A free TCP port on 127.0.0.1. */
-export async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 /**
- * Vite's dev server on `root` (`vite ROOT --port P`), with its dependency
- * cache emptied first so that `zestor` is pre-bundled afresh, as on a first
- * `npm run dev`. `stop()` ends it.
+ * Vite's dev server on `root` (`vite ROOT`, on a port the system picks, read
+ * from what Vite prints), with its dependency cache emptied first so that
+ * `zestor` is pre-bundled afresh, as on a first `npm run dev`. `stop()`
+ * ends it.
  */
 export async function viteDev(root, logFile) {
   fs.rmSync(path.join(HERE, 'node_modules/.vite'), { recursive: true, force: true });
-  const port = await freePort();
   const log = fs.openSync(logFile, 'a');
-  const proc = spawn(path.join(BIN, 'vite'), [root, '--port', String(port), '--strictPort', '--host', '127.0.0.1'], {
+  const proc = spawn(path.join(BIN, 'vite'), [root, '--port', '0', '--host', '127.0.0.1'], {
     cwd: HERE,
     stdio: ['ignore', log, log],
     env: { ...process.env, NO_COLOR: '1' },
   });
   fs.closeSync(log);
   const exited = new Promise((resolve) => proc.once('exit', resolve));
-  const url = `http://127.0.0.1:${port}`;
+  let url;
   await within(
     Promise.race([
       eventually(
         async () => {
+          const printed = /Local:\s+(http:\/\/127\.0\.0\.1:\d+)/.exec(fs.readFileSync(logFile, 'utf8'));
+          if (!printed) throw new Error('no address printed yet');
+          url = printed[1];
           const res = await fetch(url);
           if (!res.ok) throw new Error(`HTTP ${res.status}`);
         },

@@ -31,6 +31,9 @@ export async function models(): Promise<void> {
   await store.set('when', 'w', { at: new Date() });
   const anyJson: Json = { a: [1, 'b', null] };
   await store.set('raw', 'r', anyJson);
+  // A generic helper over JSON values.
+  const put = <V extends Json>(kind: string, key: string, value: V) => store.set(kind, key, value);
+  await put('raw', 'r', [1, 2]);
 
   const entry: Entry<Task> | undefined = store.get<Task>('task', 't1');
   const title: string | undefined = entry?.value.title;

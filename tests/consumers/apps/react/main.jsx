@@ -2,7 +2,8 @@
 // a detail pane (useEntry) and a status line (useSyncStatus). Every
 // component counts its renders in `window.renders`, and the detail pane
 // records what it showed in `window.shown`, for the test to read;
-// `window.subscriptions` counts the watches and listeners the hooks hold.
+// `window.reads` counts the hooks' store reads and `window.subscriptions`
+// the watches and listeners they hold.
 
 import { StrictMode, memo, useCallback, useState } from 'react';
 import { createRoot } from 'react-dom/client';
@@ -76,7 +77,16 @@ const store = await open({
   sync: { url: q.get('sync'), namespace: q.get('ns'), token: q.get('token') },
 });
 window.store = store;
-// Counts the hooks' live subscriptions, for the test of unmounting.
+// Counts the hooks' reads of the store, and their live subscriptions (for
+// the test of unmounting).
+window.reads = { get: 0, list: 0 };
+for (const method of ['get', 'list']) {
+  const read = store[method].bind(store);
+  store[method] = (...args) => {
+    window.reads[method]++;
+    return read(...args);
+  };
+}
 window.subscriptions = 0;
 for (const method of ['watch', 'on']) {
   const subscribe = store[method].bind(store);
