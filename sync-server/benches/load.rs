@@ -3,8 +3,9 @@
 //!
 //! Run with `cargo bench -p sync-server --bench load` (add `-- --quick` for
 //! a short smoke run, or a case name — `latency`, `slow`, `writes`, `sync`,
-//! `memory` — to run only the cases whose name contains it). The memory case
-//! runs the release binary `target/release/sync-server` as a child process:
+//! `memory`, `scale` — to run only the cases whose name contains it). The
+//! memory and scale cases run the release binary
+//! `target/release/sync-server` as a child process:
 //! build it first with `cargo build --release -p sync-server --bin
 //! sync-server` (it is skipped, with that hint, when missing;
 //! `ZESTOR_REQUIRE_ALL=1` makes that an error, as it does a missing
@@ -50,6 +51,15 @@
 //!    tokio-tungstenite server (answers `hello` with `welcome` and
 //!    `snapshot`, then only reads) with tungstenite's default 128 KiB read
 //!    buffer, and with 8 KiB.
+//! 6. Fan-out at scale, the server binary as a process of its own: 10,000
+//!    subscribers at 20 writes/s on SQLite (goal: every event delivered, and
+//!    ≤ 100 KiB of server RSS per connection while fanning out), and 1,000
+//!    subscribers at 200 writes/s on PostgreSQL, one server process against
+//!    the same subscribers split over two processes sharing the database
+//!    (the writer on the first). Besides latency, the server processes' CPU
+//!    time per delivered event, from /proc, between the moment every
+//!    subscriber is in and the last event. Baseline: the raw broadcast
+//!    server of case 1, this binary re-executed as a process of its own.
 //!
 //! Server and clients of cases 1–4 share one tokio runtime with 2 worker
 //! threads in this process.
@@ -481,16 +491,34 @@ impl Latency {
 /// `load` against the server at `address`; the subscribers' sockets are
 /// handed back still open.
 async fn latency(address: SocketAddr, load: Load<'_>) -> (Latency, Vec<Socket>) {
+    latency_across(address, &[address], load, &|| {}).await
+}
+
+/// `load` with its writer on `writer` and its subscribers spread evenly
+/// over `servers` (several servers on one database); `subscribed` is
+/// called once they all are, before the writes. The subscribers' sockets
+/// are handed back still open.
+async fn latency_across(
+    writer: SocketAddr,
+    servers: &[SocketAddr],
+    load: Load<'_>,
+    subscribed: &dyn Fn(),
+) -> (Latency, Vec<Socket>) {
     let Load {
         subscribers, count, ..
     } = load;
-    let sockets = subscribe_many(address, subscribers, load.kinds).await;
+    let mut sockets = Vec::with_capacity(subscribers);
+    for (i, &server) in servers.iter().enumerate() {
+        let share = subscribers / servers.len() + usize::from(i < subscribers % servers.len());
+        sockets.extend(subscribe_many(server, share, load.kinds).await);
+    }
+    subscribed();
     let deadline = Instant::now() + Duration::from_millis(count * 1_000 / load.rate) + Duration::from_secs(5);
     let tasks: Vec<_> = sockets
         .into_iter()
         .map(|s| tokio::spawn(measure(s, count as usize, deadline)))
         .collect();
-    write_at_rate(address, load).await;
+    write_at_rate(writer, load).await;
     let mut samples = Vec::with_capacity(subscribers * count as usize);
     let mut sockets = Vec::with_capacity(subscribers);
     for t in tasks {
@@ -549,19 +577,18 @@ fn latency_line(name: &str, l: &Latency) {
 
 /// p50 and p99 rows of one point, against the raw broadcast.
 fn latency_rows(results: &mut Results, case: &str, zestor: &Latency, raw: &Latency) {
+    latency_rows_in(results, section_latency(), case, zestor, raw);
+}
+
+/// p50 and p99 rows of one point in `section`, against the raw broadcast.
+fn latency_rows_in(results: &mut Results, section: &str, case: &str, zestor: &Latency, raw: &Latency) {
     for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
         let (z, r) = (zestor.quantile(q), raw.quantile(q));
         if z.is_nan() || r.is_nan() {
             die(&format!("{case}: no event reached the subscribers"));
         }
         results.row(
-            Row::new(
-                section_latency(),
-                format!("{name}, {case}{}", zestor.shortfall()),
-                z,
-                "ms",
-            )
-            .vs(
+            Row::new(section, format!("{name}, {case}{}", zestor.shortfall()), z, "ms").vs(
                 r,
                 format!("raw tokio-tungstenite broadcast{}", raw.shortfall()),
                 "x",
@@ -1409,6 +1436,37 @@ fn open_file_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// The CPU time (user + system) process `pid` has used, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let read = || -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command (which may hold spaces), from field 3.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // USER_HZ, 100 on Linux.
+        Some(ticks as f64 / 100.0)
+    };
+    read().unwrap_or_else(|| die(&format!("cannot read the CPU time of process {pid} from /proc")))
+}
+
+/// `load` against the server processes `servers` (the writer on the first);
+/// the latencies and the CPU time the processes used from the moment every
+/// subscriber was in until the last event arrived.
+fn latency_cpu(
+    rt: &Runtime,
+    servers: &[(&ServerProcess, SocketAddr)],
+    load: Load<'_>,
+) -> (Latency, f64, Vec<Socket>) {
+    let pids: Vec<u32> = servers.iter().map(|(p, _)| p.0.id()).collect();
+    let addresses: Vec<SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
+    let total = || pids.iter().map(|&pid| cpu_seconds(pid)).sum::<f64>();
+    let start = std::cell::Cell::new(0.0);
+    let (latency, sockets) = rt.block_on(latency_across(addresses[0], &addresses, load, &|| {
+        start.set(total())
+    }));
+    (latency, total() - start.get(), sockets)
+}
+
 fn rss_bytes(pid: u32) -> u64 {
     let read = || -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -1420,6 +1478,31 @@ fn rss_bytes(pid: u32) -> u64 {
 
 /// The server child; killed on drop if still running.
 struct ServerProcess(Child);
+
+/// Starts `command`, a server printing `… http://ADDR …` on its first
+/// stdout line; the child and that address.
+fn spawn_server(mut command: Command) -> (ServerProcess, SocketAddr) {
+    let mut child = ServerProcess(
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| die(&format!("starting {command:?}: {e}"))),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    let address: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| die(&format!("no server address in the child's first line {line:?}")));
+    // The rest of its output is read (and dropped), so that it never
+    // writes to a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (child, address)
+}
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
@@ -1493,24 +1576,9 @@ impl Idle {
 /// Starts `command` (a server printing `… http://ADDR …` on its first
 /// stdout line), opens `n` idle subscribed connections to it and reads its
 /// VmRSS before and after; kills it at the end.
-fn idle_memory(rt: &Runtime, mut command: Command, n: usize) -> Idle {
-    let mut child = ServerProcess(
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| die(&format!("starting {command:?}: {e}"))),
-    );
+fn idle_memory(rt: &Runtime, command: Command, n: usize) -> Idle {
+    let (child, address) = spawn_server(command);
     let pid = child.0.id();
-    let mut out = BufReader::new(child.0.stdout.take().unwrap());
-    let mut line = String::new();
-    let _ = out.read_line(&mut line);
-    let address: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| die(&format!("no server address in the child's first line {line:?}")));
     rt.block_on(async {
         // One connection first, so the namespace's store is open before.
         let first = subscribe(address, "warm", None).await;
@@ -1670,6 +1738,232 @@ fn memory_case(rt: &Runtime, dir: &Path, quick: bool, binary: &Path, results: &m
     ));
 }
 
+// ---- case 6: fan-out at scale, servers as processes ----
+
+/// Set when this binary is re-executed as the raw broadcast server of the
+/// scale case (the latency baseline, in a process of its own).
+const RAW_BROADCAST_ENV: &str = "ZESTOR_BENCH_LOAD_RAW_BROADCAST";
+
+/// Child mode: the raw broadcast server of case 1 on a 2-worker runtime.
+/// Prints its address like the sync server and runs until killed.
+fn raw_broadcast_child() {
+    runtime().block_on(async {
+        let (address, task) = start_raw().await;
+        println!("raw broadcast server listening on http://{address}");
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        let _ = task.await;
+    });
+}
+
+/// Goal: a connection of a server fanning out costs at most this much RSS.
+const SCALE_RSS_GOAL_BYTES: f64 = 100.0 * 1024.0;
+
+/// The release binary as a child on `db`, open to every token.
+fn zestor_child(binary: &Path, db: &Database) -> (ServerProcess, SocketAddr) {
+    let mut command = Command::new(binary);
+    command
+        .args(["--db", &db.url(), "--insecure-open", "--listen", "127.0.0.1:0"])
+        .args(["--heartbeat-ms", "3600000"])
+        .env("RUST_LOG", "warn");
+    spawn_server(command)
+}
+
+fn raw_child() -> (ServerProcess, SocketAddr) {
+    let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("this bench's path: {e}")));
+    let mut command = Command::new(exe);
+    command.env(RAW_BROADCAST_ENV, "1");
+    spawn_server(command)
+}
+
+/// Case 6: the sync server as it is deployed, a process of its own (the
+/// release binary), fanning out to many subscribers: 10,000 subscribers at
+/// 20 writes/s on SQLite, with the server's RSS; and 1,000 subscribers at
+/// 200 writes/s on PostgreSQL, one server process against the same
+/// subscribers split over two processes sharing the database.
+fn scale_case(rt: &Runtime, dir: &Path, quick: bool, binary: &Path, pg: Option<&Pg>, results: &mut Results) {
+    println!();
+    let secs = if quick { 1.0 } else { 5.0 };
+    let limit = open_file_limit().unwrap_or(1_024);
+    // The servers are children: a client costs this process one descriptor.
+    let fits = limit.saturating_sub(FD_RESERVE) as usize;
+    let wanted = if quick { 1_000 } else { 10_000 };
+    let n = wanted.min(fits);
+    if n < wanted {
+        let line = format!(
+            "scale case: only {n} of {wanted} subscribers, the open-file limit is {limit} (raise `ulimit -n`)"
+        );
+        println!("   ({line})");
+        results.note(line);
+    }
+    latency_header(&format!(
+        "6. fan-out at scale: servers as processes (the release binary; raw = this bench as a raw broadcast \
+         server), 1 writer at a fixed rate for {secs} s"
+    ));
+    let section = "Fan-out at scale (server processes)";
+    let rate = 20;
+    let load = Load {
+        raw: true,
+        subscribers: n,
+        rate,
+        count: (rate as f64 * secs).round() as u64,
+        kinds: None,
+        open: None,
+    };
+    let case = format!("{} clients, {rate} writes/s", thousands(n as u64));
+    let (raw_server, address) = raw_child();
+    let (raw, raw_cpu, sockets) = latency_cpu(rt, &[(&raw_server, address)], load);
+    let raw_rss = rss_bytes(raw_server.0.id());
+    drop(sockets);
+    drop(raw_server);
+    let db = Database::Sqlite(dir.join("scale.db"));
+    let (server, address) = zestor_child(binary, &db);
+    let pid = server.0.id();
+    // One connection first, so the namespace's store is open before.
+    let first = rt.block_on(subscribe(address, "warm", None));
+    let before = rss_bytes(pid);
+    let (zestor, zestor_cpu, sockets) = latency_cpu(rt, &[(&server, address)], Load { raw: false, ..load });
+    let after = rss_bytes(pid);
+    drop((sockets, first));
+    drop(server);
+    latency_line(&format!("raw, {case}"), &raw);
+    latency_line(&format!("zestor, {case}"), &zestor);
+    latency_rows_in(results, section, &case, &zestor, &raw);
+    cpu_row(
+        results,
+        section,
+        &case,
+        (zestor_cpu, &zestor),
+        (raw_cpu, &raw),
+        "the raw broadcast server",
+    );
+    let per_connection = after.saturating_sub(before) as f64 / (n + 1) as f64;
+    let met = per_connection <= SCALE_RSS_GOAL_BYTES && zestor.complete();
+    println!(
+        "   server RSS: {:.1} MiB before the subscribers, {:.1} MiB after the run with them connected: \
+         {:.1} KiB per connection (raw broadcast server: {:.1} MiB in all)",
+        before as f64 / 1_048_576.0,
+        after as f64 / 1_048_576.0,
+        per_connection / 1024.0,
+        raw_rss as f64 / 1_048_576.0
+    );
+    results.row(
+        Row::new(
+            section,
+            format!("server RSS per connection, {case}{}", zestor.shortfall()),
+            per_connection / 1024.0,
+            "KiB",
+        )
+        .goal(
+            "<= 100 KiB of server RSS per connection while fanning out, every event delivered",
+            "server-fanout-memory",
+            met,
+        ),
+    );
+
+    let Some(pg) = pg else {
+        results.note("scale case: the PostgreSQL points were skipped (no PostgreSQL)");
+        return;
+    };
+    let subscribers = if quick { 100 } else { MANY_SUBSCRIBERS.min(fits) };
+    let rate = 200;
+    let load = Load {
+        subscribers,
+        rate,
+        count: (rate as f64 * secs).round() as u64,
+        ..load
+    };
+    let case = format!(
+        "{} clients, {rate} writes/s, PostgreSQL",
+        thousands(subscribers as u64)
+    );
+    let (raw_server, address) = raw_child();
+    let (raw, raw_cpu, sockets) = latency_cpu(rt, &[(&raw_server, address)], load);
+    drop((sockets, raw_server));
+    let fresh = || Database::Postgres {
+        conn: pg.url.clone(),
+        schema: pg.fresh_schema(),
+    };
+    let zestor = Load { raw: false, ..load };
+    let (server, address) = zestor_child(binary, &fresh());
+    let (one, one_cpu, sockets) = latency_cpu(rt, &[(&server, address)], zestor);
+    drop((sockets, server));
+    let db = fresh();
+    let (a, first) = zestor_child(binary, &db);
+    let (b, second) = zestor_child(binary, &db);
+    let (two, two_cpu, sockets) = latency_cpu(rt, &[(&a, first), (&b, second)], zestor);
+    drop((sockets, a, b));
+    latency_line(&format!("raw, {case}"), &raw);
+    latency_line(&format!("zestor, 1 process, {case}"), &one);
+    latency_line(&format!("zestor, 2 processes, {case}"), &two);
+    latency_rows_in(results, section, &format!("1 process, {case}"), &one, &raw);
+    cpu_row(
+        results,
+        section,
+        &format!("1 process, {case}"),
+        (one_cpu, &one),
+        (raw_cpu, &raw),
+        "the raw broadcast server",
+    );
+    cpu_row(
+        results,
+        section,
+        &format!("2 processes, {case}"),
+        (two_cpu, &two),
+        (one_cpu, &one),
+        "1 process",
+    );
+    for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+        results.row(
+            Row::new(
+                section,
+                format!("{name}, 2 processes on one database, {case}{}", two.shortfall()),
+                two.quantile(q),
+                "ms",
+            )
+            .vs(one.quantile(q), format!("1 process{}", one.shortfall()), "x"),
+        );
+    }
+    results.condition(format!(
+        "scale: the release binary as a child (--insecure-open --heartbeat-ms 3600000), the bench's clients \
+         in this process; 10,000 subscribers at 20 writes/s on SQLite with the child's VmRSS before the \
+         subscribers and after the run (all connected); {} subscribers at 200 writes/s on PostgreSQL (a \
+         fresh schema per server set), one process, then two processes on one schema with the subscribers \
+         split evenly and the writer on the first; raw = this bench re-executed as the raw broadcast \
+         server of case 1; {secs} s per point",
+        thousands(subscribers as u64)
+    ));
+}
+
+/// The server CPU time per delivered event (µs), against `base`'s.
+fn cpu_row(
+    results: &mut Results,
+    section: &str,
+    case: &str,
+    (cpu, l): (f64, &Latency),
+    (base_cpu, base): (f64, &Latency),
+    base_name: &str,
+) {
+    let per = |cpu: f64, l: &Latency| cpu * 1e6 / l.samples.len().max(1) as f64;
+    println!(
+        "   server CPU, {case}: {cpu:.2} s, {:.2} µs per delivered event ({base_name}: {base_cpu:.2} s, {:.2} µs)",
+        per(cpu, l),
+        per(base_cpu, base)
+    );
+    results.row(
+        Row::new(
+            section,
+            format!("server CPU per delivered event, {case}{}", l.shortfall()),
+            per(cpu, l),
+            "µs",
+        )
+        .vs(
+            per(base_cpu, base),
+            format!("{base_name}{}", base.shortfall()),
+            "x",
+        ),
+    );
+}
+
 /// `tokio-tungstenite <the version package uses>`.
 fn tungstenite_of(package: &str) -> String {
     match common::dependency_version(package, "tokio-tungstenite") {
@@ -1681,6 +1975,10 @@ fn tungstenite_of(package: &str) -> String {
 fn main() {
     if let Ok(size) = std::env::var(RAW_SERVER_ENV) {
         raw_server_child(size.parse().unwrap_or(128 * 1024));
+        return;
+    }
+    if std::env::var_os(RAW_BROADCAST_ENV).is_some() {
+        raw_broadcast_child();
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
@@ -1702,20 +2000,20 @@ fn main() {
     );
     // What the cases need, checked before any runs.
     let binary = server_binary();
-    let binary = if !wanted("memory") {
+    let binary = if !wanted("memory") && !wanted("scale") {
         None
     } else if binary.exists() {
         Some(binary)
     } else {
         skipped(
-            "the memory case",
+            "the memory and scale cases",
             &format!("no {}", binary.display()),
             "build it with: cargo build --release -p sync-server --bin sync-server",
         );
-        results.note(format!("memory case skipped: no {}", binary.display()));
+        results.note(format!("memory and scale cases skipped: no {}", binary.display()));
         None
     };
-    let pg = if !wanted("writes") {
+    let pg = if !wanted("writes") && !wanted("scale") {
         None
     } else {
         let budget = Duration::from_millis(if quick { 300 } else { 3_000 });
@@ -1723,14 +2021,16 @@ fn main() {
             Ok(pg) => Some(pg),
             Err(why) => {
                 skipped(
-                    "the PostgreSQL write cases",
+                    "the PostgreSQL write and scale cases",
                     &format!("no PostgreSQL ({why})"),
                     &format!(
                         "set DATABASE_URL, or run one at {} (trust auth)",
                         common::PG_LOCAL
                     ),
                 );
-                results.note(format!("PostgreSQL write cases skipped: no PostgreSQL ({why})"));
+                results.note(format!(
+                    "PostgreSQL write and scale cases skipped: no PostgreSQL ({why})"
+                ));
                 None
             }
         }
@@ -1779,16 +2079,21 @@ fn main() {
             writes_case(&rt, dir.path(), quick, pg.as_ref(), &mut results)
         });
     }
-    drop(pg);
     if wanted("sync") {
         timed("initial sync", &mut || {
             sync_case(&rt, dir.path(), quick, &mut results)
         });
     }
-    if let Some(binary) = &binary {
+    if let Some(binary) = binary.as_ref().filter(|_| wanted("memory")) {
         timed("memory", &mut || {
             memory_case(&rt, dir.path(), quick, binary, &mut results)
         });
     }
+    if let Some(binary) = binary.as_ref().filter(|_| wanted("scale")) {
+        timed("scale", &mut || {
+            scale_case(&rt, dir.path(), quick, binary, pg.as_ref(), &mut results)
+        });
+    }
+    drop(pg);
     results.write();
 }

@@ -4,6 +4,7 @@
 //! The session decides everything; this module only moves frames, serves
 //! effects, feeds the store's changes and drives the session's timer.
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,7 +21,7 @@ use tokio::io::AsyncReadExt;
 use tokio::time::timeout_at;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::AppState;
 use super::frames::EventFrames;
@@ -94,10 +95,19 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
     let mut session = ServerSession::new(state.session, now());
     let mut admitted: Option<Admitted> = None;
     let mut watch: Option<Watch<Value>> = None;
-    let mut shutdown = state.shutdown.clone();
-    let mut reloads = state.auth.reloads();
     let lag = metrics.register_lag();
-    let (mut tx, mut rx) = socket.split();
+    let (mut tx, rx) = socket.split();
+    let mut reader = Reader::spawn(rx);
+
+    // What the loop waits on besides the socket and the changes lives
+    // across its turns: a turn per batch of changes must not register a
+    // timer and two notifications afresh. The session's timer is moved
+    // only when its deadline changes.
+    let mut shutdown = pin!(signalled(state.shutdown.clone()));
+    let mut reloads = pin!(signalled(state.auth.reloads()));
+    let origin = tokio::time::Instant::from_std(started);
+    let mut timer = pin!(tokio::time::sleep_until(origin));
+    let mut armed: Option<u64> = None;
 
     // Once the client closed, went away or sent a frame the transport
     // refused, what it sent before is still served, then the connection
@@ -136,19 +146,19 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
             // the connection ends.
             break;
         }
-        while let Some(outbound) = session.poll_outbound() {
-            if peer != Peer::Open {
-                // The client closed or is gone: nothing more reaches it.
-                continue;
-            }
-            if let Outbound::Changes { events, .. } = &outbound {
-                Metrics::add(&metrics.events_out, events.len() as u64);
-            }
-            let text = encode(outbound, admitted.as_ref());
-            match tokio::time::timeout(state.send_timeout, tx.send(Message::Text(text.into()))).await {
-                Ok(Ok(())) => Metrics::add(&metrics.frames_out, 1),
+        if peer == Peer::Open {
+            match send_queued(
+                &mut tx,
+                &mut session,
+                admitted.as_ref(),
+                state.send_timeout,
+                metrics,
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
                 Ok(Err(_)) => peer = Peer::Gone,
-                Err(_) => {
+                Err(Stalled) => {
                     // The client stopped reading: stop queuing for it; the
                     // `slow_consumer` error and the close frame follow what
                     // its socket already holds, if it reads again in time.
@@ -156,9 +166,11 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
                     Metrics::add(&metrics.slow_consumers, 1);
                     session.handle_send_stalled(state.send_timeout.as_millis() as u64);
                     watch = None;
-                    break;
                 }
             }
+        } else {
+            // The client closed or is gone: nothing more reaches it.
+            while session.poll_outbound().is_some() {}
         }
         let backlog = watch.as_ref().map_or(0, Watch::ready) as u64;
         lag.store(backlog, std::sync::atomic::Ordering::Relaxed);
@@ -168,11 +180,15 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
         if next_round.is_some() {
             continue;
         }
-        let timer = session
-            .poll_timeout()
-            .map(|at| Duration::from_millis(at.saturating_sub(now())));
+        let deadline = session.poll_timeout();
+        if deadline != armed {
+            if let Some(at) = deadline {
+                timer.as_mut().reset(origin + Duration::from_millis(at));
+            }
+            armed = deadline;
+        }
         tokio::select! {
-            frame = rx.next() => {
+            frame = reader.next() => {
                 // This frame and those already received after it (a bounded
                 // number), so that their pushes are applied together.
                 let mut frame = frame;
@@ -181,7 +197,7 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
                     if peer != Peer::Open || round == MAX_FRAMES_PER_ROUND {
                         break;
                     }
-                    match rx.next().now_or_never() {
+                    match reader.try_next() {
                         Some(next) => frame = next,
                         None => break,
                     }
@@ -212,9 +228,13 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
                     session.handle_shutdown();
                 }
             },
-            () = sleep(timer) => session.handle_timeout(now()),
-            _ = shutdown.changed() => session.handle_shutdown(),
-            Ok(()) = reloads.changed() => {
+            () = &mut timer, if armed.is_some() => {
+                // Armed again from the session's next deadline.
+                armed = None;
+                session.handle_timeout(now());
+            }
+            Some(()) = shutdown.next() => session.handle_shutdown(),
+            Some(()) = reloads.next() => {
                 if let Some(a) = &admitted {
                     recheck(&state, &mut session, a).await;
                 }
@@ -222,8 +242,72 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
         }
     }
     drop(watch);
-    close(&state, &mut session, admitted.as_ref(), tx, rx, peer).await;
+    close(&state, &mut session, admitted.as_ref(), tx, reader, peer).await;
     Metrics::decrement(&metrics.connections);
+}
+
+/// A frame as the WebSocket reader gives it: `None` when the connection ended.
+type Frame = Option<Result<Message, WsError>>;
+
+/// The client's frames, read by a task of their own: the connection's task
+/// is woken by a frame only when one came, and a turn for the changes it
+/// sends does not try a read (in tungstenite, each try zeroes the spare
+/// read buffer). At most [`MAX_FRAMES_PER_ROUND`] frames wait in between;
+/// past that the reader waits, and the client's sends with it.
+struct Reader {
+    frames: tokio::sync::mpsc::Receiver<Frame>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Source>,
+}
+
+impl Reader {
+    fn spawn(mut rx: Source) -> Reader {
+        let (sender, frames) = tokio::sync::mpsc::channel(MAX_FRAMES_PER_ROUND);
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            loop {
+                let frame = tokio::select! {
+                    biased;
+                    _ = &mut stopped => break,
+                    frame = rx.next() => frame,
+                };
+                // After the end or an error the reader is done.
+                let last = !matches!(frame, Some(Ok(_)));
+                if sender.send(frame).await.is_err() || last {
+                    break;
+                }
+            }
+            rx
+        });
+        Reader {
+            frames,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// The next frame (`None`: the connection ended).
+    async fn next(&mut self) -> Frame {
+        self.frames.recv().await.flatten()
+    }
+
+    /// The next frame if one is waiting.
+    fn try_next(&mut self) -> Option<Frame> {
+        self.frames.try_recv().ok()
+    }
+
+    /// Stops the reader and hands back the WebSocket's read half (for
+    /// reading the raw connection), unless its task failed.
+    async fn into_source(mut self) -> Option<Source> {
+        // Closing the channel ends a reader waiting to hand over a frame;
+        // the signal, one waiting for the client.
+        self.frames.close();
+        drop(self.frames);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.ok()
+    }
 }
 
 /// Hands one received frame to the session; tells how the client's side
@@ -274,11 +358,12 @@ fn refused(error: WsError) -> Option<BadFrame> {
 }
 
 /// The text of a message to send: a `changes` message from the namespace's
-/// shared encodings of its events, not encoded per connection.
-fn encode(outbound: Outbound, admitted: Option<&Admitted>) -> String {
+/// shared encodings (the same bytes for every connection sent the same
+/// batch), not encoded per connection.
+fn encode(outbound: Outbound, admitted: Option<&Admitted>) -> Utf8Bytes {
     match (&outbound, admitted) {
         (Outbound::Changes { events, rev }, Some(a)) => a.frames.changes(events, *rev),
-        _ => encode_server(&outbound.into_message()),
+        _ => encode_server(&outbound.into_message()).into(),
     }
 }
 
@@ -290,7 +375,7 @@ async fn close(
     session: &mut ServerSession,
     admitted: Option<&Admitted>,
     mut tx: Sink,
-    rx: Source,
+    reader: Reader,
     peer: Peer,
 ) {
     let deadline = tokio::time::Instant::now() + state.send_timeout;
@@ -305,7 +390,7 @@ async fn close(
             let sent = timeout_at(deadline, async {
                 while let Some(outbound) = session.poll_outbound() {
                     let text = encode(outbound, admitted);
-                    tx.send(Message::Text(text.into())).await?;
+                    tx.send(Message::Text(text)).await?;
                     Metrics::add(&state.metrics.frames_out, 1);
                 }
                 let frame = CloseFrame {
@@ -316,7 +401,7 @@ async fn close(
             })
             .await;
             if matches!(sent, Ok(Ok(()))) {
-                drain(tx, rx, peer == Peer::Refused, deadline).await;
+                drain(tx, reader, peer == Peer::Refused, deadline).await;
             }
         }
         (Peer::Gone, _) | (Peer::Open | Peer::Refused, None) => {}
@@ -328,11 +413,14 @@ async fn close(
 /// reset under the close frame. When the WebSocket reader failed (`raw`),
 /// the bytes are read from the TCP connection and dropped, until nothing
 /// comes for [`DRAIN_IDLE`].
-async fn drain(tx: Sink, mut rx: Source, raw: bool, deadline: tokio::time::Instant) {
+async fn drain(tx: Sink, mut reader: Reader, raw: bool, deadline: tokio::time::Instant) {
     if !raw {
-        let _ = timeout_at(deadline, async { while let Some(Ok(_)) = rx.next().await {} }).await;
+        let _ = timeout_at(deadline, async { while let Some(Ok(_)) = reader.next().await {} }).await;
         return;
     }
+    let Some(rx) = reader.into_source().await else {
+        return;
+    };
     let Ok(mut socket) = rx.reunite(tx) else {
         return;
     };
@@ -346,11 +434,61 @@ async fn drain(tx: Sink, mut rx: Source, raw: bool, deadline: tokio::time::Insta
     }
 }
 
-async fn sleep(timer: Option<Duration>) {
-    match timer {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
+/// A send to the client that did not complete within the send timeout.
+struct Stalled;
+
+/// Sends what the session queued, as one write where the socket takes it:
+/// the frames are fed to the sink and flushed once. Most sends complete
+/// without waiting; only one that waits is bounded by `send_timeout`
+/// (`Stalled`), so the common case arms no timer.
+async fn send_queued(
+    tx: &mut Sink,
+    session: &mut ServerSession,
+    admitted: Option<&Admitted>,
+    send_timeout: Duration,
+    metrics: &Metrics,
+) -> Result<Result<(), WsError>, Stalled> {
+    let mut frames = 0;
+    while let Some(outbound) = session.poll_outbound() {
+        if let Outbound::Changes { events, .. } = &outbound {
+            Metrics::add(&metrics.events_out, events.len() as u64);
+        }
+        let text = encode(outbound, admitted);
+        if let Err(e) = bounded(tx.feed(Message::Text(text)), send_timeout).await? {
+            return Ok(Err(e));
+        }
+        frames += 1;
     }
+    if frames == 0 {
+        return Ok(Ok(()));
+    }
+    let flushed = bounded(tx.flush(), send_timeout).await?;
+    if flushed.is_ok() {
+        Metrics::add(&metrics.frames_out, frames);
+    }
+    Ok(flushed)
+}
+
+/// `future`'s output; when it does not complete at once, within `limit`.
+async fn bounded<T>(future: impl Future<Output = T>, limit: Duration) -> Result<T, Stalled> {
+    let mut future = pin!(future);
+    if let Some(done) = future.as_mut().now_or_never() {
+        return Ok(done);
+    }
+    tokio::time::timeout(limit, future).await.map_err(|_| Stalled)
+}
+
+/// Resolves once per change of a watch channel (the shutdown flag, the
+/// server's token reloads), polled across the connection's turns without
+/// registering afresh each turn; never again once the sender is gone.
+fn signalled<T: Send + Sync>(
+    receiver: tokio::sync::watch::Receiver<T>,
+) -> impl futures_util::Stream<Item = ()> {
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.changed().await.ok()?;
+        Some(((), receiver))
+    })
+    .chain(futures_util::stream::pending())
 }
 
 /// Waits for the next committed changes and takes every one that is ready,

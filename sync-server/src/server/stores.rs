@@ -29,6 +29,40 @@ pub enum Database {
     },
 }
 
+impl Database {
+    /// The `--db` URL that names this database: `sqlite://PATH`, or
+    /// `postgres://…?schema=NAME`. A PostgreSQL connection given as libpq
+    /// `key=value` pairs (host, port, user, dbname) is written as a URL.
+    pub fn url(&self) -> String {
+        let (conn, schema) = match self {
+            Database::Sqlite(path) => return format!("sqlite://{}", path.display()),
+            Database::Postgres { conn, schema } => (conn, schema),
+        };
+        if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+            let sep = if conn.contains('?') { '&' } else { '?' };
+            return format!("{conn}{sep}schema={schema}");
+        }
+        let mut host = "localhost".to_owned();
+        let (mut port, mut user, mut dbname) = ("5432".to_owned(), "postgres".to_owned(), None);
+        for pair in conn.split_whitespace() {
+            let Some((k, v)) = pair.split_once('=') else {
+                continue;
+            };
+            match k {
+                "host" => host = v.to_owned(),
+                "port" => port = v.to_owned(),
+                "user" => user = v.to_owned(),
+                "dbname" => dbname = Some(v.to_owned()),
+                _ => {}
+            }
+        }
+        // A socket directory is given percent-encoded in the host.
+        let host = host.replace('%', "%25").replace('/', "%2F");
+        let dbname = dbname.unwrap_or_else(|| user.clone());
+        format!("postgres://{user}@{host}:{port}/{dbname}?schema={schema}")
+    }
+}
+
 impl FromStr for Database {
     type Err = String;
 
@@ -203,5 +237,18 @@ mod tests {
                 .contains("unsupported")
         );
         assert!("sqlite://".parse::<Database>().is_err());
+        // `url()` names the same database, and converts libpq pairs.
+        for url in [
+            "sqlite://data/z.db",
+            "postgres://u@h/db?schema=public",
+            "postgres://u@h/db?sslmode=disable&schema=app",
+        ] {
+            assert_eq!(url.parse::<Database>().unwrap().url(), url);
+        }
+        let pairs = Database::Postgres {
+            conn: "host=127.0.0.1 port=5433 user=zestor dbname=test".into(),
+            schema: "s1".into(),
+        };
+        assert_eq!(pairs.url(), "postgres://zestor@127.0.0.1:5433/test?schema=s1");
     }
 }

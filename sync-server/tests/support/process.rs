@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use sync_server::server::Database;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_sync-server");
 
@@ -154,32 +156,15 @@ pub fn fails(args: &[&str]) -> String {
 
 /// `sqlite://PATH`.
 pub fn sqlite_db(path: &Path) -> String {
-    format!("sqlite://{}", path.display())
+    Database::Sqlite(path.to_owned()).url()
 }
 
 /// The `--db` URL of schema `schema` of the PostgreSQL database at `conn`
 /// (a URL, or libpq `key=value` pairs as the tests' database is given).
 pub fn pg_db(conn: &str, schema: &str) -> String {
-    if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
-        let sep = if conn.contains('?') { '&' } else { '?' };
-        return format!("{conn}{sep}schema={schema}");
+    Database::Postgres {
+        conn: conn.to_owned(),
+        schema: schema.to_owned(),
     }
-    let mut host = "localhost".to_owned();
-    let (mut port, mut user, mut dbname) = ("5432".to_owned(), "postgres".to_owned(), None);
-    for pair in conn.split_whitespace() {
-        let Some((k, v)) = pair.split_once('=') else {
-            continue;
-        };
-        match k {
-            "host" => host = v.to_owned(),
-            "port" => port = v.to_owned(),
-            "user" => user = v.to_owned(),
-            "dbname" => dbname = Some(v.to_owned()),
-            _ => {}
-        }
-    }
-    // A socket directory is given percent-encoded in the host.
-    let host = host.replace('%', "%25").replace('/', "%2F");
-    let dbname = dbname.unwrap_or_else(|| user.clone());
-    format!("postgres://{user}@{host}:{port}/{dbname}?schema={schema}")
+    .url()
 }
