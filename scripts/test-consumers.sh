@@ -16,6 +16,10 @@ say() { printf '\033[1m[test-consumers]\033[0m %s\n' "$*"; }
 scripts/install-browser-tools.sh
 if [[ -z "${ZESTOR_PKG_DIR:-}" ]]; then
   scripts/build-wasm.sh
+else
+  # The runner works from tests/consumers.
+  ZESTOR_PKG_DIR=$(realpath "$ZESTOR_PKG_DIR")
+  export ZESTOR_PKG_DIR
 fi
 
 cd tests/consumers
