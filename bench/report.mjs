@@ -47,6 +47,8 @@ const GOALS = [
   ['server-sqlite-acked', 'acknowledged durable writes ≥ 80 % of raw rusqlite batched upserts'],
   ['server-pg-acked', 'acknowledged durable writes ≥ 50 % of raw pipelined tokio-postgres upserts'],
   ['server-idle-memory', '10,000 idle WebSocket clients in ≤ 1 GiB'],
+  ['server-fanout-p99', 'propagation p99 ≤ 3× the raw broadcast, every event delivered (100 × 400/s, 1,000 × 200/s, 10,000 × 20/s)'],
+  ['server-fanout-memory', '≤ 100 KiB of server RSS per connection while fanning out to 10,000'],
   ['server-slow-client', 'a slow client never stalls others'],
   ['wasm-size', 'wasm package ≤ 300 KB gzipped'],
 ];

@@ -575,25 +575,43 @@ fn latency_line(name: &str, l: &Latency) {
     );
 }
 
+/// The points (subscribers, writes/s) that judge goal `server-fanout-p99`:
+/// every event delivered, with a p99 at most 3× the raw broadcast's.
+const FANOUT_GOAL_POINTS: [(usize, u64); 3] = [(100, 400), (1_000, 200), (10_000, 20)];
+
 /// p50 and p99 rows of one point, against the raw broadcast.
-fn latency_rows(results: &mut Results, case: &str, zestor: &Latency, raw: &Latency) {
-    latency_rows_in(results, section_latency(), case, zestor, raw);
+fn latency_rows(results: &mut Results, point: (usize, u64), case: &str, zestor: &Latency, raw: &Latency) {
+    latency_rows_in(results, section_latency(), point, case, zestor, raw);
 }
 
-/// p50 and p99 rows of one point in `section`, against the raw broadcast.
-fn latency_rows_in(results: &mut Results, section: &str, case: &str, zestor: &Latency, raw: &Latency) {
+/// p50 and p99 rows of one point in `section`, against the raw broadcast;
+/// the p99 row of a goal point carries the verdict.
+fn latency_rows_in(
+    results: &mut Results,
+    section: &str,
+    point: (usize, u64),
+    case: &str,
+    zestor: &Latency,
+    raw: &Latency,
+) {
     for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
         let (z, r) = (zestor.quantile(q), raw.quantile(q));
         if z.is_nan() || r.is_nan() {
             die(&format!("{case}: no event reached the subscribers"));
         }
-        results.row(
-            Row::new(section, format!("{name}, {case}{}", zestor.shortfall()), z, "ms").vs(
-                r,
-                format!("raw tokio-tungstenite broadcast{}", raw.shortfall()),
-                "x",
-            ),
+        let mut row = Row::new(section, format!("{name}, {case}{}", zestor.shortfall()), z, "ms").vs(
+            r,
+            format!("raw tokio-tungstenite broadcast{}", raw.shortfall()),
+            "x",
         );
+        if q == 0.99 && FANOUT_GOAL_POINTS.contains(&point) {
+            row = row.goal(
+                "propagation p99 <= 3x the raw broadcast, every event delivered",
+                "server-fanout-p99",
+                z <= 3.0 * r && zestor.complete(),
+            );
+        }
+        results.row(row);
     }
 }
 
@@ -637,7 +655,7 @@ fn latency_case(rt: &Runtime, dir: &Path, quick: bool, results: &mut Results) {
             let case = format!("{} clients, {rate} writes/s", thousands(subscribers as u64));
             latency_line(&format!("raw, {case}"), &raw);
             latency_line(&format!("zestor, {case}"), &zestor);
-            latency_rows(results, &case, &zestor, &raw);
+            latency_rows(results, (subscribers, rate), &case, &zestor, &raw);
             if subscribers == SUBSCRIBERS {
                 let x = rate as f64;
                 for (series, value) in plot.iter_mut().zip([
@@ -1827,7 +1845,7 @@ fn scale_case(rt: &Runtime, dir: &Path, quick: bool, binary: &Path, pg: Option<&
     drop(server);
     latency_line(&format!("raw, {case}"), &raw);
     latency_line(&format!("zestor, {case}"), &zestor);
-    latency_rows_in(results, section, &case, &zestor, &raw);
+    latency_rows_in(results, section, (n, rate), &case, &zestor, &raw);
     cpu_row(
         results,
         section,
@@ -1895,7 +1913,14 @@ fn scale_case(rt: &Runtime, dir: &Path, quick: bool, binary: &Path, pg: Option<&
     latency_line(&format!("raw, {case}"), &raw);
     latency_line(&format!("zestor, 1 process, {case}"), &one);
     latency_line(&format!("zestor, 2 processes, {case}"), &two);
-    latency_rows_in(results, section, &format!("1 process, {case}"), &one, &raw);
+    latency_rows_in(
+        results,
+        section,
+        (0, rate),
+        &format!("1 process, {case}"),
+        &one,
+        &raw,
+    );
     cpu_row(
         results,
         section,
