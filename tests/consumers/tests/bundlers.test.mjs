@@ -112,6 +112,19 @@ s.test('a plain <script type="module"> importing zestor/url: zestor_bg.wasm fetc
   await probe(tc, `${s.server.url}/plain/url.html?${s.query()}`, 'plain-url', { fetchedWasm: true });
 });
 
+s.test('zestor/url with init(url): the module is fetched from that URL only', async (tc) => {
+  servePlain();
+  fs.mkdirSync(path.join(s.server.static, 'elsewhere'), { recursive: true });
+  fs.renameSync(path.join(s.server.static, 'zestor/zestor_bg.wasm'), path.join(s.server.static, 'elsewhere/module.wasm'));
+  await s.server.api('PUT', 'task/seed', SEED);
+  const { result, wasm } = await tc.probe(`${s.server.url}/plain/init-url.html?${s.query()}`, 'plain-init-url');
+  assert.equal(result.ok, true, result.error);
+  assert.deepEqual(
+    wasm.map((u) => new URL(u).pathname),
+    ['/elsewhere/module.wasm'],
+  );
+});
+
 s.test('zestor/url without its zestor_bg.wasm: open() rejects with wasm_load, naming the URL', async (tc) => {
   servePlain();
   fs.rmSync(path.join(s.server.static, 'zestor/zestor_bg.wasm'));
