@@ -241,6 +241,37 @@ async fn put_get_and_watch_from_a_second_client() {
     ));
 }
 
+/// `status().synced` never runs ahead of the view: once a client says it is
+/// synced, `get` shows what the snapshot held. (The CLI's `get` reads right
+/// after that; the view used to be updated a step after the session.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synced_client_shows_the_snapshot_at_once() {
+    let server = TestServer::start().await;
+    let writer = Client::connect(server.options("rw", "writer"));
+    let write = writer
+        .set("task", "t1", json!({"title": "ship"}))
+        .unwrap()
+        .expect("a change to send");
+    write.acked().await.unwrap();
+    writer.close().await;
+    for i in 0..100 {
+        let reader = Client::connect(server.options("rw", &format!("reader{i}")));
+        tokio::time::timeout(WAIT, async {
+            while !reader.status().synced {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("timed out waiting to be synced");
+        assert_eq!(
+            reader.get("task", "t1"),
+            Some(json!({"title": "ship"})),
+            "reader {i}"
+        );
+        reader.close().await;
+    }
+}
+
 #[tokio::test]
 async fn reconnects_resumes_and_resends_a_pending_op_once() {
     let server = TestServer::start().await;

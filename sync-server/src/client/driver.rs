@@ -175,7 +175,14 @@ async fn drive(
                     Some(Err(e)) if closed_with.is_none() => return End::Retry(format!("connection lost: {e}")),
                     Some(Err(_)) | None => return after_close(closed_with),
                 };
-                let handled = shared.inner.lock().session().handle_frame(&bytes, clock.now_ms());
+                let handled = {
+                    let mut inner = shared.inner.lock();
+                    let handled = inner.session().handle_frame(&bytes, clock.now_ms());
+                    // What the frame brought is in the view before the lock
+                    // goes: `status().synced` never shows a view behind it.
+                    inner.sync_view();
+                    handled
+                };
                 if let Err(e) = handled {
                     let _ = sink.close().await;
                     return End::Retry(format!("bad frame from the server: {e}"));
