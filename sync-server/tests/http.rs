@@ -130,6 +130,12 @@ impl Api {
         format!("http://{}{path}", self.server.address)
     }
 
+    /// The server's `/metrics` text.
+    async fn metrics(&self) -> String {
+        let res = self.http.get(self.url("/metrics")).send().await.unwrap();
+        res.text().await.unwrap()
+    }
+
     /// A request with the `writer` token.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, self.url(path)).bearer_auth("writer")
@@ -487,15 +493,7 @@ async fn tokens_are_checked_like_a_hello() {
         &json!({"value": task("by the writer"), "version": 1, "rev": 1})
     );
     // Refusals are counted with the sessions'.
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     // A missing or malformed Authorization header never reaches the check.
     assert!(metrics.contains("zestor_auth_refused_total 2"), "{metrics}");
     assert!(metrics.contains("zestor_http_client_errors_total 8"), "{metrics}");
@@ -989,15 +987,7 @@ async fn a_reader_that_falls_behind_gets_its_changes_then_an_end() {
         .await;
     assert_eq!(resumed.next().await.unwrap().event, "ready");
     assert_eq!(resumed.change().await.0, rev + 1);
-    let metrics = api
-        .http
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     assert!(metrics.contains("zestor_slow_consumers_total 1"), "{metrics}");
     assert!(metrics.contains("zestor_http_streams 1"), "{metrics}");
     // A stream nobody reads (its connection is stuck writing) does not
