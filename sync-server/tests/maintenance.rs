@@ -256,8 +256,8 @@ fn sqlite_v1_file(path: &Path, rows: usize) {
     tx.commit().unwrap();
 }
 
-/// A file written by schema version 1 opens and migrates to version 2:
-/// its data and recorded answers stay, and those answers count as written
+/// A file written by schema version 1 opens and migrates to the current
+/// version: its data, its change log and its recorded answers stay, and those answers count as written
 /// at the migration, so none is pruned before a full time to live has
 /// passed. It still lacks incremental auto-vacuum; `sync-server vacuum`
 /// (refused while a store has the file open) switches it.
@@ -277,7 +277,7 @@ fn a_version_1_sqlite_file_is_migrated_then_vacuumed() {
         )
         .unwrap();
     assert_eq!(version, sqlite::SCHEMA_VERSION);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let (min, max): (i64, i64) = conn
         .query_row(
             "SELECT min(applied_at), max(applied_at) FROM zestor_applied_ops",
@@ -300,6 +300,14 @@ fn a_version_1_sqlite_file_is_migrated_then_vacuumed() {
         .optional()
         .unwrap();
     assert!(index.is_some(), "the applied_at index exists");
+    let change: (i64, String, String) = conn
+        .query_row(
+            "SELECT rev, type, value FROM zestor_changes WHERE ns = 'ns'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(change, (1, "create".into(), "{\"t\":1}".into()), "the change log is kept");
     block_on(async {
         assert_eq!(store.rev().await.unwrap(), 1);
         assert_eq!(

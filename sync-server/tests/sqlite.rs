@@ -205,6 +205,32 @@ fn a_newer_schema_version_is_refused() {
     }
 }
 
+/// The change log's type check costs no temporary table: SQLite evaluates
+/// `IN` over more than two constants through one built on every execution
+/// of the insert, the writer's largest cost per change before schema 3.
+/// The rule is unchanged: an unknown type is refused.
+#[test]
+fn the_change_log_insert_checks_its_type_without_a_temporary_table() {
+    let path = support::fresh_db("changes-check");
+    drop(open(&path, "ns"));
+    let conn = Connection::open(&path).unwrap();
+    let insert = "INSERT INTO zestor_changes (ns, rev, kind, key, type, value, version)
+                  VALUES ('ns', ?1, 't', 'k', ?2, '1', 1)";
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN {insert}"))
+        .unwrap()
+        .query_map(rusqlite::params![0, "create"], |r| r.get(1))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert!(!plan.iter().any(|op| op == "OpenEphemeral"), "{plan:?}");
+    for (rev, t) in [(1, "create"), (2, "update"), (3, "delete")] {
+        conn.execute(insert, rusqlite::params![rev, t]).unwrap();
+    }
+    let refused = conn.execute(insert, rusqlite::params![4, "upsert"]).unwrap_err();
+    assert!(refused.to_string().contains("CHECK constraint failed"), "{refused}");
+}
+
 #[test]
 fn the_change_log_is_trimmed_to_the_retention() {
     let path = support::fresh_db("retention");
