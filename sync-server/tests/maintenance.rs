@@ -307,7 +307,11 @@ fn a_version_1_sqlite_file_is_migrated_then_vacuumed() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!(change, (1, "create".into(), "{\"t\":1}".into()), "the change log is kept");
+    assert_eq!(
+        change,
+        (1, "create".into(), "{\"t\":1}".into()),
+        "the change log is kept"
+    );
     block_on(async {
         assert_eq!(store.rev().await.unwrap(), 1);
         assert_eq!(

@@ -228,7 +228,10 @@ fn the_change_log_insert_checks_its_type_without_a_temporary_table() {
         conn.execute(insert, rusqlite::params![rev, t]).unwrap();
     }
     let refused = conn.execute(insert, rusqlite::params![4, "upsert"]).unwrap_err();
-    assert!(refused.to_string().contains("CHECK constraint failed"), "{refused}");
+    assert!(
+        refused.to_string().contains("CHECK constraint failed"),
+        "{refused}"
+    );
 }
 
 #[test]
