@@ -9,7 +9,7 @@
 //! included:
 //!
 //! - while its migration waits for a lock the parent holds (every tenth
-//!   cycle, the first included: the database then is as the previous
+//!   cycle, the first included: the database then is as an earlier
 //!   schema version left it, SQLite 1 or PostgreSQL 2);
 //! - as soon as it says its store is open (migrated, nothing written yet);
 //! - otherwise at a random moment from 0 to 430 ms after it started.
@@ -17,8 +17,8 @@
 //! After each kill the parent reads the database and checks that
 //!
 //! - the schema is all there at the current version (the recorded answers
-//!   with their `applied_at` column and its index), or all there at the
-//!   previous one (with neither) — a migration is one transaction — and in
+//!   with their `applied_at` column and its index), or all there at that
+//!   earlier one (with neither) — a migration is one transaction — and in
 //!   the latter case nothing was acknowledged;
 //! - every acknowledged write is in the change log, at its revision, with its
 //!   key, type, version and value;
@@ -154,8 +154,9 @@ fn main() {
     }
 }
 
-/// Leaves the database as the previous schema version wrote it, so that
-/// the first cycle's child is killed in the migration to this one.
+/// Leaves the database as an earlier schema version wrote it (SQLite 1,
+/// PostgreSQL 2), so that the first cycle's child is killed in the
+/// migration to this one.
 fn previous_version(target: &Target) {
     match target {
         Target::Sqlite(path) => {
@@ -534,15 +535,21 @@ fn json(text: &str) -> Value {
 type Dated = (bool, bool);
 
 /// Whether the schema is there at the current version (the tables, and
-/// the recorded answers dated); `false` when it is at the previous version
-/// (all the tables, the answers not dated) or not there at all. Anything
-/// in between is a half-applied migration: an error.
-fn migrated(found: &[String], version: Option<i64>, current: i64, dated: Dated) -> Result<bool, String> {
+/// the recorded answers dated); `false` when it is at the `previous`
+/// version [`previous_version`] left (all the tables, the answers not
+/// dated) or not there at all. Anything in between is a half-applied
+/// migration: an error.
+fn migrated(
+    found: &[String],
+    version: Option<i64>,
+    (previous, current): (i64, i64),
+    dated: Dated,
+) -> Result<bool, String> {
     let all = found.len() == TABLES.len();
     match (version, dated) {
         _ if found.is_empty() => Ok(false),
         (Some(v), (true, true)) if all && v == current => Ok(true),
-        (Some(v), (false, false)) if all && v == current - 1 => Ok(false),
+        (Some(v), (false, false)) if all && v == previous => Ok(false),
         _ => Err(format!(
             "a half-applied migration: tables {found:?}, schema version {version:?} (this build: {current}), \
              applied_at column and index {dated:?}"
@@ -586,7 +593,7 @@ fn read_sqlite(path: &std::path::Path) -> Result<Tables, String> {
     } else {
         (false, false)
     };
-    if !migrated(&found, version, sqlite::SCHEMA_VERSION, dated)? {
+    if !migrated(&found, version, (1, sqlite::SCHEMA_VERSION), dated)? {
         return Ok(Tables::default());
     }
     // The head row is written with the namespace's first change.
@@ -689,7 +696,7 @@ async fn read_postgres(url: &str, schema: &str) -> Result<Tables, String> {
     } else {
         (false, false)
     };
-    if !migrated(&found, version, postgres::SCHEMA_VERSION, dated)? {
+    if !migrated(&found, version, (2, postgres::SCHEMA_VERSION), dated)? {
         return Ok(Tables::default());
     }
     // The migration creates the namespace's head row.
