@@ -17,11 +17,22 @@
 //! 5. only then commits the engine transaction, which publishes to watchers,
 //!    and answers the callers.
 //!
+//! Group commit pays one durable commit (an fsync, a round trip) for all
+//! that is queued. With many callers each awaiting its write before the
+//! next, the callers answered by one batch come back while the writer
+//! already commits what the others queued meanwhile, and the batches settle
+//! at half the callers each. So after answering a batch of more than one
+//! write, the writer waits for that many requests to arrive, for at most
+//! half its last commit's time ([`MAX_LINGER`] at most). A lone caller
+//! never waits: its batch was one write, and its next write is the first
+//! to arrive.
+//!
 //! The backends differ only in `Storage`: how a transaction is begun,
 //! written and committed.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
 
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
@@ -41,6 +52,10 @@ pub use durable::{Durable, Page};
 
 /// The most operations one group commit takes from the queue.
 const MAX_BATCH: usize = 512;
+
+/// The longest the writer waits for the callers of its last batch to queue
+/// their next writes (see the module's documentation).
+pub const MAX_LINGER: Duration = Duration::from_micros(500);
 
 /// A change record as stored: its value is JSON text.
 #[derive(Debug, Clone, PartialEq)]
@@ -433,15 +448,63 @@ pub(crate) async fn run_writer<T: StoreValue, S: Storage>(
     mut queue: mpsc::UnboundedReceiver<Request<T>>,
 ) {
     let _close = CloseOnExit(mem.clone());
-    while let Some(first) = queue.next().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
+    // How many writes the last batch answered, how long it took to commit,
+    // and the batch worth waiting for: the requests queued before its
+    // answers went out, and as many again as it answered.
+    let (mut answered, mut took, mut full) = (0, Duration::ZERO, 0);
+    let mut batch = Vec::new();
+    loop {
+        if batch.is_empty() {
+            match queue.next().await {
+                Some(request) => batch.push(request),
+                None => break,
             }
+            take_queued(&mut queue, &mut batch);
         }
-        write_batch(&mem, &mut storage, batch).await;
+        if answered > 1 && batch.len() < full {
+            linger(&mut queue, &mut batch, full, (took / 2).min(MAX_LINGER)).await;
+        }
+        let started = Instant::now();
+        let replies = write_batch(&mem, &mut storage, std::mem::take(&mut batch)).await;
+        took = started.elapsed();
+        answered = replies.len();
+        take_queued(&mut queue, &mut batch);
+        full = batch.len() + answered;
+        for (reply, outcome) in replies {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// Moves what the queue holds into `batch`, up to [`MAX_BATCH`]; false
+/// once the queue is closed and empty.
+fn take_queued<T>(queue: &mut mpsc::UnboundedReceiver<Request<T>>, batch: &mut Vec<Request<T>>) -> bool {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(e) => return !e.is_closed(),
+        }
+    }
+    true
+}
+
+/// Waits up to `limit` for `batch` to reach `full` requests. It looks at
+/// the queue a few times rather than on every arrival: woken per request,
+/// the writer would trade places with its callers' thread for each one.
+async fn linger<T>(
+    queue: &mut mpsc::UnboundedReceiver<Request<T>>,
+    batch: &mut Vec<Request<T>>,
+    full: usize,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    let step = limit / 4;
+    while take_queued(queue, batch) && batch.len() < full.min(MAX_BATCH) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        futures_timer::Delay::new(step.min(left)).await;
     }
 }
 
@@ -497,17 +560,20 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
         .unwrap_or("a non-string panic")
 }
 
-async fn write_batch<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut S, batch: Vec<Request<T>>) {
-    let fail_all = |batch: Vec<Request<T>>, e: &Error| {
-        for r in batch {
-            let _ = r.reply.send(Err(replicate(e)));
-        }
+/// The answers of a batch, each with the caller it goes to.
+type Replies<T> = Vec<(oneshot::Sender<Result<Outcome<T>>>, Result<Outcome<T>>)>;
+
+/// Commits `batch` and returns its answers, which the caller sends.
+async fn write_batch<T: StoreValue, S: Storage>(
+    mem: &MemStore<T>,
+    storage: &mut S,
+    batch: Vec<Request<T>>,
+) -> Replies<T> {
+    let fail_all = |batch: Vec<Request<T>>, e: &Error| -> Replies<T> {
+        batch.into_iter().map(|r| (r.reply, Err(replicate(e)))).collect()
     };
     if mem.read_engine(Engine::is_closed) {
-        for r in batch {
-            let _ = r.reply.send(Err(Error::Closed));
-        }
-        return;
+        return fail_all(batch, &Error::Closed);
     }
     let ready = match catch_up(mem, storage).await {
         Ok(()) => recorded_answers(storage, client_op_ids(&batch)).await,
@@ -517,14 +583,13 @@ async fn write_batch<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut
         Ok(answers) => answers,
         Err(e) => {
             storage.rollback().await;
-            fail_all(batch, &e);
-            return;
+            return fail_all(batch, &e);
         }
     };
     let (txn, encoded, outcomes, retention) = mem.read_engine(|engine| {
         let mut txn = engine.begin();
         let mut encoded = Vec::new();
-        let outcomes: Vec<_> = batch
+        let outcomes: Replies<T> = batch
             .into_iter()
             .map(|r| {
                 let outcome = match r.op {
@@ -549,10 +614,10 @@ async fn write_batch<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut
         if let Err(e) = persist(storage, &encoded, &answers.new, txn.base_rev(), retention).await {
             storage.rollback().await;
             tracing::error!(error = %e, "write transaction failed");
-            for (reply, outcome) in outcomes {
-                let _ = reply.send(outcome.and(Err(replicate(&e))));
-            }
-            return;
+            return outcomes
+                .into_iter()
+                .map(|(reply, outcome)| (reply, outcome.and(Err(replicate(&e)))))
+                .collect();
         }
         // Durable now. A store closed meanwhile still reports what it stored.
         match mem.write_engine(|engine| engine.commit(txn)) {
@@ -562,9 +627,7 @@ async fn write_batch<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut
     } else {
         storage.rollback().await;
     }
-    for (reply, outcome) in outcomes {
-        let _ = reply.send(outcome);
-    }
+    outcomes
 }
 
 /// Begins the transaction and brings the engine up to the persisted head.
@@ -628,5 +691,68 @@ pub(crate) fn submit<T: StoreValue>(
     async move {
         sent.map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn request(key: &str) -> Request<Value> {
+        Request {
+            op: Op::Delete {
+                kind: "t".into(),
+                key: key.into(),
+                opts: SetOptions::default(),
+            },
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// Sends `n` requests from another thread after a short pause.
+    fn send_later(queue: &mpsc::UnboundedSender<Request<Value>>, n: usize) -> std::thread::JoinHandle<()> {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            for i in 0..n {
+                queue.unbounded_send(request(&format!("k{i}"))).unwrap();
+            }
+        })
+    }
+
+    #[test]
+    fn a_linger_ends_once_the_batch_is_full() {
+        let (queue, mut requests) = mpsc::unbounded();
+        let mut batch = vec![request("first")];
+        let sender = send_later(&queue, 3);
+        let started = Instant::now();
+        // It looks at the queue every second: full at the first look, it
+        // does not wait out the other three.
+        futures_executor::block_on(linger(&mut requests, &mut batch, 4, Duration::from_secs(4)));
+        sender.join().unwrap();
+        assert_eq!(batch.len(), 4);
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_linger_ends_at_its_limit_with_what_came() {
+        let (queue, mut requests) = mpsc::unbounded();
+        let mut batch = vec![request("first")];
+        let sender = send_later(&queue, 1);
+        let started = Instant::now();
+        futures_executor::block_on(linger(&mut requests, &mut batch, 5, Duration::from_millis(200)));
+        sender.join().unwrap();
+        assert_eq!(batch.len(), 2);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_linger_ends_when_the_queue_closes() {
+        let (queue, mut requests) = mpsc::unbounded::<Request<Value>>();
+        let mut batch = vec![request("first")];
+        queue.close_channel();
+        futures_executor::block_on(linger(&mut requests, &mut batch, 5, Duration::from_secs(3600)));
+        assert_eq!(batch.len(), 1);
     }
 }
