@@ -140,7 +140,16 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
                 applying.push(submitted);
             }
         }
+        let applied = !applying.is_empty();
         answer(&state, &mut session, &mut applying).await;
+        if applied {
+            // The store published the pushes' changes before it answered:
+            // they leave with the acks, in one write, rather than in a turn
+            // of their own.
+            if let Some(events) = next_changes(&mut watch).now_or_never() {
+                on_changes(events, &mut session, &mut watch, admitted.as_ref()).await;
+            }
+        }
         if session.is_closed() {
             // The session's last messages and its close code are sent when
             // the connection ends.
@@ -203,31 +212,9 @@ pub(crate) async fn run(socket: Socket, state: Arc<AppState>) {
                     }
                 }
             }
-            events = next_changes(&mut watch) => match events {
-                Some(Ok((events, rev))) => session.handle_events(events, rev),
-                Some(Err(Error::Overflow)) => {
-                    // Too far behind to stream changes: start over with a snapshot.
-                    if let Some(a) = &admitted {
-                        match snapshot(&a.store, SnapshotReason::Lagged).await {
-                            Ok(started) => started.feed(&mut session, &mut watch),
-                            Err(e) => {
-                                tracing::error!(error = %e, "cannot read a snapshot for a lagging client");
-                                session.handle_internal_error(format!("cannot read a snapshot: {e}"));
-                            }
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    watch = None;
-                    tracing::error!(error = %e, "the change feed failed");
-                    session.handle_internal_error(format!("the change feed failed: {e}"));
-                }
-                // The store closed: the server is stopping.
-                None => {
-                    watch = None;
-                    session.handle_shutdown();
-                }
-            },
+            events = next_changes(&mut watch) => {
+                on_changes(events, &mut session, &mut watch, admitted.as_ref()).await;
+            }
             () = &mut timer, if armed.is_some() => {
                 // Armed again from the session's next deadline.
                 armed = None;
@@ -512,6 +499,41 @@ async fn next_changes(
     }
     let rev = events.last().map_or(0, |e| e.rev);
     Some(Ok((events, rev)))
+}
+
+/// Hands the session what [`next_changes`] brought: the changes, or what
+/// ended the feed (a client too far behind starts over from a snapshot).
+async fn on_changes(
+    events: Option<Result<(Vec<Arc<Event<Value>>>, u64), Error>>,
+    session: &mut ServerSession,
+    watch: &mut Option<Watch<Value>>,
+    admitted: Option<&Admitted>,
+) {
+    match events {
+        Some(Ok((events, rev))) => session.handle_events(events, rev),
+        Some(Err(Error::Overflow)) => {
+            // Too far behind to stream changes: start over with a snapshot.
+            if let Some(a) = admitted {
+                match snapshot(&a.store, SnapshotReason::Lagged).await {
+                    Ok(started) => started.feed(session, watch),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read a snapshot for a lagging client");
+                        session.handle_internal_error(format!("cannot read a snapshot: {e}"));
+                    }
+                }
+            }
+        }
+        Some(Err(e)) => {
+            *watch = None;
+            tracing::error!(error = %e, "the change feed failed");
+            session.handle_internal_error(format!("the change feed failed: {e}"));
+        }
+        // The store closed: the server is stopping.
+        None => {
+            *watch = None;
+            session.handle_shutdown();
+        }
+    }
 }
 
 /// Serves one effect of the session. A push is only submitted to the
