@@ -104,20 +104,19 @@ pub(crate) struct Snapshot {
 /// transaction at a time.
 pub(crate) trait Storage: Send + 'static {
     /// Begins a write transaction holding the namespace's write lock, and
-    /// returns the persisted head revision.
-    fn begin(&mut self) -> impl Future<Output = Result<u64>> + Send;
+    /// returns the persisted head revision and the recorded answers of the
+    /// client ops `ops` already applied, looked up by `(client id, op id)`
+    /// under that lock (`None` for new ones).
+    fn begin(
+        &mut self,
+        ops: &[(String, String)],
+    ) -> impl Future<Output = Result<(u64, Vec<Option<String>>)>> + Send;
     /// The namespace as stored (head, entries, the last `retention`
     /// revisions of the log), read inside the open transaction; for a store
     /// that fell behind the retained change log.
     fn snapshot(&mut self, retention: u64) -> impl Future<Output = Result<Snapshot>> + Send;
     /// The change records after revision `after`, up to `to`, in order.
     fn changes(&mut self, after: u64, to: u64) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
-    /// The recorded answers of client ops already applied, looked up by
-    /// `(client id, op id)` inside the open transaction; `None` for new ones.
-    fn applied(
-        &mut self,
-        ops: &[(String, String)],
-    ) -> impl Future<Output = Result<Vec<Option<String>>>> + Send;
     /// Writes `events` (entries, change log, head) and the answers of the
     /// client ops applied with them, and drops change-log rows at or below
     /// `trim_through`.
@@ -412,21 +411,19 @@ fn client_op_ids<T>(batch: &[Request<T>]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Looks up the recorded answers of the batch's client ops.
-async fn recorded_answers<S: Storage>(storage: &mut S, ids: Vec<(String, String)>) -> Result<ClientAnswers> {
-    if ids.is_empty() {
-        return Ok(ClientAnswers::default());
+impl ClientAnswers {
+    /// The answers `found` for the op ids `ids`, as [`Storage::begin`] gave them.
+    fn recorded(ids: Vec<(String, String)>, found: Vec<Option<String>>) -> Self {
+        let known = ids
+            .into_iter()
+            .zip(found)
+            .filter_map(|(id, answer)| Some((id, answer?)))
+            .collect();
+        ClientAnswers {
+            known,
+            new: Vec::new(),
+        }
     }
-    let found = storage.applied(&ids).await?;
-    let known = ids
-        .into_iter()
-        .zip(found)
-        .filter_map(|(id, answer)| Some((id, answer?)))
-        .collect();
-    Ok(ClientAnswers {
-        known,
-        new: Vec::new(),
-    })
 }
 
 /// Closes the store when the writer ends, however it ends (its handles
@@ -575,11 +572,7 @@ async fn write_batch<T: StoreValue, S: Storage>(
     if mem.read_engine(Engine::is_closed) {
         return fail_all(batch, &Error::Closed);
     }
-    let ready = match catch_up(mem, storage).await {
-        Ok(()) => recorded_answers(storage, client_op_ids(&batch)).await,
-        Err(e) => Err(e),
-    };
-    let mut answers = match ready {
+    let mut answers = match catch_up(mem, storage, client_op_ids(&batch)).await {
         Ok(answers) => answers,
         Err(e) => {
             storage.rollback().await;
@@ -630,9 +623,15 @@ async fn write_batch<T: StoreValue, S: Storage>(
     outcomes
 }
 
-/// Begins the transaction and brings the engine up to the persisted head.
-async fn catch_up<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut S) -> Result<()> {
-    let head = storage.begin().await?;
+/// Begins the transaction, brings the engine up to the persisted head and
+/// returns the recorded answers of the client ops `ids`.
+async fn catch_up<T: StoreValue, S: Storage>(
+    mem: &MemStore<T>,
+    storage: &mut S,
+    ids: Vec<(String, String)>,
+) -> Result<ClientAnswers> {
+    let (head, found) = storage.begin(&ids).await?;
+    let answers = ClientAnswers::recorded(ids, found);
     let local = mem.read_engine(Engine::rev);
     if head < local {
         return Err(storage_error(format!(
@@ -664,7 +663,7 @@ async fn catch_up<T: StoreValue, S: Storage>(mem: &MemStore<T>, storage: &mut S)
             mem.write_engine(|engine| engine.reload(rev, entries, history))?;
         }
     }
-    Ok(())
+    Ok(answers)
 }
 
 async fn persist<S: Storage>(
@@ -732,7 +731,11 @@ mod tests {
         futures_executor::block_on(linger(&mut requests, &mut batch, 4, Duration::from_secs(4)));
         sender.join().unwrap();
         assert_eq!(batch.len(), 4);
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! in-memory engine and writes through one writer task per store, which
 //! batches everything queued into one transaction (group commit):
 //!
-//! 1. `BEGIN`, then `SELECT rev FROM zestor_heads WHERE ns = $1 FOR UPDATE`
-//!    (pipelined): the namespace's head row is its write lock, held until
-//!    commit, so writers in every process are serialized and revisions are
-//!    gap-free in commit order;
+//! 1. `BEGIN`, then `SELECT rev FROM zestor_heads WHERE ns = $1 FOR UPDATE`,
+//!    then the lookups of the batch's client op ids among the recorded
+//!    answers (pipelined, one round trip): the namespace's head row is its
+//!    write lock, held until commit, so writers in every process are
+//!    serialized and revisions are gap-free in commit order, and the
+//!    lookups, run once it is held, see every op applied before;
 //! 2. the engine catches up on changes other processes committed, then
 //!    stages the batch (validation, compare, versions);
 //! 3. one round trip: a single statement writing the whole batch (a
@@ -710,7 +712,7 @@ impl PgStorage {
 }
 
 impl Storage for PgStorage {
-    async fn begin(&mut self) -> Result<u64> {
+    async fn begin(&mut self, ops: &[(String, String)]) -> Result<(u64, Vec<Option<String>>)> {
         // The previous batch, if any, is in the engine by now.
         self.shared.pending.store(0, Ordering::SeqCst);
         self.staged = None;
@@ -718,14 +720,27 @@ impl Storage for PgStorage {
         let ns = &target.ns;
         let w = self.writer().await?;
         let e = |e: tokio_postgres::Error| pg_error("beginning a write", &e);
-        let (began, head) = futures_util::future::join(
+        // One round trip: the lookups run after the head row is locked, so
+        // they see every op another process applied before it.
+        let lookups =
+            || {
+                futures_util::future::try_join_all(ops.iter().map(|(client, op)| async move {
+                    w.client.query_opt(&w.answer, &[ns, client, op]).await
+                }))
+            };
+        let (began, head, found) = futures_util::future::join3(
             w.client.batch_execute("BEGIN"),
             w.client.query_opt(&w.head, &[ns]),
+            lookups(),
         )
         .await;
         began.map_err(e)?;
-        let head = match head.map_err(e)? {
-            Some(row) => row,
+        let answers = |rows: Vec<Option<tokio_postgres::Row>>| -> Vec<Option<String>> {
+            rows.into_iter().map(|row| row.map(|r| r.get(0))).collect()
+        };
+        let read = |e: tokio_postgres::Error| pg_error("reading applied client ops", &e);
+        let (head, found) = match head.map_err(e)? {
+            Some(row) => (row, answers(found.map_err(read)?)),
             None => {
                 // The head row is created at open; recreate it if it went.
                 w.client
@@ -737,10 +752,12 @@ impl Storage for PgStorage {
                     )
                     .await
                     .map_err(e)?;
-                w.client.query_one(&w.head, &[ns]).await.map_err(e)?
+                let head = w.client.query_one(&w.head, &[ns]).await.map_err(e)?;
+                // Looked up again, now under the lock.
+                (head, answers(lookups().await.map_err(read)?))
             }
         };
-        Ok(u64_of(head.try_get(0).map_err(e)?))
+        Ok((u64_of(head.try_get(0).map_err(e)?), found))
     }
 
     async fn snapshot(&mut self, retention: u64) -> Result<Snapshot> {
@@ -758,18 +775,6 @@ impl Storage for PgStorage {
             .iter()
             .map(event_of)
             .collect()
-    }
-
-    async fn applied(&mut self, ops: &[(String, String)]) -> Result<Vec<Option<String>>> {
-        let target = self.target.clone();
-        let w = self.connected()?;
-        let rows =
-            futures_util::future::try_join_all(ops.iter().map(|(client, op)| async {
-                w.client.query_opt(&w.answer, &[&target.ns, client, op]).await
-            }))
-            .await
-            .map_err(|e| pg_error("reading applied client ops", &e))?;
-        Ok(rows.into_iter().map(|row| row.map(|r| r.get(0))).collect())
     }
 
     async fn write(

@@ -464,9 +464,27 @@ fn changes(conn: &Connection, ns: &str, after: u64, to: u64) -> Result<Vec<Store
 }
 
 impl Storage for SqliteStorage {
-    async fn begin(&mut self) -> Result<u64> {
+    async fn begin(&mut self, ops: &[(String, String)]) -> Result<(u64, Vec<Option<String>>)> {
         self.run("BEGIN IMMEDIATE")?;
-        self.head()
+        let head = self.head()?;
+        if ops.is_empty() {
+            return Ok((head, Vec::new()));
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT response FROM zestor_applied_ops WHERE ns = ?1 AND client_id = ?2 AND op_id = ?3",
+            )
+            .map_err(sql)?;
+        let found = ops
+            .iter()
+            .map(|(client, op)| {
+                stmt.query_row(params![self.ns, client, op], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)
+            })
+            .collect::<Result<_>>()?;
+        Ok((head, found))
     }
 
     async fn snapshot(&mut self, retention: u64) -> Result<Snapshot> {
@@ -475,22 +493,6 @@ impl Storage for SqliteStorage {
 
     async fn changes(&mut self, after: u64, to: u64) -> Result<Vec<StoredEvent>> {
         changes(&self.conn, &self.ns, after, to)
-    }
-
-    async fn applied(&mut self, ops: &[(String, String)]) -> Result<Vec<Option<String>>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT response FROM zestor_applied_ops WHERE ns = ?1 AND client_id = ?2 AND op_id = ?3",
-            )
-            .map_err(sql)?;
-        ops.iter()
-            .map(|(client, op)| {
-                stmt.query_row(params![self.ns, client, op], |r| r.get(0))
-                    .optional()
-                    .map_err(sql)
-            })
-            .collect()
     }
 
     async fn write(
