@@ -478,11 +478,14 @@ fn signalled<T: Send + Sync>(
     .chain(futures_util::stream::pending())
 }
 
+/// What [`next_changes`] brings: committed changes with the namespace
+/// revision they bring the client to, what ended the feed, or `None` once
+/// the store closed.
+type Changes = Option<Result<(Vec<Arc<Event<Value>>>, u64), Error>>;
+
 /// Waits for the next committed changes and takes every one that is ready,
 /// with the namespace revision they bring the client to.
-async fn next_changes(
-    watch: &mut Option<Watch<Value>>,
-) -> Option<Result<(Vec<Arc<Event<Value>>>, u64), Error>> {
+async fn next_changes(watch: &mut Option<Watch<Value>>) -> Changes {
     let Some(w) = watch else {
         return std::future::pending().await;
     };
@@ -504,7 +507,7 @@ async fn next_changes(
 /// Hands the session what [`next_changes`] brought: the changes, or what
 /// ended the feed (a client too far behind starts over from a snapshot).
 async fn on_changes(
-    events: Option<Result<(Vec<Arc<Event<Value>>>, u64), Error>>,
+    events: Changes,
     session: &mut ServerSession,
     watch: &mut Option<Watch<Value>>,
     admitted: Option<&Admitted>,
