@@ -32,7 +32,9 @@ pub enum Database {
 impl Database {
     /// The `--db` URL that names this database: `sqlite://PATH`, or
     /// `postgres://…?schema=NAME`. A PostgreSQL connection given as libpq
-    /// `key=value` pairs (host, port, user, dbname) is written as a URL.
+    /// `key=value` pairs is written as a URL: host, port, user, password
+    /// and dbname in its place, any other pair (say `sslmode`) as a query
+    /// parameter. Quoted values are not supported.
     pub fn url(&self) -> String {
         let (conn, schema) = match self {
             Database::Sqlite(path) => return format!("sqlite://{}", path.display()),
@@ -42,8 +44,17 @@ impl Database {
             let sep = if conn.contains('?') { '&' } else { '?' };
             return format!("{conn}{sep}schema={schema}");
         }
-        let mut host = "localhost".to_owned();
-        let (mut port, mut user, mut dbname) = ("5432".to_owned(), "postgres".to_owned(), None);
+        // What would end the part of the URL it stands in is percent-encoded
+        // (a socket directory in the host, say).
+        let escape = |v: &str| {
+            v.replace('%', "%25")
+                .replace('/', "%2F")
+                .replace('@', "%40")
+                .replace(':', "%3A")
+        };
+        let (mut host, mut port, mut user) =
+            ("localhost".to_owned(), "5432".to_owned(), "postgres".to_owned());
+        let (mut password, mut dbname, mut params) = (None, None, Vec::new());
         for pair in conn.split_whitespace() {
             let Some((k, v)) = pair.split_once('=') else {
                 continue;
@@ -52,14 +63,22 @@ impl Database {
                 "host" => host = v.to_owned(),
                 "port" => port = v.to_owned(),
                 "user" => user = v.to_owned(),
+                "password" => password = Some(v),
                 "dbname" => dbname = Some(v.to_owned()),
-                _ => {}
+                _ => params.push(format!("{k}={v}")),
             }
         }
-        // A socket directory is given percent-encoded in the host.
-        let host = host.replace('%', "%25").replace('/', "%2F");
         let dbname = dbname.unwrap_or_else(|| user.clone());
-        format!("postgres://{user}@{host}:{port}/{dbname}?schema={schema}")
+        let login = match password {
+            Some(p) => format!("{}:{}", escape(&user), escape(p)),
+            None => escape(&user),
+        };
+        params.push(format!("schema={schema}"));
+        format!(
+            "postgres://{login}@{}:{port}/{dbname}?{}",
+            escape(&host),
+            params.join("&")
+        )
     }
 }
 
@@ -250,5 +269,16 @@ mod tests {
             schema: "s1".into(),
         };
         assert_eq!(pairs.url(), "postgres://zestor@127.0.0.1:5433/test?schema=s1");
+        // A password and the other pairs are kept, and the URL parses back.
+        let full = Database::Postgres {
+            conn: "host=/run/pg user=z password=p@ss:1 dbname=d sslmode=disable".into(),
+            schema: "s2".into(),
+        };
+        let url = full.url();
+        assert_eq!(
+            url,
+            "postgres://z:p%40ss%3A1@%2Frun%2Fpg:5432/d?sslmode=disable&schema=s2"
+        );
+        assert!(url.parse::<Database>().is_ok(), "{url}");
     }
 }
