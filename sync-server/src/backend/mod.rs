@@ -394,7 +394,6 @@ pub(crate) fn unexpected() -> Error {
 }
 
 /// Client-op answers of one batch: recorded before, and new ones to record.
-#[derive(Default)]
 struct ClientAnswers {
     known: std::collections::HashMap<(String, String), String>,
     new: Vec<AppliedOp>,
