@@ -27,6 +27,17 @@
 //! never waits: its batch was one write, and its next write is the first
 //! to arrive.
 //!
+//! Waiting pays only when the callers come back fast, as callers in the
+//! same process do. Callers that come back over a network (the sync
+//! server's clients) take longer than the wait is allowed, and holding the
+//! writer for them only puts the two halves of the callers in step: the
+//! writer idles while each half travels, where it would have committed
+//! one half while the other travelled. So a wait that ends at its limit
+//! short of the batch it waited for stops the waiting for the next
+//! [`FIRST_BACKOFF`] batches; every failed try after that doubles the
+//! pause (up to [`MAX_BACKOFF`] batches), and a wait that fills its batch
+//! ends it.
+//!
 //! The backends differ only in `Storage`: how a transaction is begun,
 //! written and committed.
 
@@ -56,6 +67,13 @@ const MAX_BATCH: usize = 512;
 /// The longest the writer waits for the callers of its last batch to queue
 /// their next writes (see the module's documentation).
 pub const MAX_LINGER: Duration = Duration::from_micros(500);
+
+/// Batches committed without waiting after a wait that did not fill its
+/// batch; doubled for every wait after it that does not either.
+const FIRST_BACKOFF: u32 = 16;
+
+/// The longest pause between two tries of waiting, in batches.
+const MAX_BACKOFF: u32 = 256;
 
 /// A change record as stored: its value is JSON text.
 #[derive(Debug, Clone, PartialEq)]
@@ -448,6 +466,7 @@ pub(crate) async fn run_writer<T: StoreValue, S: Storage>(
     // and the batch worth waiting for: the requests queued before its
     // answers went out, and as many again as it answered.
     let (mut answered, mut took, mut full) = (0, Duration::ZERO, 0);
+    let mut patience = Patience::default();
     let mut batch = Vec::new();
     loop {
         if batch.is_empty() {
@@ -457,8 +476,9 @@ pub(crate) async fn run_writer<T: StoreValue, S: Storage>(
             }
             take_queued(&mut queue, &mut batch);
         }
-        if answered > 1 && batch.len() < full {
-            linger(&mut queue, &mut batch, full, (took / 2).min(MAX_LINGER)).await;
+        if answered > 1 && batch.len() < full && patience.waits() {
+            let filled = linger(&mut queue, &mut batch, full, (took / 2).min(MAX_LINGER)).await;
+            patience.waited(filled);
         }
         let started = Instant::now();
         let replies = write_batch(&mem, &mut storage, std::mem::take(&mut batch)).await;
@@ -484,23 +504,58 @@ fn take_queued<T>(queue: &mut mpsc::UnboundedReceiver<Request<T>>, batch: &mut V
     true
 }
 
-/// Waits up to `limit` for `batch` to reach `full` requests. It looks at
-/// the queue a few times rather than on every arrival: woken per request,
-/// the writer would trade places with its callers' thread for each one.
+/// Waits up to `limit` for `batch` to reach `full` requests; true when it
+/// did. It looks at the queue a few times rather than on every arrival:
+/// woken per request, the writer would trade places with its callers'
+/// thread for each one.
 async fn linger<T>(
     queue: &mut mpsc::UnboundedReceiver<Request<T>>,
     batch: &mut Vec<Request<T>>,
     full: usize,
     limit: Duration,
-) {
+) -> bool {
     let deadline = Instant::now() + limit;
     let step = limit / 4;
-    while take_queued(queue, batch) && batch.len() < full.min(MAX_BATCH) {
+    let full = full.min(MAX_BATCH);
+    while take_queued(queue, batch) && batch.len() < full {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
         futures_timer::Delay::new(step.min(left)).await;
+    }
+    batch.len() >= full
+}
+
+/// Whether the writer waits for its callers now, from how its last waits
+/// went (see the module's documentation).
+#[derive(Debug, Default)]
+struct Patience {
+    /// Batches still to commit without waiting.
+    skip: u32,
+    /// The last pause, in batches (0 after a wait that filled its batch).
+    backoff: u32,
+}
+
+impl Patience {
+    /// Whether to wait before this batch (a batch that could wait and does
+    /// not counts towards the pause).
+    fn waits(&mut self) -> bool {
+        if self.skip == 0 {
+            return true;
+        }
+        self.skip -= 1;
+        false
+    }
+
+    /// How the wait went: it filled its batch, or it ended without.
+    fn waited(&mut self, filled: bool) {
+        self.backoff = if filled {
+            0
+        } else {
+            (self.backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF)
+        };
+        self.skip = self.backoff;
     }
 }
 
@@ -727,8 +782,9 @@ mod tests {
         let started = Instant::now();
         // It looks at the queue every second: full at the first look, it
         // does not wait out the other three.
-        futures_executor::block_on(linger(&mut requests, &mut batch, 4, Duration::from_secs(4)));
+        let filled = futures_executor::block_on(linger(&mut requests, &mut batch, 4, Duration::from_secs(4)));
         sender.join().unwrap();
+        assert!(filled);
         assert_eq!(batch.len(), 4);
         assert!(
             started.elapsed() < Duration::from_secs(3),
@@ -743,8 +799,9 @@ mod tests {
         let mut batch = vec![request("first")];
         let sender = send_later(&queue, 1);
         let started = Instant::now();
-        futures_executor::block_on(linger(&mut requests, &mut batch, 5, Duration::from_millis(200)));
+        let filled = futures_executor::block_on(linger(&mut requests, &mut batch, 5, Duration::from_millis(200)));
         sender.join().unwrap();
+        assert!(!filled);
         assert_eq!(batch.len(), 2);
         assert!(started.elapsed() >= Duration::from_millis(200));
     }
@@ -754,7 +811,44 @@ mod tests {
         let (queue, mut requests) = mpsc::unbounded::<Request<Value>>();
         let mut batch = vec![request("first")];
         queue.close_channel();
-        futures_executor::block_on(linger(&mut requests, &mut batch, 5, Duration::from_secs(3600)));
+        let filled = futures_executor::block_on(linger(&mut requests, &mut batch, 5, Duration::from_secs(3600)));
+        assert!(!filled);
         assert_eq!(batch.len(), 1);
+    }
+
+    /// The batches, of `n` that could wait, that do.
+    fn waiting(patience: &mut Patience, n: u32) -> Vec<u32> {
+        (0..n).filter(|_| patience.waits()).collect()
+    }
+
+    #[test]
+    fn waiting_pauses_after_a_wait_that_did_not_fill_and_longer_after_each_more() {
+        let mut patience = Patience::default();
+        assert_eq!(waiting(&mut patience, 3), [0, 1, 2], "it waits until a wait fails");
+        patience.waited(false);
+        let n = FIRST_BACKOFF;
+        assert_eq!(waiting(&mut patience, n + 1), [n], "the first pause");
+        patience.waited(false);
+        assert_eq!(waiting(&mut patience, 2 * n + 1), [2 * n], "doubled");
+        for _ in 0..10 {
+            patience.waited(false);
+        }
+        assert_eq!(
+            waiting(&mut patience, MAX_BACKOFF + 1),
+            [MAX_BACKOFF],
+            "never longer than the most"
+        );
+    }
+
+    #[test]
+    fn a_wait_that_fills_its_batch_ends_the_pause() {
+        let mut patience = Patience::default();
+        patience.waited(false);
+        patience.waited(false);
+        patience.waited(true);
+        assert_eq!(waiting(&mut patience, 3), [0, 1, 2]);
+        // After a success the next failure starts the pauses over.
+        patience.waited(false);
+        assert_eq!(waiting(&mut patience, FIRST_BACKOFF + 1), [FIRST_BACKOFF]);
     }
 }
