@@ -184,6 +184,7 @@ pub fn open<T: StoreValue>(options: SqliteOptions, store: StoreOptions<T>) -> Re
         op_ids_ttl: options
             .op_ids_ttl
             .map(|ttl| i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+        oldest_answer: None,
     };
     let snapshot = storage.load(store.retained_revisions() as u64)?;
     let mem = MemStore::from_engine(snapshot.restore(store)?);
@@ -348,6 +349,12 @@ struct SqliteStorage {
     trimmed_through: u64,
     /// How long answers of op ids are kept, in milliseconds.
     op_ids_ttl: Option<i64>,
+    /// No recorded answer is dated before this (Unix milliseconds), as far
+    /// as this writer knows: a write prunes only once the time to live
+    /// reaches it. Answers are only ever added dated now, and deleted, so
+    /// it stays true until this writer's next prune reads it again. `None`:
+    /// not read yet.
+    oldest_answer: Option<i64>,
 }
 
 /// The wall clock in Unix milliseconds: when an answer is recorded, and
@@ -553,12 +560,24 @@ impl Storage for SqliteStorage {
                     .map_err(sql)?;
             }
             // Twice what it records: pruning outpaces writing, and the
-            // table holds about what the time to live spans.
+            // table holds about what the time to live spans. Until the
+            // oldest answer expires there is nothing to prune, and the
+            // delete (which builds a temporary table for its `IN`) is
+            // skipped.
             if let Some(ttl) = self.op_ids_ttl {
-                c.prepare_cached(maintenance::PRUNE_SQL)
-                    .map_err(sql)?
-                    .execute(params![now.saturating_sub(ttl), 2 * applied.len() as i64])
-                    .map_err(sql)?;
+                let expired_before = now.saturating_sub(ttl);
+                if self.oldest_answer.is_none_or(|oldest| oldest < expired_before) {
+                    c.prepare_cached(maintenance::PRUNE_SQL)
+                        .map_err(sql)?
+                        .execute(params![expired_before, 2 * applied.len() as i64])
+                        .map_err(sql)?;
+                    // Never empty: this write just recorded its answers.
+                    self.oldest_answer = c
+                        .prepare_cached("SELECT min(applied_at) FROM zestor_applied_ops")
+                        .map_err(sql)?
+                        .query_row([], |r| r.get(0))
+                        .map_err(sql)?;
+                }
             }
         }
         if let Some(last) = events.last() {
