@@ -66,7 +66,9 @@ for (const suite of SUITES) {
     fail(`${file} is not JSON: ${e.message}`);
   }
   if (!Array.isArray(r.rows)) fail(`${file} has no rows`);
-  r.written = fs.statSync(file).mtime;
+  // When the bench wrote it; a file from before the field, its mtime
+  // (which a checkout resets).
+  r.written = Number.isInteger(r.written) ? new Date(r.written * 1000) : fs.statSync(file).mtime;
   results.set(suite, r);
 }
 if (results.size === 0) fail(`no results in ${inDir}: run scripts/bench.sh`);

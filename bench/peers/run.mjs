@@ -875,6 +875,7 @@ function results({ latency, initZ, initT, n, zestorSeedS, tbStats, notes }) {
     source: 'bench/peers/run.mjs',
     command: `node bench/peers/run.mjs${quick ? ' --quick' : ''}`,
     quick,
+    written: Math.floor(Date.now() / 1000),
     conditions: [
       `versions: sync-server ${versions.syncServer}${versions.commit ? ` (${versions.commit})` : ''} release build; tinybase ${versions.tinybase}; ws ${versions.ws}; Node ${versions.node}; ${os.cpus().length} vCPUs, all processes on 127.0.0.1`,
       'each server in its own process; one load generator (run.mjs, one Node process) drives all three with the same thin subscribers',

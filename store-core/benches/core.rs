@@ -742,6 +742,9 @@ fn write_results(mode: Mode, rounds: usize, target: Duration, rows: Vec<Value>) 
         "source": "store-core/benches/core.rs",
         "command": "cargo bench -p store-core --bench core",
         "quick": mode != Mode::Bench,
+        "written": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         "conditions": conditions,
         "rows": rows,
     });

@@ -294,6 +294,7 @@ function writeResults(r) {
     source: 'store-wasm/bench/',
     command: 'node store-wasm/bench/run.mjs',
     quick: r.mode === 'quick',
+    written: Math.floor(Date.now() / 1000),
     conditions: [
       `${r.browser.product}, headless, on-disk profile; zestor ${r.zestor}, Dexie.js ${r.dexie}; Node ${r.node}`,
       'IndexedDB durability: the browser default for zestor and every baseline',

@@ -251,6 +251,8 @@ pub struct Results {
     pub source: String,
     pub command: String,
     pub quick: bool,
+    /// When the results were written, in Unix seconds (set by [`Results::write`]).
+    pub written: u64,
     pub conditions: Vec<String>,
     pub rows: Vec<Row>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,6 +286,7 @@ impl Results {
             source: source.into(),
             command: command.into(),
             quick,
+            written: 0,
             conditions: Vec::new(),
             rows: Vec::new(),
             plot: None,
@@ -305,8 +308,11 @@ impl Results {
     }
 
     /// Writes the file if `ZESTOR_BENCH_OUT` is set.
-    pub fn write(&self) {
+    pub fn write(&mut self) {
         let Some(dir) = &self.out else { return };
+        self.written = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         for r in &self.rows {
             if !r.value.is_finite() || r.baseline.is_some_and(|b| !b.is_finite()) {
                 die(&format!("row {:?}: a figure is not a number", r.case));
