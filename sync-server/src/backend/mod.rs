@@ -799,7 +799,8 @@ mod tests {
         let mut batch = vec![request("first")];
         let sender = send_later(&queue, 1);
         let started = Instant::now();
-        let filled = futures_executor::block_on(linger(&mut requests, &mut batch, 5, Duration::from_millis(200)));
+        let filled =
+            futures_executor::block_on(linger(&mut requests, &mut batch, 5, Duration::from_millis(200)));
         sender.join().unwrap();
         assert!(!filled);
         assert_eq!(batch.len(), 2);
@@ -811,7 +812,8 @@ mod tests {
         let (queue, mut requests) = mpsc::unbounded::<Request<Value>>();
         let mut batch = vec![request("first")];
         queue.close_channel();
-        let filled = futures_executor::block_on(linger(&mut requests, &mut batch, 5, Duration::from_secs(3600)));
+        let filled =
+            futures_executor::block_on(linger(&mut requests, &mut batch, 5, Duration::from_secs(3600)));
         assert!(!filled);
         assert_eq!(batch.len(), 1);
     }
@@ -824,7 +826,11 @@ mod tests {
     #[test]
     fn waiting_pauses_after_a_wait_that_did_not_fill_and_longer_after_each_more() {
         let mut patience = Patience::default();
-        assert_eq!(waiting(&mut patience, 3), [0, 1, 2], "it waits until a wait fails");
+        assert_eq!(
+            waiting(&mut patience, 3),
+            [0, 1, 2],
+            "it waits until a wait fails"
+        );
         patience.waited(false);
         let n = FIRST_BACKOFF;
         assert_eq!(waiting(&mut patience, n + 1), [n], "the first pause");
