@@ -206,6 +206,60 @@ fn sqlite_writes_prune_twice_what_they_record() {
     }
 }
 
+/// A retry of an op id gets its first answer, nothing applied again: from
+/// the writer that applied it, from another writer of the namespace on the
+/// same file (another process), and from a writer opened later.
+#[test]
+fn sqlite_answers_are_found_by_every_writer_of_the_namespace() {
+    let path = support::fresh_db("answers-found");
+    let first = open(&path);
+    let ops = |n: usize| -> Vec<Op> {
+        (0..n)
+            .map(|i| set(&format!("op{i}"), &format!("k{i}"), json!(i)))
+            .collect()
+    };
+    // More than one commit takes (512).
+    let written = block_on(first.apply_ops("c1", ops(600)));
+    assert!(
+        written.iter().all(Result::is_ok),
+        "{:?}",
+        written.iter().find(|a| a.is_err())
+    );
+    let same = |retried: Vec<Result<Ack, Reject>>, by: &str| {
+        let differ = retried.iter().zip(&written).filter(|(a, b)| a != b).count();
+        assert!(
+            retried.len() == written.len() && differ == 0,
+            "{by}: {differ} of {} answers differ, first {:?}",
+            written.len(),
+            retried.iter().zip(&written).find(|(a, b)| a != b)
+        );
+    };
+    same(block_on(first.apply_ops("c1", ops(600))), "the writer");
+    let other = open(&path);
+    block_on(other.apply_ops("c2", vec![set("x", "k0", json!("x"))]))
+        .remove(0)
+        .unwrap();
+    same(block_on(other.apply_ops("c1", ops(600))), "another writer");
+    let y = block_on(other.apply_ops("c2", vec![set("y", "k1", json!("y"))]));
+    assert_eq!(
+        block_on(first.apply_ops("c2", vec![set("y", "k1", json!("y"))])),
+        y,
+        "the first writer, of an op the other applied"
+    );
+    first.close();
+    other.close();
+    let reopened = open(&path);
+    same(
+        block_on(reopened.apply_ops("c1", ops(600))),
+        "a writer opened later",
+    );
+    assert_eq!(
+        block_on(reopened.get("task", "k0")).unwrap().unwrap().value,
+        json!("x")
+    );
+    reopened.close();
+}
+
 /// Every recorded answer is dated when it is written.
 #[test]
 fn sqlite_answers_are_dated_when_written() {
