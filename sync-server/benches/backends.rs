@@ -537,6 +537,11 @@ fn postgres_cases(results: &mut Results, quick: bool, budget: Duration, filter: 
     }
 }
 
+/// The sync-server binary's allocator, so that the server measured here
+/// in-process allocates as the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         pg_child(&spec);

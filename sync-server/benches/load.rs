@@ -1997,6 +1997,11 @@ fn tungstenite_of(package: &str) -> String {
     }
 }
 
+/// The sync-server binary's allocator, so that the server measured here
+/// in-process allocates as the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Ok(size) = std::env::var(RAW_SERVER_ENV) {
         raw_server_child(size.parse().unwrap_or(128 * 1024));
