@@ -605,6 +605,9 @@ impl Storage for SqliteStorage {
     }
 
     async fn rollback(&mut self) {
+        // Read inside the transaction, after its prune: the pruned answers
+        // are back.
+        self.oldest_answer = None;
         if !self.conn.is_autocommit()
             && let Err(e) = self.conn.execute_batch("ROLLBACK")
         {
