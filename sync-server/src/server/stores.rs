@@ -45,12 +45,15 @@ impl Database {
             return format!("{conn}{sep}schema={schema}");
         }
         // What would end the part of the URL it stands in is percent-encoded
-        // (a socket directory in the host, say).
+        // (a socket directory in the host, an `&` in a parameter, say).
         let escape = |v: &str| {
             v.replace('%', "%25")
                 .replace('/', "%2F")
                 .replace('@', "%40")
                 .replace(':', "%3A")
+                .replace('?', "%3F")
+                .replace('#', "%23")
+                .replace('&', "%26")
         };
         let (mut host, mut port, mut user) =
             ("localhost".to_owned(), "5432".to_owned(), "postgres".to_owned());
@@ -65,7 +68,7 @@ impl Database {
                 "user" => user = v.to_owned(),
                 "password" => password = Some(v),
                 "dbname" => dbname = Some(v.to_owned()),
-                _ => params.push(format!("{k}={v}")),
+                _ => params.push(format!("{k}={}", escape(v))),
             }
         }
         let dbname = dbname.unwrap_or_else(|| user.clone());
@@ -75,8 +78,9 @@ impl Database {
         };
         params.push(format!("schema={schema}"));
         format!(
-            "postgres://{login}@{}:{port}/{dbname}?{}",
+            "postgres://{login}@{}:{port}/{}?{}",
             escape(&host),
+            escape(&dbname),
             params.join("&")
         )
     }
