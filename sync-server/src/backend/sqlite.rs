@@ -353,7 +353,7 @@ struct SqliteStorage {
     /// as this writer knows: a write prunes only once the time to live
     /// reaches it. Answers are only ever added dated now, and deleted, so
     /// it stays true until this writer's next prune reads it again. `None`:
-    /// not read yet.
+    /// not read yet, or forgotten by a rollback.
     oldest_answer: Option<i64>,
 }
 
