@@ -353,6 +353,125 @@ async fn start_raw() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (address, task)
 }
 
+/// A raw WebSocket relay: the transport's share of an acknowledged write,
+/// with nothing stored and no rule checked. Accepts WebSockets as
+/// [`start_raw`] does. Connections hand their pushes to one relay task,
+/// which takes every push waiting, gives each op the next revision, sends
+/// the batch to every connection as one `changes` frame (encoded once) and
+/// each pusher its `ack`s. A connection sends what it holds, flushed once.
+/// The sync server's path without its store and session: what the
+/// transport alone costs on this machine.
+/// How long the raw relay waits for every connection's push.
+const RELAY_LINGER: Duration = Duration::from_millis(1);
+
+async fn start_raw_relay() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    type Acks = tokio::sync::mpsc::UnboundedSender<Message>;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| die(&format!("cannot listen on 127.0.0.1: {e}")));
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (fanout, _) = tokio::sync::broadcast::channel::<Message>(8_192);
+        let (pushes, mut pending) = tokio::sync::mpsc::unbounded_channel::<(Value, Acks)>();
+        let relay = fanout.clone();
+        let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connected.clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move {
+            let mut head = 0u64;
+            while let Some(first) = pending.recv().await {
+                // Every connection's push in one batch (each client has one
+                // in flight), or what came within the linger.
+                let mut batch = vec![first];
+                let until = tokio::time::Instant::now() + RELAY_LINGER;
+                while batch.len() < connected.load(Ordering::Relaxed) {
+                    match tokio::time::timeout_at(until, pending.recv()).await {
+                        Ok(Some(next)) => batch.push(next),
+                        _ => break,
+                    }
+                }
+                let mut events = Vec::new();
+                let mut acks = Vec::new();
+                for (push, to) in batch {
+                    for op in push["ops"].as_array().into_iter().flatten() {
+                        head += 1;
+                        events.push(json!({"kind": op["kind"], "key": op["key"], "type": "update",
+                            "value": op["value"], "version": head, "rev": head}));
+                        let ack = json!({"type": "ack", "op_id": op["op_id"], "result": "updated",
+                            "version": head, "rev": head});
+                        acks.push((to.clone(), ack));
+                    }
+                }
+                let changes = json!({"type": "changes", "rev": head, "events": events});
+                let _ = relay.send(Message::Text(changes.to_string().into()));
+                for (to, ack) in acks {
+                    let _ = to.send(Message::Text(ack.to_string().into()));
+                }
+            }
+        });
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            let (fanout, pushes, counted) = (fanout.clone(), pushes.clone(), counted.clone());
+            tasks.spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let Some(Ok(Message::Text(_hello))) = ws.next().await else {
+                    return;
+                };
+                let mut feed = fanout.subscribe();
+                for m in [
+                    json!({"type": "welcome", "protocol": 1, "namespace": "bench", "rights": "read_write"}),
+                    json!({"type": "snapshot", "rev": 0, "reason": "initial", "entries": [], "done": true}),
+                ] {
+                    if ws.send(Message::Text(m.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                counted.fetch_add(1, Ordering::Relaxed);
+                let (acks, mut answered) = tokio::sync::mpsc::unbounded_channel();
+                let (mut tx, mut rx) = ws.split();
+                loop {
+                    let mut out = Vec::new();
+                    tokio::select! {
+                        frame = rx.next() => {
+                            let Some(Ok(frame)) = frame else { return };
+                            if let Message::Text(text) = frame {
+                                let push: Value = serde_json::from_str(&text).unwrap_or_default();
+                                let _ = pushes.send((push, acks.clone()));
+                            }
+                        }
+                        Some(ack) = answered.recv() => out.push(ack),
+                        m = feed.recv() => match m {
+                            Ok(m) => out.push(m),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        },
+                    }
+                    while let Ok(m) = feed.try_recv() {
+                        out.push(m);
+                    }
+                    while let Ok(m) = answered.try_recv() {
+                        out.push(m);
+                    }
+                    if out.is_empty() {
+                        continue;
+                    }
+                    for m in out {
+                        if tx.feed(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    if tx.flush().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (address, task)
+}
+
 // ---- case 1: propagation latency ----
 
 /// Receipt − send time of every event reaching this subscriber, until it
@@ -1050,13 +1169,13 @@ async fn push_loop(mut socket: Socket, w: u64, writers: u64, start: Instant, bud
     done
 }
 
-/// `writers` subscribed clients pushing through a fresh server on
-/// `database`: acknowledged writes/s.
-async fn through_server(database: Database, writers: u64, budget: Duration) -> f64 {
-    let server = start(database, Synchronous::Full, SEND_TIMEOUT).await;
+/// `writers` subscribed clients pushing to the server at `address`, each
+/// awaiting its ack before the next, until `budget` has passed:
+/// acknowledged writes/s.
+async fn push_rate(address: SocketAddr, writers: u64, budget: Duration) -> f64 {
     let mut sockets = Vec::new();
     for w in 0..writers {
-        sockets.push(subscribe(server.address, &format!("c{w}"), None).await);
+        sockets.push(subscribe(address, &format!("c{w}"), None).await);
     }
     let start = Instant::now();
     let loops = sockets
@@ -1068,8 +1187,24 @@ async fn through_server(database: Database, writers: u64, budget: Duration) -> f
     for l in loops {
         done += l.await.unwrap();
     }
-    let rate = done as f64 / start.elapsed().as_secs_f64();
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `writers` subscribed clients pushing through a fresh server on
+/// `database`: acknowledged writes/s.
+async fn through_server(database: Database, writers: u64, budget: Duration) -> f64 {
+    let server = start(database, Synchronous::Full, SEND_TIMEOUT).await;
+    let rate = push_rate(server.address, writers, budget).await;
     server.stop().await;
+    rate
+}
+
+/// `writers` subscribed clients pushing through the raw relay
+/// ([`start_raw_relay`]): acknowledged writes/s with nothing stored.
+async fn through_relay(writers: u64, budget: Duration) -> f64 {
+    let (address, relay) = start_raw_relay().await;
+    let rate = push_rate(address, writers, budget).await;
+    relay.abort();
     rate
 }
 
@@ -1086,11 +1221,17 @@ async fn direct_sqlite(db: &Path, writers: u64, budget: Duration) -> f64 {
     rate
 }
 
-/// Best of two interleaved rounds of each side: (server, raw, direct).
+/// Best of two interleaved rounds of each side.
+#[derive(Default)]
 struct Writes {
+    /// Through the sync server.
     server: f64,
+    /// The raw upserts, as many per commit as clients.
     raw: f64,
+    /// `Durable::set` directly, as many writers as clients.
     direct: f64,
+    /// Through the raw relay, which stores nothing.
+    relay: f64,
 }
 
 fn clients_text(n: u64) -> String {
@@ -1103,12 +1244,14 @@ fn clients_text(n: u64) -> String {
 
 fn writes_line(name: &str, w: &Writes) {
     println!(
-        "{name:<36} | {:>10.0} | {:>10.0} | {:>6.0}% | {:>10.0} | {:>6.0}%",
+        "{name:<36} | {:>10.0} | {:>10.0} | {:>6.0}% | {:>10.0} | {:>6.0}% | {:>10.0} | {:>6.0}%",
         w.server,
         w.raw,
         w.server / w.raw * 100.0,
         w.direct,
-        w.server / w.direct * 100.0
+        w.server / w.direct * 100.0,
+        w.relay,
+        w.server / w.relay * 100.0
     );
 }
 
@@ -1151,6 +1294,22 @@ fn writes_rows(
         )
         .vs(w.direct, direct_label, "%"),
     );
+    results.row(
+        Row::new(
+            section,
+            format!("{backend}, {clients} vs the raw relay (transport vs server)"),
+            w.server,
+            "writes/s",
+        )
+        .vs(w.relay, relay_label(writers), "%"),
+    );
+}
+
+fn relay_label(writers: u64) -> String {
+    format!(
+        "raw tokio-tungstenite relay, nothing stored, {} pushing",
+        clients_text(writers)
+    )
 }
 
 fn writes_case(rt: &Runtime, dir: &Path, quick: bool, pg: Option<&Pg>, results: &mut Results) {
@@ -1161,22 +1320,22 @@ fn writes_case(rt: &Runtime, dir: &Path, quick: bool, pg: Option<&Pg>, results: 
         budget.as_millis()
     );
     println!(
-        "{:<36} | {:>10} | {:>10} | {:>7} | {:>10} | {:>7}",
-        "case", "server w/s", "raw w/s", "vs raw", "direct w/s", "vs dir."
+        "{:<36} | {:>10} | {:>10} | {:>7} | {:>10} | {:>7} | {:>10} | {:>7}",
+        "case", "server w/s", "raw w/s", "vs raw", "direct w/s", "vs dir.", "relay w/s", "vs rel."
     );
-    println!("{}", "-".repeat(98));
+    println!("{}", "-".repeat(121));
     let mut n = 0;
     let mut path = |name: &str| {
         n += 1;
         dir.join(format!("{name}-{n}.db"))
     };
-    for writers in [1, WRITERS] {
-        let mut w = Writes {
-            server: 0.0,
-            raw: 0.0,
-            direct: 0.0,
-        };
+    // The relay's rate for 1 and for WRITERS clients, measured with the
+    // SQLite rounds and compared with both backends.
+    let mut relay = [0.0; 2];
+    for (writers, relay) in [1, WRITERS].into_iter().zip(&mut relay) {
+        let mut w = Writes::default();
         for _ in 0..2 {
+            w.relay = w.relay.max(rt.block_on(through_relay(writers, budget)));
             w.raw = w
                 .raw
                 .max(raw_sqlite_kv(&path("raw"), Synchronous::Full, writers, budget));
@@ -1186,7 +1345,22 @@ fn writes_case(rt: &Runtime, dir: &Path, quick: bool, pg: Option<&Pg>, results: 
             let db = Database::Sqlite(path("server"));
             w.server = w.server.max(rt.block_on(through_server(db, writers, budget)));
         }
+        *relay = w.relay;
         writes_line(&format!("SQLite FULL, {}", clients_text(writers)), &w);
+        // What the transport alone reaches of the raw upserts: no server
+        // that sends these frames on this machine can go past it.
+        results.row(
+            Row::new(
+                "Acknowledged writes",
+                format!(
+                    "raw relay (nothing stored), {} vs raw rusqlite at {writers} per commit (the transport's ceiling)",
+                    clients_text(writers)
+                ),
+                w.relay,
+                "writes/s",
+            )
+            .vs(w.raw, format!("raw rusqlite batched upserts, {writers} per transaction, synchronous=FULL"), "%"),
+        );
         writes_rows(
             results,
             "SQLite synchronous=FULL",
@@ -1203,11 +1377,10 @@ fn writes_case(rt: &Runtime, dir: &Path, quick: bool, pg: Option<&Pg>, results: 
         );
     }
     if let Some(pg) = pg {
-        for writers in [1, WRITERS] {
+        for (writers, relay) in [1, WRITERS].into_iter().zip(relay) {
             let mut w = Writes {
-                server: 0.0,
-                raw: 0.0,
-                direct: 0.0,
+                relay,
+                ..Writes::default()
             };
             let mut per_commit = 0.0;
             for _ in 0..2 {
@@ -1249,8 +1422,10 @@ fn writes_case(rt: &Runtime, dir: &Path, quick: bool, pg: Option<&Pg>, results: 
         "acknowledged writes: each client pushes one set (3-field JSON value, ~45 bytes, one of 1,000 keys) and \
          awaits its ack before the next; every client is subscribed, so each also receives every client's \
          changes; {} ms per run, each side run twice interleaved, the better run counts; raw baselines: the \
-         same upserts as the backends bench, as many per transaction as clients; fresh SQLite file / \
-         PostgreSQL schema per server",
+         same upserts as the backends bench, as many per transaction as clients; the raw relay: the same \
+         clients through a tokio-tungstenite server that stores nothing, checks nothing and answers every \
+         client's push in one batch (one `changes` frame per connection, an `ack` per op; it waits up to 1 ms \
+         for every client's push); fresh SQLite file / PostgreSQL schema per server",
         budget.as_millis()
     ));
 }
