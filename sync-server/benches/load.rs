@@ -302,6 +302,33 @@ impl Server {
 
 // ---- the raw broadcast server (baseline of case 1) ----
 
+/// A raw server's side of a client's handshake: accepts the WebSocket,
+/// reads the `hello`, subscribes to `fanout` and answers with a minimal
+/// `welcome` and `snapshot`. `None` if the client went away meanwhile.
+async fn raw_handshake(
+    tcp: TcpStream,
+    fanout: &tokio::sync::broadcast::Sender<Message>,
+) -> Option<(
+    WebSocketStream<TcpStream>,
+    Value,
+    tokio::sync::broadcast::Receiver<Message>,
+)> {
+    let mut ws = tokio_tungstenite::accept_async(tcp).await.ok()?;
+    let Some(Ok(Message::Text(hello))) = ws.next().await else {
+        return None;
+    };
+    let hello: Value = serde_json::from_str(&hello).unwrap_or_default();
+    // Before the welcome: every frame sent after it reaches this client.
+    let feed = fanout.subscribe();
+    for m in [
+        json!({"type": "welcome", "protocol": 1, "namespace": "bench", "rights": "read_write"}),
+        json!({"type": "snapshot", "rev": 0, "reason": "initial", "entries": [], "done": true}),
+    ] {
+        ws.send(Message::Text(m.to_string().into())).await.ok()?;
+    }
+    Some((ws, hello, feed))
+}
+
 /// Accepts WebSockets; answers each `hello` with a minimal `welcome` and
 /// `snapshot`; forwards every later frame of the client `writer` to all the
 /// others. Dropping the returned handle's task (abort) ends everything.
@@ -317,22 +344,9 @@ async fn start_raw() -> (SocketAddr, tokio::task::JoinHandle<()>) {
             let _ = tcp.set_nodelay(true);
             let fanout = fanout.clone();
             connections.spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                let Some((mut ws, first, mut feed)) = raw_handshake(tcp, &fanout).await else {
                     return;
                 };
-                let Some(Ok(Message::Text(first))) = ws.next().await else {
-                    return;
-                };
-                let first: Value = serde_json::from_str(&first).unwrap_or_default();
-                let mut feed = fanout.subscribe();
-                for m in [
-                    json!({"type": "welcome", "protocol": 1, "namespace": "bench", "rights": "read_write"}),
-                    json!({"type": "snapshot", "rev": 0, "reason": "initial", "entries": [], "done": true}),
-                ] {
-                    if ws.send(Message::Text(m.to_string().into())).await.is_err() {
-                        return;
-                    }
-                }
                 if first["client_id"] == "writer" {
                     drop(feed);
                     while let Some(Ok(frame)) = ws.next().await {
@@ -414,21 +428,9 @@ async fn start_raw_relay() -> (SocketAddr, tokio::task::JoinHandle<()>) {
             let _ = tcp.set_nodelay(true);
             let (fanout, pushes, counted) = (fanout.clone(), pushes.clone(), counted.clone());
             tasks.spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                let Some((ws, _, mut feed)) = raw_handshake(tcp, &fanout).await else {
                     return;
                 };
-                let Some(Ok(Message::Text(_hello))) = ws.next().await else {
-                    return;
-                };
-                let mut feed = fanout.subscribe();
-                for m in [
-                    json!({"type": "welcome", "protocol": 1, "namespace": "bench", "rights": "read_write"}),
-                    json!({"type": "snapshot", "rev": 0, "reason": "initial", "entries": [], "done": true}),
-                ] {
-                    if ws.send(Message::Text(m.to_string().into())).await.is_err() {
-                        return;
-                    }
-                }
                 counted.fetch_add(1, Ordering::Relaxed);
                 let (acks, mut answered) = tokio::sync::mpsc::unbounded_channel();
                 let (mut tx, mut rx) = ws.split();
