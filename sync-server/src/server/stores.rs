@@ -284,5 +284,20 @@ mod tests {
             "postgres://z:p%40ss%3A1@%2Frun%2Fpg:5432/d?sslmode=disable&schema=s2"
         );
         assert!(url.parse::<Database>().is_ok(), "{url}");
+        // The database name and the other pairs' values are escaped too: a
+        // `?` or `&` in them would end their part of the URL.
+        let odd = Database::Postgres {
+            conn: "host=h dbname=a?b#c application_name=x&y".into(),
+            schema: "s3".into(),
+        };
+        let url = odd.url();
+        assert_eq!(
+            url,
+            "postgres://postgres@h:5432/a%3Fb%23c?application_name=x%26y&schema=s3"
+        );
+        match url.parse::<Database>() {
+            Ok(Database::Postgres { schema, .. }) => assert_eq!(schema, "s3", "{url}"),
+            other => panic!("{url} parsed as {other:?}"),
+        }
     }
 }
