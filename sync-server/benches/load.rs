@@ -246,6 +246,15 @@ struct Server {
     done: tokio::task::JoinHandle<()>,
 }
 
+/// A listener on a free loopback port, and its address.
+async fn listen() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| die(&format!("cannot listen on 127.0.0.1: {e}")));
+    let address = listener.local_addr().unwrap();
+    (listener, address)
+}
+
 /// A server on port 0 over `database`; `sync` is SQLite's `synchronous`
 /// (FULL everywhere but one latency diagnostic).
 async fn start(database: Database, sync: Synchronous, send_timeout: Duration) -> Server {
@@ -262,10 +271,7 @@ async fn start(database: Database, sync: Synchronous, send_timeout: Duration) ->
         send_timeout,
         shutdown,
     });
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| die(&format!("cannot listen on 127.0.0.1: {e}")));
-    let address = listener.local_addr().unwrap();
+    let (listener, address) = listen().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = state.clone();
     let done = tokio::spawn(async move {
@@ -333,10 +339,7 @@ async fn raw_handshake(
 /// `snapshot`; forwards every later frame of the client `writer` to all the
 /// others. Dropping the returned handle's task (abort) ends everything.
 async fn start_raw() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| die(&format!("cannot listen on 127.0.0.1: {e}")));
-    let address = listener.local_addr().unwrap();
+    let (listener, address) = listen().await;
     let task = tokio::spawn(async move {
         let (fanout, _) = tokio::sync::broadcast::channel::<Message>(8_192);
         let mut connections = tokio::task::JoinSet::new();
@@ -381,10 +384,7 @@ const RELAY_LINGER: Duration = Duration::from_millis(1);
 /// best, without the sync server's store and session.
 async fn start_raw_relay() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     type Acks = tokio::sync::mpsc::UnboundedSender<Message>;
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| die(&format!("cannot listen on 127.0.0.1: {e}")));
-    let address = listener.local_addr().unwrap();
+    let (listener, address) = listen().await;
     let task = tokio::spawn(async move {
         let (fanout, _) = tokio::sync::broadcast::channel::<Message>(8_192);
         let (pushes, mut pending) = tokio::sync::mpsc::unbounded_channel::<(Value, Acks)>();
@@ -1510,10 +1510,7 @@ async fn initial_sync(address: SocketAddr, capture: bool) -> Result<SyncRun, Str
 
 /// A raw tokio-tungstenite server answering any first frame with `frames`.
 async fn start_replay(frames: Arc<Vec<Utf8Bytes>>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| die(&format!("cannot listen on 127.0.0.1: {e}")));
-    let address = listener.local_addr().unwrap();
+    let (listener, address) = listen().await;
     let task = tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         while let Ok((tcp, _)) = listener.accept().await {
@@ -1724,8 +1721,7 @@ fn raw_server_child(read_buffer_size: usize) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
+        let (listener, address) = listen().await;
         println!("raw server listening on http://{address} (read buffer {read_buffer_size})");
         std::io::Write::flush(&mut std::io::stdout()).unwrap();
         let config = WebSocketConfig::default().read_buffer_size(read_buffer_size);
